@@ -1,0 +1,40 @@
+"""Bounded text: keep a head and a tail, and say how much was cut.
+
+Used twice with different budgets: at capture (what the history stores) and when
+the prompt is built (what the model reads).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["clean_text", "strip_ansi", "trim_marker", "trim_text"]
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def clean_text(text: str) -> str:
+    """Make any string safe to store and print: no lone surrogates, no NULs."""
+    if not text.isascii():
+        # Lone surrogates (from undecodable bytes) become visible escapes, not errors.
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\x00", "\\x00")
+
+
+def trim_marker(total_chars: int, total_bytes: int | None = None) -> str:
+    size = f"{total_bytes:,} bytes" if total_bytes is not None else f"{total_chars:,} chars"
+    return f"\n[... trimmed by ambient-jupyter: original size {size} ...]\n"
+
+
+def trim_text(text: str, limit: int, *, total_bytes: int | None = None) -> str:
+    """``text`` if it fits in ``limit`` chars, else its head and tail around a marker."""
+    if len(text) <= limit and total_bytes is None:
+        return text
+    if len(text) <= limit:
+        return text + trim_marker(len(text), total_bytes)
+    half = max(1, limit // 2)
+    return text[:half] + trim_marker(len(text), total_bytes) + text[-half:]

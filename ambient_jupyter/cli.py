@@ -1,0 +1,148 @@
+"""``ambient-jupyter run | history | models``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import textwrap
+from typing import Any
+
+from . import __version__
+
+__all__ = ["main"]
+
+
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser("run", help="execute a notebook headless, with the assistant watching")
+    p.add_argument("notebook", help="the .ipynb to run")
+    p.add_argument("-o", "--output", help="where to write the executed notebook (default: NAME.run.ipynb)")
+    p.add_argument("--model", default=None, help="model spec (default: $AMBIENT_MODEL or auto)")
+    p.add_argument("--agent", choices=["off", "ask", "auto"], default="ask", help="agent mode (default: ask)")
+    p.add_argument("--quiet", action="store_true", help="no unprompted diagnosis of failures")
+    p.add_argument("--allow-errors", action="store_true", help="keep running after a failing cell")
+    p.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    p.add_argument("--kernel", default=None, help="kernel name (default: the notebook's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_history(sub: Any) -> None:
+    p = sub.add_parser("history", help="print a notebook's conversation history")
+    p.add_argument("--notebook", help="the notebook (default: the most recently active one)")
+    p.add_argument("--after", type=int, default=0, help="only events with seq greater than this")
+    p.add_argument("--json", action="store_true", help="one JSON event per line")
+    p.add_argument("--list", action="store_true", help="list the notebooks in the history")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import os
+
+    from .runner import run_notebook
+
+    if not os.path.isfile(args.notebook):
+        print(f"ambient-jupyter: no notebook at {args.notebook}", file=sys.stderr)
+        return 2
+    model = args.model or os.environ.get("AMBIENT_MODEL", "").strip() or "auto"
+    result = run_notebook(
+        args.notebook,
+        args.output,
+        model=model,
+        agent=args.agent,
+        quiet=args.quiet,
+        allow_errors=args.allow_errors,
+        timeout=args.timeout,
+        kernel_name=args.kernel,
+        progress=not args.no_progress,
+    )
+    status = "ok" if not result.errors else f"{len(result.errors)} failing cell(s)"
+    print(
+        f"ran {result.cells} cells in {result.seconds:.1f}s: {status}\n"
+        f"executed notebook: {result.output}\n"
+        f"history: ambient-jupyter history --notebook {args.notebook}",
+        file=sys.stderr,
+    )
+    return result.exit_code
+
+
+def _format(event: dict[str, Any]) -> str:
+    kind = event.get("kind")
+    head = f"#{event.get('seq')} {event.get('at', '')[11:19]}"
+    if kind == "cell_executed":
+        line = f"{head} cell [{event.get('execution_count')}] {event.get('status')} {event.get('duration_ms', 0):.0f} ms"
+        body = textwrap.indent(str(event.get("code", "")), "    | ")
+        if event.get("error"):
+            err = event["error"]
+            body += f"\n    ! {err.get('ename')}: {err.get('evalue')}"
+        return f"{line}\n{body}"
+    if kind == "widget_changed":
+        return (
+            f"{head} widget {event.get('widget_class')} '{event.get('description') or event.get('widget')}' "
+            f"{event.get('trait')}: {event.get('old')!r} -> {event.get('new')!r}"
+        )
+    if kind == "user_message":
+        return f"{head} you ({event.get('source')}): {event.get('text')}"
+    if kind == "assistant_message":
+        return f"{head} ambient ({event.get('model')}, {event.get('state')}): {event.get('text')}"
+    if kind == "model_error":
+        return f"{head} model error ({event.get('model')}): {event.get('message')}"
+    return f"{head} {kind}: " + json.dumps({k: v for k, v in event.items() if k not in ("seq", "at", "notebook", "kind")})
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from .history import History, normalize_notebook
+
+    with History() as history:
+        if args.list:
+            for path, last, updated in history.notebooks():
+                print(f"{last:>7} events  {updated}  {path}")
+            return 0
+        if args.notebook:
+            notebook = normalize_notebook(args.notebook)
+        else:
+            known = history.notebooks()
+            if not known:
+                print(f"ambient-jupyter: the history at {history.path} is empty", file=sys.stderr)
+                return 0
+            notebook = known[0][0]
+        after = args.after
+        while True:
+            page = history.read(notebook, after, limit=1000)
+            if not page:
+                break
+            for event in page:
+                print(json.dumps(event, ensure_ascii=False) if args.json else _format(event))
+            after = page[-1]["seq"]
+    return 0
+
+
+def _cmd_models(_args: argparse.Namespace) -> int:
+    from .backends import available_models
+
+    models = asyncio.run(available_models())
+    width = max(len(m.spec) for m in models)
+    for m in models:
+        print(f"{m.spec:<{width}}  {m.backend:<9}  {m.status}")
+    return 0 if any(m.status.startswith("ready") for m in models) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ambient-jupyter", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_history(sub)
+    sub.add_parser("models", help="list the backends and models that answer now")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="ambient-jupyter: %(message)s")
+    handler = {"run": _cmd_run, "history": _cmd_history, "models": _cmd_models}[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("ambient-jupyter: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

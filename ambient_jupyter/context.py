@@ -1,0 +1,214 @@
+"""The model's view of a notebook: an append-only transcript within a token budget.
+
+Why append-only: llama.cpp and Ollama keep the last prompt's KV cache and reuse its
+longest common prefix. If each new event is *appended* (never spliced in, never
+re-rendered differently), reacting to event #500 only costs the tokens of event
+#500. So:
+
+* each event renders to exactly one chat message, deterministically, once;
+* the window's start moves only when the budget overflows, and then by half the
+  budget at once, so cuts are rare and the prefix is stable between them;
+* what was cut is replaced by a deterministic summary (no model call), placed right
+  after the system prompt.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._trim import trim_text
+from .backends.base import Message
+
+__all__ = ["SYSTEM_PROMPT", "Transcript", "render_event"]
+
+SYSTEM_PROMPT = (
+    "You are Ambient, an assistant that lives inside a Jupyter notebook. You see the "
+    "notebook as it runs: each executed cell with its outputs or error, widget changes, "
+    "and the chat. Answer briefly and concretely, about this notebook. When a cell fails, "
+    "say in one or two sentences why, and show the corrected code in a short code block."
+)
+
+MESSAGE_OVERHEAD = 4
+"""Template tokens around each message (role markers, separators)."""
+
+
+def _fmt_value(value: Any, limit: int = 200) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return trim_text(text, limit)
+
+
+def _render_outputs(outputs: list[dict[str, Any]], limit: int) -> str:
+    parts: list[str] = []
+    for out in outputs:
+        kind = out.get("type")
+        if kind == "image":
+            parts.append(f"[image {out.get('mime')} {out.get('bytes', 0):,} bytes]")
+        elif kind == "stream":
+            parts.append(str(out.get("text", "")))
+        elif kind in ("result", "display"):
+            label = "Out: " if kind == "result" else ""
+            parts.append(label + str(out.get("text", "")))
+    text = "\n".join(p.rstrip("\n") for p in parts if p)
+    return trim_text(text, limit) if text else ""
+
+
+def render_event(event: dict[str, Any], *, limit: int = 2000) -> Message | None:
+    """One event as one chat message, or ``None`` for events the model need not see.
+
+    ``limit`` caps the characters of code and of outputs, so that no single event
+    can take over the context.
+    """
+    kind = event.get("kind")
+    if kind == "cell_executed":
+        count = event.get("execution_count")
+        head = f"[cell {count if count is not None else '?'} ran: {event.get('status', 'ok')}, "
+        head += f"{float(event.get('duration_ms') or 0):.0f} ms]"
+        body = [head, "```python", trim_text(str(event.get("code", "")), limit), "```"]
+        outputs = _render_outputs(event.get("outputs") or [], limit)
+        if outputs:
+            body.append("Output:\n" + outputs)
+        error = event.get("error")
+        if error:
+            tb = "\n".join(error.get("traceback") or [])
+            body.append(f"Error: {error.get('ename')}: {error.get('evalue')}")
+            if tb:
+                # The end of a traceback names the failing line; keep more of it.
+                body.append(trim_text(tb, limit // 2)[-(limit // 2) :])
+        return {"role": "user", "content": "\n".join(body)}
+    if kind == "widget_changed":
+        label = event.get("description") or event.get("widget", "")[:8]
+        text = (
+            f"[widget {event.get('widget_class')} '{label}' {event.get('trait')}: "
+            f"{_fmt_value(event.get('old'))} -> {_fmt_value(event.get('new'))}]"
+        )
+        return {"role": "user", "content": text}
+    if kind == "user_message":
+        return {"role": "user", "content": trim_text(str(event.get("text", "")), limit * 2)}
+    if kind == "assistant_message":
+        if event.get("state") == "error" or not event.get("text"):
+            return None
+        text = str(event.get("text", ""))
+        if event.get("state") == "incomplete":
+            text += " [reply cut off]"
+        return {"role": "assistant", "content": trim_text(text, limit * 2)}
+    if kind == "action_proposed":
+        return {
+            "role": "assistant",
+            "content": f"[proposed {event.get('action')} {event.get('action_id')}]\n```python\n"
+            f"{trim_text(str(event.get('code', '')), limit)}\n```",
+        }
+    if kind == "action_decided":
+        return {
+            "role": "user",
+            "content": f"[{event.get('decision')} {event.get('action_id')} by {event.get('by')}]",
+        }
+    return None
+
+
+@dataclass
+class _Entry:
+    seq: int
+    message: Message
+    tokens: int
+    event: dict[str, Any]
+
+
+@dataclass
+class Transcript:
+    """The rendered history of one notebook, kept in memory and extended as events come.
+
+    Parameters
+    ----------
+    budget
+        Tokens available for the system prompt, the summary and the window.
+    count_tokens
+        The backend's tokenizer (or its estimate).
+    """
+
+    budget: int
+    count_tokens: Callable[[str], int]
+    system: str = SYSTEM_PROMPT
+    event_limit: int = 2000
+    entries: list[_Entry] = field(default_factory=list)
+    start: int = 0
+    """Index of the first entry in the window; only ever moves forward."""
+    last_seq: int = 0
+    cuts: int = 0
+
+    def __post_init__(self) -> None:
+        # Keep one event from crowding out the rest when the window is small.
+        self.event_limit = max(200, min(self.event_limit, int(self.budget * 3.5 / 8)))
+        self._system_tokens = self.count_tokens(self.system) + MESSAGE_OVERHEAD
+
+    def extend(self, events: Iterable[dict[str, Any]]) -> None:
+        """Add events (in seq order); events already seen are ignored."""
+        for event in events:
+            seq = int(event.get("seq", 0))
+            if seq <= self.last_seq:
+                continue
+            self.last_seq = seq
+            message = render_event(event, limit=self.event_limit)
+            if message is None:
+                continue
+            tokens = self.count_tokens(message["content"]) + MESSAGE_OVERHEAD
+            self.entries.append(_Entry(seq, message, tokens, event))
+
+    def _window_tokens(self) -> int:
+        return sum(e.tokens for e in self.entries[self.start :])
+
+    def summary(self) -> str | None:
+        """A deterministic digest of everything before the window."""
+        cut = self.entries[: self.start]
+        if not cut:
+            return None
+        cells = [e.event for e in cut if e.event.get("kind") == "cell_executed"]
+        errors = [c for c in cells if c.get("status") == "error"]
+        widgets = sorted(
+            {str(e.event.get("description") or e.event.get("widget_class")) for e in cut if e.event.get("kind") == "widget_changed"}
+        )
+        chats = sum(1 for e in cut if e.event.get("kind") in ("user_message", "assistant_message"))
+        lines = [f"[Earlier in this notebook: {len(cut)} events are summarised here.]"]
+        if cells:
+            first, last = cells[0].get("execution_count"), cells[-1].get("execution_count")
+            lines.append(f"- {len(cells)} cells ran (execution counts {first} to {last}).")
+        if errors:
+            names = ", ".join(
+                f"{(c.get('error') or {}).get('ename')} in cell {c.get('execution_count')}" for c in errors[-5:]
+            )
+            lines.append(f"- {len(errors)} failed; the last ones: {names}.")
+        if widgets:
+            lines.append("- Widgets changed: " + ", ".join(widgets[:10]) + ".")
+        if chats:
+            lines.append(f"- {chats} chat messages.")
+        return "\n".join(lines)
+
+    def messages(self, tail: list[Message] | None = None) -> list[Message]:
+        """The prompt: system, summary, the window, then ``tail`` (the request).
+
+        If it would not fit, the window start moves forward so the kept part takes
+        at most half the budget: the next cut is then far away, and the prefix that
+        the model has cached stays valid until then.
+        """
+        tail = tail or []
+        tail_tokens = sum(self.count_tokens(m["content"]) + MESSAGE_OVERHEAD for m in tail)
+        fixed = self._system_tokens + tail_tokens + 200  # 200: room for the summary
+        if fixed + self._window_tokens() > self.budget:
+            target = max(0, self.budget // 2 - fixed)
+            kept = self._window_tokens()
+            while self.start < len(self.entries) and kept > target:
+                kept -= self.entries[self.start].tokens
+                self.start += 1
+            self.cuts += 1
+        out: list[Message] = [{"role": "system", "content": self.system}]
+        digest = self.summary()
+        if digest:
+            out.append({"role": "user", "content": digest})
+        out.extend(e.message for e in self.entries[self.start :])
+        out.extend(tail)
+        return out

@@ -1,0 +1,139 @@
+"""Typed events: the one vocabulary shared by the kernel, the history and every host.
+
+Every event crossing a boundary (SQLite row, WebSocket frame, ``history --json``)
+is parsed into one of these models, discriminated by ``kind``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+__all__ = [
+    "ActionDecided",
+    "ActionExecuted",
+    "ActionProposed",
+    "AssistantMessage",
+    "CellError",
+    "CellExecuted",
+    "Event",
+    "ModelError",
+    "UserMessage",
+    "WidgetChanged",
+    "now_iso",
+    "parse_event",
+]
+
+
+def now_iso() -> str:
+    """The current time as an ISO-8601 UTC timestamp with milliseconds."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class _EventBase(BaseModel):
+    # Unknown fields are kept so that a newer writer's extra data survives a read by
+    # an older reader (the history is shared by processes of different versions).
+    model_config = ConfigDict(extra="allow")
+
+    seq: int = 0
+    """Assigned by the history on append; 0 until then."""
+    notebook: str = ""
+    at: str = Field(default_factory=now_iso)
+
+
+class CellError(BaseModel):
+    ename: str
+    evalue: str
+    traceback: list[str] = []
+
+
+class CellExecuted(_EventBase):
+    kind: Literal["cell_executed"] = "cell_executed"
+    code: str
+    execution_count: int | None = None
+    status: Literal["ok", "error"] = "ok"
+    duration_ms: float = 0.0
+    outputs: list[dict[str, Any]] = []
+    """Trimmed outputs: ``{"type": "stream"|"result"|"display"|"image", ...}``."""
+    error: CellError | None = None
+
+
+class WidgetChanged(_EventBase):
+    kind: Literal["widget_changed"] = "widget_changed"
+    widget: str
+    widget_class: str
+    description: str | None = None
+    trait: str
+    old: Any = None
+    new: Any = None
+
+
+class UserMessage(_EventBase):
+    kind: Literal["user_message"] = "user_message"
+    text: str
+    source: Literal["sidebar", "magic", "cli"] = "sidebar"
+    client_id: str | None = None
+
+
+class AssistantMessage(_EventBase):
+    kind: Literal["assistant_message"] = "assistant_message"
+    text: str
+    model: str
+    state: Literal["complete", "incomplete", "error"] = "complete"
+    reply_to: int | None = None
+    """The seq of the event this answers (a user message or a failing cell)."""
+    reply_id: str | None = None
+    """Matches the ``token`` frames that streamed this reply."""
+
+
+class ActionProposed(_EventBase):
+    kind: Literal["action_proposed"] = "action_proposed"
+    action_id: str
+    action: str
+    code: str
+    sha256: str
+
+
+class ActionDecided(_EventBase):
+    kind: Literal["action_decided"] = "action_decided"
+    action_id: str
+    decision: Literal["approved", "rejected"]
+    by: Literal["user", "policy"] = "user"
+
+
+class ActionExecuted(_EventBase):
+    kind: Literal["action_executed"] = "action_executed"
+    action_id: str
+    cell_event_seq: int | None = None
+
+
+class ModelError(_EventBase):
+    kind: Literal["model_error"] = "model_error"
+    message: str
+    model: str
+
+
+Event = Annotated[
+    Union[
+        CellExecuted,
+        WidgetChanged,
+        UserMessage,
+        AssistantMessage,
+        ActionProposed,
+        ActionDecided,
+        ActionExecuted,
+        ModelError,
+    ],
+    Field(discriminator="kind"),
+]
+
+_adapter: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def parse_event(data: dict[str, Any] | str | bytes) -> Event:
+    """Parse a dict or JSON text into a typed event (raises ``pydantic.ValidationError``)."""
+    if isinstance(data, (str, bytes)):
+        return _adapter.validate_json(data)
+    return _adapter.validate_python(data)

@@ -1,0 +1,341 @@
+"""The durable conversation history: one SQLite file, one ordered stream per notebook.
+
+Design notes
+------------
+* WAL + ``synchronous=FULL``: an append returns only after its commit is on disk, so
+  an acknowledged event survives a SIGKILL or a power cut.
+* ``seq`` is allocated inside a ``BEGIN IMMEDIATE`` transaction, which takes SQLite's
+  write lock; several processes (a kernel, a runner, a server) can append to one file
+  and each notebook's ``seq`` stays strictly increasing with no gaps.
+* A file that is not a usable database (garbage, truncated, written by a newer
+  version) is renamed aside, never deleted, and a fresh one is started.
+* This module deliberately imports only the standard library: it is imported by the
+  kernel extension and by the crash-test child processes, where start-up time counts.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SCHEMA_VERSION", "History", "HistoryError", "default_path", "normalize_notebook"]
+
+log = logging.getLogger("ambient_jupyter.history")
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS notebooks (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    notebook_id INTEGER NOT NULL REFERENCES notebooks(id),
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    dedup_key TEXT,
+    body TEXT NOT NULL,
+    PRIMARY KEY (notebook_id, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS events_dedup
+    ON events (notebook_id, dedup_key) WHERE dedup_key IS NOT NULL;
+"""
+
+# SQLite primary result codes that mean "this file is not a healthy database".
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+
+class HistoryError(RuntimeError):
+    """The history cannot be opened or written, with a message that says what to do."""
+
+
+def default_path() -> Path:
+    """``$AMBIENT_DB`` if set, else ``ambient_jupyter/history.sqlite`` in the Jupyter data dir."""
+    env = os.environ.get("AMBIENT_DB")
+    if env:
+        return Path(env).expanduser()
+    from jupyter_core.paths import jupyter_data_dir
+
+    return Path(jupyter_data_dir()) / "ambient_jupyter" / "history.sqlite"
+
+
+def normalize_notebook(notebook: str) -> str:
+    """One spelling per notebook: an absolute path for files, other ids unchanged."""
+    if not notebook:
+        msg = "a notebook identifier is required"
+        raise ValueError(msg)
+    if "\x00" in notebook:
+        msg = "a notebook identifier cannot contain NUL"
+        raise ValueError(msg)
+    if notebook.startswith(("kernel:", "ipython:")):
+        return notebook
+    return os.path.abspath(os.path.expanduser(notebook))
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text
+
+
+class _Unusable(Exception):
+    """Raised while opening: the file must be moved aside (the message says why)."""
+
+
+class History:
+    """A handle on the history file, safe to share between threads of one process.
+
+    Parameters
+    ----------
+    path
+        The SQLite file; defaults to :func:`default_path`.
+    busy_timeout
+        Seconds to wait for another process's write lock before giving up.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, busy_timeout: float = 30.0):
+        self.path = Path(path) if path is not None else default_path()
+        self._busy_ms = int(busy_timeout * 1000)
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._open()
+
+    # -- opening and recovery -------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so nothing is implicit.
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_ms / 1000, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                msg = f"schema version {version} is newer than this ambient-jupyter ({SCHEMA_VERSION})"
+                raise _Unusable(msg)
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.warning("SQLite refused WAL mode for %s (got %s)", self.path, mode)
+            conn.execute("PRAGMA synchronous=FULL")
+            if version > 0:
+                check = conn.execute("PRAGMA quick_check").fetchone()[0]
+                if check != "ok":
+                    msg = f"integrity check failed: {check}"
+                    raise _Unusable(msg)
+            else:
+                # Two processes may create the schema at once: the write lock orders
+                # them and IF NOT EXISTS makes the second a no-op.
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in filter(str.strip, _SCHEMA.split(";")):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            return conn
+        except BaseException:
+            conn.close()
+            raise
+
+    def _open(self) -> None:
+        try:
+            self._conn = self._connect()
+        except _Unusable as exc:
+            self._move_aside(str(exc))
+            self._conn = self._connect()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not _is_corruption(exc):
+                msg = (
+                    f"cannot open the ambient-jupyter history at {self.path}: {exc}. "
+                    "Check that the directory is writable, or point AMBIENT_DB at another file."
+                )
+                raise HistoryError(msg) from None
+            self._move_aside(f"not a usable SQLite database ({exc})")
+            self._conn = self._connect()
+
+    def _move_aside(self, why: str) -> None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        target = self.path.with_name(f"{self.path.name}.bad-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                src.rename(Path(f"{target}{suffix}"))
+        log.error(
+            "The history file %s is unusable (%s). It was moved aside to %s and a new "
+            "history was started; nothing was deleted.",
+            self.path,
+            why,
+            target,
+        )
+
+    def _recover(self, exc: sqlite3.DatabaseError) -> None:
+        """The file went bad while in use: move it aside and start a fresh one."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+        self._move_aside(f"became corrupt while in use ({exc})")
+        self._conn = self._connect()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            msg = "this History has been closed"
+            raise HistoryError(msg)
+        return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing --------------------------------------------------------------
+
+    def append(
+        self, notebook: str, event: dict[str, Any], *, dedup_key: str | None = None
+    ) -> dict[str, Any]:
+        """Append one event and return it with ``seq`` and ``notebook`` set.
+
+        Returns only after the transaction has committed (``synchronous=FULL``). When
+        ``dedup_key`` was already used for this notebook, nothing is written and the
+        stored event is returned instead: this is what makes a resent chat idempotent.
+        """
+        return self.append_many(notebook, [(event, dedup_key)])[0]
+
+    def append_many(
+        self, notebook: str, items: Sequence[tuple[dict[str, Any], str | None]]
+    ) -> list[dict[str, Any]]:
+        """Append several events in one transaction (one disk sync for the batch)."""
+        nb = normalize_notebook(notebook)
+        with self._lock:
+            try:
+                return self._append_locked(nb, items)
+            except sqlite3.DatabaseError as exc:
+                if not _is_corruption(exc):
+                    raise
+                self._recover(exc)
+                return self._append_locked(nb, items)
+
+    def _append_locked(
+        self, nb: str, items: Sequence[tuple[dict[str, Any], str | None]]
+    ) -> list[dict[str, Any]]:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT id, last_seq FROM notebooks WHERE path = ?", (nb,)).fetchone()
+            if row is None:
+                cur = conn.execute(
+                    "INSERT INTO notebooks (path, last_seq, updated_at) VALUES (?, 0, ?)",
+                    (nb, _now()),
+                )
+                nb_id, seq = cur.lastrowid, 0
+            else:
+                nb_id, seq = row
+            stored: list[dict[str, Any]] = []
+            for event, dedup_key in items:
+                if dedup_key is not None:
+                    dup = conn.execute(
+                        "SELECT body FROM events WHERE notebook_id = ? AND dedup_key = ?",
+                        (nb_id, dedup_key),
+                    ).fetchone()
+                    if dup is not None:
+                        stored.append(json.loads(dup[0]))
+                        continue
+                seq += 1
+                record = {**event, "seq": seq, "notebook": nb}
+                record.setdefault("at", _now())
+                conn.execute(
+                    "INSERT INTO events (notebook_id, seq, kind, dedup_key, body) VALUES (?, ?, ?, ?, ?)",
+                    (nb_id, seq, str(record.get("kind", "")), dedup_key, _dumps(record)),
+                )
+                stored.append(record)
+            conn.execute(
+                "UPDATE notebooks SET last_seq = ?, updated_at = ? WHERE id = ?", (seq, _now(), nb_id)
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return stored
+
+    # -- reading --------------------------------------------------------------
+
+    def read(
+        self, notebook: str, after: int = 0, *, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Events of ``notebook`` with ``seq > after``, oldest first."""
+        nb = normalize_notebook(notebook)
+        sql = (
+            "SELECT e.body FROM events e JOIN notebooks n ON n.id = e.notebook_id "
+            "WHERE n.path = ? AND e.seq > ? ORDER BY e.seq"
+        )
+        params: tuple[Any, ...] = (nb, after)
+        if limit is not None:
+            sql += " LIMIT ?"
+            params += (limit,)
+        with self._lock:
+            rows = self.conn.execute(sql, params).fetchall()
+        return [json.loads(body) for (body,) in rows]
+
+    def last_seq(self, notebook: str) -> int:
+        nb = normalize_notebook(notebook)
+        with self._lock:
+            row = self.conn.execute("SELECT last_seq FROM notebooks WHERE path = ?", (nb,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def notebooks(self) -> list[tuple[str, int, str]]:
+        """``(notebook, last_seq, updated_at)`` for every notebook, most recent first."""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT path, last_seq, updated_at FROM notebooks ORDER BY updated_at DESC, id DESC"
+            ).fetchall()
+        return [(str(p), int(s), str(u)) for p, s, u in rows]
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: a cheap "anything new?" probe."""
+        with self._lock:
+            return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _dumps(record: dict[str, Any]) -> str:
+    # ensure_ascii keeps the stored text pure ASCII, so lone surrogates or odd bytes
+    # that slipped through capture can never make SQLite reject a row.
+    return json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=repr)
+
+
+def iter_notebook_events(history: History, notebook: str, after: int = 0) -> Iterable[dict[str, Any]]:
+    """Read in pages so a long history is never held twice in memory."""
+    while True:
+        page = history.read(notebook, after, limit=1000)
+        if not page:
+            return
+        yield from page
+        after = page[-1]["seq"]

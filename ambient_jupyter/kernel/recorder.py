@@ -1,0 +1,185 @@
+"""The recorder: turns executed cells and widget changes into history events.
+
+Hot path, per cell: ``pre_run_cell`` creates a small capture object, the
+``Session.send`` observer files output messages into it, and the cell is handed to
+the writer thread when its ``execute_reply`` is sent: by then ipykernel has flushed
+stdout/stderr, so every output is in, and the user's cell has already finished.
+Nothing here waits on the disk, the network or a model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from ..config import AmbientSettings
+from ..history import History, normalize_notebook
+from .capture import OUTPUT_TYPES, CellCapture
+from .widgets import WidgetWatcher
+from .writer import Writer
+
+__all__ = ["Recorder", "detect_notebook"]
+
+log = logging.getLogger("ambient_jupyter.kernel")
+
+_MAX_OPEN_CAPTURES = 64
+
+
+def _kernel_id() -> str | None:
+    try:
+        from ipykernel.connect import get_connection_file
+
+        name = os.path.basename(get_connection_file())
+    except Exception:  # noqa: BLE001 (not in an ipykernel, or no connection file)
+        return None
+    return name.removeprefix("kernel-").removesuffix(".json") or None
+
+
+def detect_notebook(shell: Any) -> tuple[str, bool]:
+    """The notebook this kernel runs, and whether that is known (not a fallback).
+
+    Order: ``AMBIENT_NOTEBOOK`` (set by ``ambient-jupyter run``), ``JPY_SESSION_NAME``
+    (set by Jupyter Server for the kernel of a notebook), VS Code's
+    ``__vsc_ipynb_file__``, else a per-kernel id under the working directory.
+    """
+    for var in ("AMBIENT_NOTEBOOK", "JPY_SESSION_NAME"):
+        value = os.environ.get(var, "").strip()
+        if value:
+            return normalize_notebook(value), True
+    vsc = shell.user_ns.get("__vsc_ipynb_file__") if shell is not None else None
+    if isinstance(vsc, str) and vsc:
+        return normalize_notebook(vsc), True
+    kernel = _kernel_id()
+    if kernel:
+        return f"kernel:{os.getcwd()}/{kernel}", False
+    return f"ipython:{os.getcwd()}", False
+
+
+class Recorder:
+    """Records one shell's activity; created by ``%load_ext``, closed by ``%unload_ext``."""
+
+    def __init__(self, shell: Any, settings: AmbientSettings | None = None) -> None:
+        self.shell = shell
+        self.settings = settings or AmbientSettings(parent=shell)
+        self.notebook, self._known = detect_notebook(shell)
+        kernel = getattr(shell, "kernel", None)
+        self._session = getattr(kernel, "session", None)
+        self._kernel = kernel if self._session is not None else None
+        self._captures: dict[str, CellCapture] = {}
+        self._current: CellCapture | None = None
+        self.host: Any = None
+        self.writer = Writer(History, lambda: self.notebook, self._committed)
+        self.widgets = WidgetWatcher(self.writer.submit)
+        self._original_send: Any = None
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        self.shell.events.register("pre_run_cell", self.pre_run_cell)
+        self.shell.events.register("post_run_cell", self.post_run_cell)
+        if self._session is not None:
+            self._original_send = self._session.send
+            self._session.send = self._send
+        self.widgets.start()
+
+    def close(self) -> None:
+        for name, hook in (("pre_run_cell", self.pre_run_cell), ("post_run_cell", self.post_run_cell)):
+            try:
+                self.shell.events.unregister(name, hook)
+            except ValueError:
+                pass
+        if self._session is not None and self._original_send is not None:
+            # Remove our instance attribute: the class's send shows through again.
+            self._session.__dict__.pop("send", None)
+            self._original_send = None
+        self.widgets.stop()
+        self.writer.close()
+        if self.host is not None:
+            self.host.close()
+            self.host = None
+
+    # -- IPython events -------------------------------------------------------
+
+    def pre_run_cell(self, info: Any) -> None:
+        code = info.raw_cell or ""
+        if getattr(info, "silent", False) or code.lstrip().startswith("%%ask"):
+            # Silent executes are frontends' own plumbing; %%ask is recorded as chat.
+            self._current = None
+            return
+        if not self._known:
+            vsc = self.shell.user_ns.get("__vsc_ipynb_file__")
+            if isinstance(vsc, str) and vsc:
+                self.notebook, self._known = normalize_notebook(vsc), True
+        msg_id = ""
+        if self._kernel is not None:
+            parent = self._kernel.get_parent("shell") or {}
+            msg_id = parent.get("header", {}).get("msg_id", "")
+        capture = CellCapture(msg_id, code, time.perf_counter(), self.settings.output_limit)
+        self._current = capture
+        if msg_id:
+            if len(self._captures) >= _MAX_OPEN_CAPTURES:
+                self._captures.pop(next(iter(self._captures)))
+            self._captures[msg_id] = capture
+
+    def post_run_cell(self, result: Any) -> None:
+        capture, self._current = self._current, None
+        if capture is None:
+            return
+        capture.finished = time.perf_counter()
+        capture.execution_count = result.execution_count
+        capture.success = bool(result.success)
+        if not capture.success and capture.error is None:
+            exc = result.error_in_exec or result.error_before_exec
+            if exc is not None:
+                capture.error = {"ename": type(exc).__name__, "evalue": str(exc), "traceback": []}
+        if not capture.msg_id:
+            # Not in ipykernel (plain IPython): there is no reply to wait for.
+            self.writer.submit(capture.event)
+
+    # -- the kernel's send path -----------------------------------------------
+
+    def _send(self, *args: Any, **kwargs: Any) -> Any:
+        msg = self._original_send(*args, **kwargs)
+        try:
+            msg_type = msg["header"]["msg_type"]
+            if msg_type in OUTPUT_TYPES:
+                capture = self._captures.get(msg["parent_header"].get("msg_id", ""))
+                if capture is not None:
+                    capture.observe(msg_type, msg["content"])
+            elif msg_type == "execute_reply":
+                capture = self._captures.pop(msg["parent_header"].get("msg_id", ""), None)
+                if capture is not None:
+                    self.writer.submit(capture.event)
+        except (KeyError, TypeError, AttributeError):
+            pass  # not a message we understand; it was sent all the same
+        return msg
+
+    # -- after commit ---------------------------------------------------------
+
+    def _committed(self, events: list[dict[str, Any]]) -> None:
+        if self.host is None and not self._should_host():
+            return
+        if any(e.get("kind") == "cell_executed" and e.get("status") == "error" for e in events):
+            self.ensure_host().on_committed(events)
+
+    def _should_host(self) -> bool:
+        """React to failures here only when no other host (runner, server) does."""
+        return os.environ.get("AMBIENT_HOST", "").strip() in ("", "kernel") and not self.settings.quiet
+
+    def ensure_host(self) -> Any:
+        if self.host is None:
+            from .host import KernelHost
+
+            s = self.settings
+            self.host = KernelHost(
+                self.writer.history,
+                self.notebook,
+                model=s.model,
+                quiet=s.quiet,
+                react=self._should_host(),
+                cooldown=s.cooldown,
+                max_reply_tokens=s.max_reply_tokens,
+            )
+        return self.host

@@ -1,0 +1,113 @@
+"""Observe every ipywidgets / anywidget trait change, from the kernel or a frontend.
+
+A frontend's change arrives as a comm message that ipywidgets applies to the
+trait, so one traitlets observer sees both sources. Plain widgets need no base
+class: we attach to every widget constructed, and to those that already exist.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from .._trim import trim_text
+
+__all__ = ["WidgetWatcher", "json_safe"]
+
+log = logging.getLogger("ambient_jupyter.kernel")
+
+VALUE_LIMIT = 2000
+"""Characters kept of a widget value (binary buffers are only measured)."""
+_SKIP_CLASSES = ("Layout", "Style")
+"""Cosmetic helper widgets whose changes say nothing about the analysis."""
+
+
+def json_safe(value: Any) -> Any:
+    """A JSON-serialisable, bounded version of a trait value."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"binary_bytes": len(value)}
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return trim_text(value, VALUE_LIMIT)
+    try:
+        text = json.dumps(value, default=lambda v: json_safe(v) if isinstance(v, (bytes, bytearray)) else repr(v))
+    except (TypeError, ValueError):
+        return trim_text(repr(value), VALUE_LIMIT)
+    if len(text) > VALUE_LIMIT:
+        return trim_text(text, VALUE_LIMIT)
+    return json.loads(text)
+
+
+class WidgetWatcher:
+    """Reports trait changes of every widget to ``emit(event_dict_builder)``."""
+
+    def __init__(self, emit: Callable[[Callable[[], dict[str, Any]]], None]) -> None:
+        self._emit = emit
+        self._watched: list[Any] = []
+        self._previous_callback: Any = None
+        self._widget_cls: Any = None
+
+    def start(self) -> bool:
+        try:
+            from ipywidgets import Widget
+        except ImportError:
+            return False
+        self._widget_cls = Widget
+        self._previous_callback = Widget._widget_construction_callback
+        Widget.on_widget_constructed(self._constructed)
+        from ipywidgets.widgets import widget as widget_module
+
+        for existing in list(getattr(widget_module, "_instances", {}).values()):
+            self._watch(existing)
+        return True
+
+    def stop(self) -> None:
+        if self._widget_cls is None:
+            return
+        self._widget_cls.on_widget_constructed(self._previous_callback)
+        for widget in self._watched:
+            try:
+                widget.unobserve(self._changed)
+            except ValueError:
+                pass
+        self._watched.clear()
+        self._widget_cls = None
+
+    def _constructed(self, widget: Any) -> None:
+        # ipywidgets allows one construction callback: keep whoever was there before.
+        if self._previous_callback is not None:
+            self._previous_callback(widget)
+        self._watch(widget)
+
+    def _watch(self, widget: Any) -> None:
+        if type(widget).__name__.endswith(_SKIP_CLASSES):
+            return
+        widget.observe(self._changed)
+        self._watched.append(widget)
+
+    def _changed(self, change: Any) -> None:
+        name = change["name"]
+        owner = change["owner"]
+        # Only synced, public state: what a person sees and sets.
+        if name.startswith("_") or name in ("layout", "style", "comm") or name not in owner.keys:
+            return
+        old, new = change["old"], change["new"]
+        widget_id = getattr(owner, "model_id", None) or str(id(owner))
+        cls = type(owner).__name__
+        description = getattr(owner, "description", None) or None
+
+        def build() -> dict[str, Any]:
+            return {
+                "kind": "widget_changed",
+                "widget": str(widget_id),
+                "widget_class": cls,
+                "description": description if isinstance(description, str) else None,
+                "trait": name,
+                "old": json_safe(old),
+                "new": json_safe(new),
+            }
+
+        self._emit(build)
