@@ -94,6 +94,7 @@ class OpenAIBackend(Backend):
         self.usage.completion_tokens = 0
         self.usage.first_token_s = None
         finished = False
+        stream = None
         try:
             stream = await self._client.chat.completions.create(
                 model=self.model, messages=list(messages), stream=True, **kwargs
@@ -115,6 +116,11 @@ class OpenAIBackend(Backend):
                 if choice.finish_reason is not None:
                     finished = True
         except (openai.OpenAIError, ValueError) as exc:
+            if stream is not None and isinstance(exc, openai.APIConnectionError):
+                # The server answered, then the connection dropped mid-reply: the reply
+                # was cut (incomplete), the server is not "down".
+                msg = f"the reply from {self.base_url} was cut off ({type(exc).__name__}: {exc})"
+                raise StreamInterruptedError(msg) from None
             raise self._translate(exc) from None
         if first_at is not None:
             self.usage.generation_s = time.perf_counter() - first_at

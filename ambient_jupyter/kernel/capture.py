@@ -60,7 +60,8 @@ class Bounded:
 
 def _b64_bytes(data: Any) -> int:
     if isinstance(data, str):
-        return len(data) * 3 // 4
+        # Decoded size of base64 text, without decoding it (padding '=' carries no data).
+        return len(data) * 3 // 4 - data[-2:].count("=")
     if isinstance(data, (bytes, bytearray)):
         return len(data)
     return 0

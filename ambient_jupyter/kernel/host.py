@@ -13,6 +13,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -81,18 +82,19 @@ class KernelHost:
         return self._loop.call_soon_threadsafe(self.assistant.stop) is not None
 
     def close(self, timeout: float = 4.0) -> None:
-        """Give a reply in flight a little time, then stop it (stored as incomplete)."""
+        """Give a reply in flight ``timeout`` seconds, then stop it (stored as incomplete)."""
+        deadline = time.monotonic() + max(0.0, timeout - 0.5)
         for future in list(self._pending):
             try:
-                future.result(timeout)
+                future.result(max(0.0, deadline - time.monotonic()))
             except Exception:  # noqa: BLE001 (shutting down: the reply stores its own state)
                 pass
         if self._pending:
             self._loop.call_soon_threadsafe(self.assistant.stop)
             for future in list(self._pending):
                 try:
-                    future.result(2)
+                    future.result(0.5)
                 except Exception:  # noqa: BLE001
                     pass
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(2)
+        self._thread.join(0.5)

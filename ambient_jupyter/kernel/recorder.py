@@ -83,8 +83,33 @@ class Recorder:
             self._original_send = self._session.send
             self._session.send = self._send
         self.widgets.start()
+        # ipykernel sets exit_now when it handles a shutdown request. That is the
+        # last moment at which a reply in flight can still finish: by the time atexit
+        # runs, Python refuses to start the threads a reply needs.
+        self.shell.observe(self._on_exit_now, names="exit_now")
+
+    def _on_exit_now(self, change: Any) -> None:
+        if change["new"]:
+            self.drain()
+
+    def drain(self, timeout: float = 2.0) -> None:
+        """Commit queued events and let a reply in flight finish (or store it as incomplete).
+
+        Bounded because jupyter_client sends SIGTERM 2.5 s after its shutdown request
+        (half of ``shutdown_wait_time``); a reply cut here is stored as incomplete
+        rather than lost. ``ambient-jupyter run`` hosts replies outside the kernel.
+        """
+        started = time.monotonic()
+        self.writer.flush(timeout / 4)
+        if self.host is not None:
+            self.host.close(max(0.5, timeout - (time.monotonic() - started)))
+            self.host = None
 
     def close(self) -> None:
+        try:
+            self.shell.unobserve(self._on_exit_now, names="exit_now")
+        except ValueError:
+            pass
         for name, hook in (("pre_run_cell", self.pre_run_cell), ("post_run_cell", self.post_run_cell)):
             try:
                 self.shell.events.unregister(name, hook)
