@@ -141,14 +141,22 @@ class Assistant:
         A ``client_id`` already seen for this notebook is not stored or answered
         twice: the earlier answer (if any) is returned.
         """
-        event = UserMessage(text=text, source=source, client_id=client_id).model_dump(exclude={"seq", "notebook"})
+        event = UserMessage(text=text, source=source, client_id=client_id).model_dump(
+            exclude={"seq", "notebook"}
+        )
         stored = await self._store(event, dedup_key=f"chat:{client_id}" if client_id else None)
         if client_id:
-            later = await asyncio.to_thread(self.history.read, self.notebook, stored["seq"])
-            for event in later:
-                if event.get("kind") == "assistant_message" and event.get("reply_to") == stored["seq"]:
-                    return event
-        return await self._run_reply(stored["seq"], tail=None, on_token=on_token)
+            earlier = await self._earlier_reply(stored["seq"])
+            if earlier is not None:
+                return earlier
+        return await self._run_reply(stored["seq"], tail=None, on_token=on_token, once=bool(client_id))
+
+    async def _earlier_reply(self, seq: int) -> dict[str, Any] | None:
+        later = await asyncio.to_thread(self.history.read, self.notebook, seq)
+        for event in later:
+            if event.get("kind") == "assistant_message" and event.get("reply_to") == seq:
+                return event
+        return None
 
     def should_react(self, event: dict[str, Any]) -> bool:
         """True for a failed cell, unless quiet, busy, or within the cooldown of the last one."""
@@ -169,7 +177,8 @@ class Assistant:
             f"{error.get('evalue')}. In one or two sentences, explain the likely cause, "
             "then show the corrected code."
         )
-        return await self._run_reply(int(event.get("seq", 0)), tail=[{"role": "user", "content": instruction}])
+        tail = [{"role": "user", "content": instruction}]
+        return await self._run_reply(int(event.get("seq", 0)), tail=tail)
 
     def stop(self) -> bool:
         """Cancel the reply being written, if any; it is stored as ``incomplete``."""
@@ -191,9 +200,20 @@ class Assistant:
     # -- the reply ------------------------------------------------------------
 
     async def _run_reply(
-        self, reply_to: int, tail: list[Any] | None, on_token: TokenCallback | None = None
+        self,
+        reply_to: int,
+        tail: list[Any] | None,
+        on_token: TokenCallback | None = None,
+        *,
+        once: bool = False,
     ) -> dict[str, Any]:
         async with self._lock:
+            if once:
+                # A resend that arrived while its first send was being answered waited
+                # for the lock behind it: return that answer instead of a second one.
+                earlier = await self._earlier_reply(reply_to)
+                if earlier is not None:
+                    return earlier
             self._reply_task = asyncio.ensure_future(self._reply(reply_to, tail, on_token))
             try:
                 return await asyncio.shield(self._reply_task)

@@ -70,7 +70,10 @@ def _format(event: dict[str, Any]) -> str:
     kind = event.get("kind")
     head = f"#{event.get('seq')} {event.get('at', '')[11:19]}"
     if kind == "cell_executed":
-        line = f"{head} cell [{event.get('execution_count')}] {event.get('status')} {event.get('duration_ms', 0):.0f} ms"
+        line = (
+            f"{head} cell [{event.get('execution_count')}] {event.get('status')} "
+            f"{event.get('duration_ms', 0):.0f} ms"
+        )
         body = textwrap.indent(str(event.get("code", "")), "    | ")
         if event.get("error"):
             err = event["error"]
@@ -87,7 +90,8 @@ def _format(event: dict[str, Any]) -> str:
         return f"{head} ambient ({event.get('model')}, {event.get('state')}): {event.get('text')}"
     if kind == "model_error":
         return f"{head} model error ({event.get('model')}): {event.get('message')}"
-    return f"{head} {kind}: " + json.dumps({k: v for k, v in event.items() if k not in ("seq", "at", "notebook", "kind")})
+    rest = {k: v for k, v in event.items() if k not in ("seq", "at", "notebook", "kind")}
+    return f"{head} {kind}: {json.dumps(rest)}"
 
 
 def _cmd_history(args: argparse.Namespace) -> int:

@@ -170,7 +170,11 @@ class Transcript:
         cells = [e.event for e in cut if e.event.get("kind") == "cell_executed"]
         errors = [c for c in cells if c.get("status") == "error"]
         widgets = sorted(
-            {str(e.event.get("description") or e.event.get("widget_class")) for e in cut if e.event.get("kind") == "widget_changed"}
+            {
+                str(e.event.get("description") or e.event.get("widget_class"))
+                for e in cut
+                if e.event.get("kind") == "widget_changed"
+            }
         )
         chats = sum(1 for e in cut if e.event.get("kind") in ("user_message", "assistant_message"))
         lines = [f"[Earlier in this notebook: {len(cut)} events are summarised here.]"]
@@ -179,7 +183,8 @@ class Transcript:
             lines.append(f"- {len(cells)} cells ran (execution counts {first} to {last}).")
         if errors:
             names = ", ".join(
-                f"{(c.get('error') or {}).get('ename')} in cell {c.get('execution_count')}" for c in errors[-5:]
+                f"{(c.get('error') or {}).get('ename')} in cell {c.get('execution_count')}"
+                for c in errors[-5:]
             )
             lines.append(f"- {len(errors)} failed; the last ones: {names}.")
         if widgets:

@@ -15,6 +15,7 @@ Design notes
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -186,10 +187,8 @@ class History:
     def _recover(self, exc: sqlite3.DatabaseError) -> None:
         """The file went bad while in use: move it aside and start a fresh one."""
         if self._conn is not None:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
-            except sqlite3.Error:
-                pass
         self._move_aside(f"became corrupt while in use ({exc})")
         self._conn = self._connect()
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 from fakes import free_port
-from fakes.ollama_server import FakeOllama, ollama_server  # noqa: F401 (fixture)
+from fakes.ollama_server import FakeOllama, ollama_server_fixture  # noqa: F401 (the `ollama_server` fixture)
 
 from ambient_jupyter.backends import (
     BackendError,

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 from fakes import free_port
-from fakes.openai_server import FakeOpenAI, openai_server  # noqa: F401 (fixture)
+from fakes.openai_server import FakeOpenAI, openai_server_fixture  # noqa: F401 (the `openai_server` fixture)
 
 from ambient_jupyter.backends import (
     BackendError,

@@ -13,7 +13,7 @@ from typing import Any
 
 from .._trim import clean_text, strip_ansi, trim_marker
 
-__all__ = ["Bounded", "CellCapture", "OUTPUT_TYPES", "summarize_outputs"]
+__all__ = ["OUTPUT_TYPES", "Bounded", "CellCapture", "summarize_outputs"]
 
 OUTPUT_TYPES = frozenset(
     {"stream", "display_data", "update_display_data", "execute_result", "error", "clear_output"}

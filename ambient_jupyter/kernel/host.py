@@ -10,6 +10,7 @@ queue that the cell's own (main) thread drains, so outputs land in that cell.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -85,16 +86,13 @@ class KernelHost:
         """Give a reply in flight ``timeout`` seconds, then stop it (stored as incomplete)."""
         deadline = time.monotonic() + max(0.0, timeout - 0.5)
         for future in list(self._pending):
-            try:
+            # Shutting down: whatever the reply raised, it has stored its own state.
+            with contextlib.suppress(Exception):
                 future.result(max(0.0, deadline - time.monotonic()))
-            except Exception:  # noqa: BLE001 (shutting down: the reply stores its own state)
-                pass
         if self._pending:
             self._loop.call_soon_threadsafe(self.assistant.stop)
             for future in list(self._pending):
-                try:
+                with contextlib.suppress(Exception):
                     future.result(0.5)
-                except Exception:  # noqa: BLE001
-                    pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(0.5)

@@ -9,6 +9,7 @@ Nothing here waits on the disk, the network or a model.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -106,15 +107,11 @@ class Recorder:
             self.host = None
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             self.shell.unobserve(self._on_exit_now, names="exit_now")
-        except ValueError:
-            pass
         for name, hook in (("pre_run_cell", self.pre_run_cell), ("post_run_cell", self.post_run_cell)):
-            try:
+            with contextlib.suppress(ValueError):
                 self.shell.events.unregister(name, hook)
-            except ValueError:
-                pass
         if self._session is not None and self._original_send is not None:
             # Remove our instance attribute: the class's send shows through again.
             self._session.__dict__.pop("send", None)

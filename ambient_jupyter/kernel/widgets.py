@@ -7,6 +7,7 @@ class: we attach to every widget constructed, and to those that already exist.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -33,7 +34,7 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, str):
         return trim_text(value, VALUE_LIMIT)
     try:
-        text = json.dumps(value, default=lambda v: json_safe(v) if isinstance(v, (bytes, bytearray)) else repr(v))
+        text = json.dumps(value, default=lambda v: json_safe(v) if isinstance(v, bytes | bytearray) else repr(v))
     except (TypeError, ValueError):
         return trim_text(repr(value), VALUE_LIMIT)
     if len(text) > VALUE_LIMIT:
@@ -56,7 +57,8 @@ class WidgetWatcher:
         except ImportError:
             return False
         self._widget_cls = Widget
-        self._previous_callback = Widget._widget_construction_callback
+        # ipywidgets has a setter for this callback but no getter; we chain to it.
+        self._previous_callback = Widget._widget_construction_callback  # noqa: SLF001
         Widget.on_widget_constructed(self._constructed)
         from ipywidgets.widgets import widget as widget_module
 
@@ -69,10 +71,8 @@ class WidgetWatcher:
             return
         self._widget_cls.on_widget_constructed(self._previous_callback)
         for widget in self._watched:
-            try:
+            with contextlib.suppress(ValueError):
                 widget.unobserve(self._changed)
-            except ValueError:
-                pass
         self._watched.clear()
         self._widget_cls = None
 

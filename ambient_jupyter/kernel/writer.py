@@ -120,7 +120,7 @@ class Writer:
         for build in builders:
             try:
                 event = build()
-            except Exception:  # noqa: BLE001 (a capture bug must never stop recording)
+            except Exception:
                 log.exception("ambient-jupyter could not build an event; it was skipped")
                 continue
             if event is not None:
@@ -143,5 +143,5 @@ class Writer:
         if self.on_committed is not None:
             try:
                 self.on_committed(stored)
-            except Exception:  # noqa: BLE001 (a listener's bug must not stop recording)
+            except Exception:
                 log.exception("an ambient-jupyter listener failed")

@@ -102,7 +102,7 @@ class Handler(BaseHTTPRequestHandler):
             super().finish()
         self.owner._track(self.connection, add=False)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _dispatch(self) -> None:
@@ -115,14 +115,15 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError:
                 body = raw.decode("utf-8", "replace")
         path = self.path.split("?", 1)[0]
-        self.owner._record(RecordedRequest(self.command, path, {k.lower(): v for k, v in self.headers.items()}, body))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.owner._record(RecordedRequest(self.command, path, headers, body))
         try:
             self.owner.route(self, self.command, path, body)
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             # The client went away (it cancelled, or timed out): nothing to answer.
             self.close_connection = True
 
-    do_GET = do_POST = do_HEAD = do_DELETE = _dispatch  # noqa: N815 (stdlib naming)
+    do_GET = do_POST = do_HEAD = do_DELETE = _dispatch
 
     # -- answers --------------------------------------------------------------
 

@@ -5,7 +5,8 @@ Endpoints: ``GET /`` and ``GET /api/version`` (liveness), ``GET /api/tags``,
 (NDJSON stream, or one JSON object with ``"stream": false``). Unknown models get
 Ollama's 404 ``{"error": "model 'x' not found"}``.
 
-Use the ``ollama_server`` fixture (import it into the test module), or
+Use the ``ollama_server`` fixture (import ``ollama_server_fixture`` into the test
+module; the fixture is registered under the shorter name), or
 ``with FakeOllama() as fake:`` where a test needs its own (e.g. on a chosen port).
 """
 
@@ -21,7 +22,7 @@ import pytest
 
 from . import FakeModelServer, Handler
 
-__all__ = ["FakeOllama", "ollama_server"]
+__all__ = ["FakeOllama", "ollama_server_fixture"]
 
 DEFAULT_MODEL = "tiny:1b"
 
@@ -173,8 +174,8 @@ class FakeOllama(FakeModelServer):
         )
 
 
-@pytest.fixture
-def ollama_server() -> Iterator[FakeOllama]:
+@pytest.fixture(name="ollama_server")
+def ollama_server_fixture() -> Iterator[FakeOllama]:
     """A running :class:`FakeOllama` with the model ``tiny:1b`` (context 4,096)."""
     fake = FakeOllama().start()
     try:

@@ -19,7 +19,7 @@ import pytest
 
 from . import FakeModelServer, Handler
 
-__all__ = ["FakeOpenAI", "openai_server"]
+__all__ = ["FakeOpenAI", "openai_server_fixture"]
 
 DEFAULT_MODEL = "fake-gpt"
 
@@ -51,7 +51,8 @@ class FakeOpenAI(FakeModelServer):
         elif method == "POST" and path == "/v1/chat/completions":
             self._chat(h, body)
         else:
-            self._error(h, 404, f"Unknown request URL: {method} {path}", type_="invalid_request_error", code=None)
+            message = f"Unknown request URL: {method} {path}"
+            self._error(h, 404, message, type_="invalid_request_error", code=None)
 
     def _chat(self, h: Handler, body: dict[str, Any]) -> None:
         model = body.get("model")
@@ -124,8 +125,8 @@ class FakeOpenAI(FakeModelServer):
         self.play(h, pieces, content_type="text/event-stream; charset=utf-8", encode=encode, final=final)
 
 
-@pytest.fixture
-def openai_server() -> Iterator[FakeOpenAI]:
+@pytest.fixture(name="openai_server")
+def openai_server_fixture() -> Iterator[FakeOpenAI]:
     """A running :class:`FakeOpenAI` serving the model ``fake-gpt``."""
     fake = FakeOpenAI().start()
     try:

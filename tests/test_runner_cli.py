@@ -1,0 +1,126 @@
+"""``ambient-jupyter run | history | models`` and ``%%ask``, on the real embedded model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import ROOT, events_of, make_notebook, run_with_nbclient
+
+from ambient_jupyter.history import History
+
+TOUR = ROOT / "notebooks" / "tour.ipynb"
+
+
+def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ambient_jupyter", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.model
+def test_tour_runs_headless_on_the_embedded_model(tmp_path: Path) -> None:
+    out = tmp_path / "tour.out.ipynb"
+    run = cli("run", str(TOUR), "-o", str(out), "--model", "embedded", "--no-progress")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "ambient> " in run.stdout  # the diagnosis streamed to the terminal
+    assert out.exists()
+
+    listed = cli("history", "--json", "--notebook", str(TOUR))
+    assert listed.returncode == 0, listed.stderr
+    events = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+    # One cell_executed per code cell, in order, with the code as written; %%ask is
+    # recorded as chat instead.
+    tour = nbformat.read(TOUR, as_version=4)
+    code_cells = [c.source for c in tour.cells if c.cell_type == "code"]
+    cells = [e for e in events if e["kind"] == "cell_executed"]
+    assert [c["code"] for c in cells] == [c for c in code_cells if not c.startswith("%%ask")]
+
+    failed = [c for c in cells if c["status"] == "error"]
+    assert [f["error"]["ename"] for f in failed] == ["AttributeError"]
+
+    slider = [e for e in events if e["kind"] == "widget_changed"]
+    assert [(s["widget_class"], s["trait"], s["old"], s["new"]) for s in slider] == [("IntSlider", "value", 7, 28)]
+
+    # The embedded model diagnosed the failure on its own, right after it.
+    replies = [e for e in events if e["kind"] == "assistant_message"]
+    diagnosis = replies[0]
+    assert diagnosis["model"] == "embedded"
+    assert diagnosis["reply_to"] == failed[0]["seq"]
+    assert diagnosis["state"] == "complete" and diagnosis["text"].strip()
+    assert diagnosis["seq"] > failed[0]["seq"]
+
+    # The %%ask cell: question and answer stored like chat, answer in the cell output.
+    asked = [e for e in events if e["kind"] == "user_message"]
+    assert asked and asked[0]["source"] == "magic"
+    answer = [r for r in replies if r["reply_to"] == asked[0]["seq"]]
+    assert answer and answer[0]["text"].strip()
+    executed = nbformat.read(out, as_version=4)
+    ask_cell = next(c for c in executed.cells if c.cell_type == "code" and c.source.startswith("%%ask"))
+    streamed = "".join(o.get("text", "") for o in ask_cell.outputs if o.output_type == "stream")
+    assert answer[0]["text"].strip() in streamed
+
+    text = cli("history", "--notebook", str(TOUR))
+    assert "AttributeError" in text.stdout and "IntSlider" in text.stdout
+
+    after = cli("history", "--json", "--notebook", str(TOUR), "--after", str(events[-3]["seq"]))
+    assert [json.loads(line)["seq"] for line in after.stdout.splitlines()] == [e["seq"] for e in events[-2:]]
+
+
+@pytest.mark.model
+def test_ask_magic_under_plain_nbclient_streams_and_records(tmp_path: Path, history: History) -> None:
+    nb = make_notebook(tmp_path / "ask.ipynb", [
+        "%load_ext ambient_jupyter",
+        "prices = [3, 5, 8]\nsum(prices)",
+        "%%ask\nWhat is the total of the prices?",
+    ])
+    executed = run_with_nbclient(nb, env={"AMBIENT_MODEL": "embedded", "AMBIENT_NOTEBOOK": str(nb)})
+    streamed = "".join(o.get("text", "") for o in executed.cells[2].outputs if o.output_type == "stream")
+    events = events_of(history, nb)
+    assert [e["kind"] for e in events] == ["cell_executed", "user_message", "assistant_message"]
+    question, answer = events[1], events[2]
+    assert question == {**question, "text": "What is the total of the prices?", "source": "magic"}
+    assert answer["state"] == "complete" and answer["model"] == "embedded"
+    assert answer["reply_to"] == question["seq"]
+    assert answer["text"].strip() and answer["text"].strip() in streamed
+
+
+def test_run_exit_code_and_quiet(tmp_path: Path, history: History) -> None:
+    nb = make_notebook(tmp_path / "broken.ipynb", ["a = 1", "undefined_name + 1", "b = 2"])
+    run = cli("run", str(nb), "--quiet", "--no-progress")
+    assert run.returncode == 1
+    out = nbformat.read(tmp_path / "broken.run.ipynb", as_version=4)
+    assert out.cells[1].outputs[0]["ename"] == "NameError"
+    assert "execution_count" not in out.cells[2] or out.cells[2].execution_count is None
+    events = events_of(history, nb)
+    # Recorded without any %load_ext in the notebook; quiet: no reply at all.
+    assert [e["kind"] for e in events] == ["cell_executed", "cell_executed"]
+    assert events[1]["error"]["ename"] == "NameError"
+
+    allowed = cli("run", str(nb), "--quiet", "--allow-errors", "--no-progress")
+    assert allowed.returncode == 1
+    assert [e["code"] for e in events_of(history, nb, "cell_executed")][-1] == "b = 2"
+
+
+def test_run_reports_a_missing_model_clearly(tmp_path: Path, history: History) -> None:
+    nb = make_notebook(tmp_path / "nomodel.ipynb", ["1/0"])
+    run = cli("run", str(nb), "--model", "ollama:gemma2:2b", "--no-progress")
+    assert run.returncode == 1
+    replies = events_of(history, nb, "assistant_message")
+    assert [r["state"] for r in replies] == ["error"]
+    errors = events_of(history, nb, "model_error")
+    assert "ollama serve" in errors[0]["message"] and "127.0.0.1:9" in errors[0]["message"]
+
+
+def test_models_and_bad_arguments() -> None:
+    listed = cli("models")
+    assert "embedded" in listed.stdout and "ready" in listed.stdout
+    assert "unavailable at http://127.0.0.1:9" in listed.stdout
+    missing = cli("run", "no/such/notebook.ipynb")
+    assert missing.returncode == 2 and "no notebook at" in missing.stderr
