@@ -22,6 +22,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -153,9 +154,28 @@ class History:
             conn.close()
             raise
 
+    def _connect_retrying(self) -> sqlite3.Connection:
+        """``_connect``, retried while another process holds a lock.
+
+        Switching a fresh file to WAL and creating the schema can report "database is
+        locked" at once, without SQLite's busy handler, when several processes open
+        the same new file together; they simply take turns.
+        """
+        deadline = time.monotonic() + self._busy_ms / 1000
+        delay = 0.005
+        while True:
+            try:
+                return self._connect()
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc).lower() or "busy" in str(exc).lower()
+                if not busy or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
     def _open(self) -> None:
         try:
-            self._conn = self._connect()
+            self._conn = self._connect_retrying()
         except _Unusable as exc:
             self._move_aside(str(exc))
             self._conn = self._connect()

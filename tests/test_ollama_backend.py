@@ -228,6 +228,7 @@ def test_done_record_missing_is_interrupted(ollama_server: FakeOllama) -> None:
 def test_stall_after_some_tokens_is_interrupted(ollama_server: FakeOllama) -> None:
     ollama_server.reply = REPLY
     ollama_server.stall_after = 2
+    ollama_server.stall_seconds = 5.0  # the socket stays open well past the stall timeout
     backend = OllamaBackend(MODEL, host=ollama_server.url)
     backend.stall_timeout = 0.5
 

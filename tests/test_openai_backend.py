@@ -176,6 +176,7 @@ def test_stream_cut_midway_is_interrupted(openai_server: FakeOpenAI, framing: st
 def test_stall_is_interrupted(openai_server: FakeOpenAI) -> None:
     openai_server.reply = REPLY
     openai_server.stall_after = 1
+    openai_server.stall_seconds = 5.0  # the socket stays open well past the stall timeout
     backend = backend_for(openai_server)
     backend.stall_timeout = 0.5
 
