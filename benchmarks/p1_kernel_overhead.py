@@ -11,7 +11,7 @@ With the extension, the history (``AMBIENT_DB``, a temp file) must end up holdin
 one ``cell_executed`` event per measured cell; the script waits for the kernel's
 writer thread and checks that.
 
-Usage: python benchmarks/p1_kernel_overhead.py [--cells 2000] [--rounds 3]
+Usage: python benchmarks/p1_kernel_overhead.py [--cells 2000] [--rounds 4]
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import nbformat
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
@@ -81,23 +80,59 @@ def build_notebook(first: str, cells: list[str]) -> Any:
     return nb
 
 
-async def run_once(first: str, cells: list[str], env: dict[str, str]) -> tuple[float, int, int]:
-    """Seconds for the measured cells, and (errors, outputs) seen by the client."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux), or NaN elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+class Run:
+    """What one notebook run measured."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.kernel_cpu = float("nan")
+        self.latencies: list[float] = []
+        self.errors = 0
+
+
+async def run_once(first: str, cells: list[str], env: dict[str, str]) -> Run:
+    """Execute the notebook; time only the measured cells (indices 1..len(cells))."""
     nb = build_notebook(first, cells)
     last = len(cells)
+    run = Run()
+    started: dict[int, float] = {}
     marks: dict[str, float] = {}
-    errors = 0
+    client: NotebookClient | None = None
+
+    def kernel_pid() -> int | None:
+        try:
+            return int(client.km.provisioner.process.pid)  # type: ignore[union-attr]
+        except (AttributeError, TypeError, ValueError):
+            return None
 
     def on_cell_start(cell: Any, cell_index: int) -> None:
+        now = time.perf_counter()
+        started[cell_index] = now
         if cell_index == 1:
-            marks["start"] = time.perf_counter()
+            pid = kernel_pid()
+            marks["cpu0"] = _cpu_seconds(pid) if pid else float("nan")
+            marks["start"] = now
 
     def on_cell_executed(cell: Any, cell_index: int, execute_reply: dict[str, Any]) -> None:
-        nonlocal errors
-        if execute_reply.get("content", {}).get("status") == "error":
-            errors += 1
+        now = time.perf_counter()
+        if cell_index >= 1:
+            run.latencies.append(now - started[cell_index])
+            if execute_reply.get("content", {}).get("status") == "error":
+                run.errors += 1
         if cell_index == last:
-            marks["end"] = time.perf_counter()
+            marks["end"] = now
+            pid = kernel_pid()
+            marks["cpu1"] = _cpu_seconds(pid) if pid else float("nan")
 
     client = NotebookClient(
         nb,
@@ -111,8 +146,9 @@ async def run_once(first: str, cells: list[str], env: dict[str, str]) -> tuple[f
     first_outputs = nb.cells[0].get("outputs", [])
     if any(o.get("output_type") == "error" for o in first_outputs):
         raise RuntimeError(f"the first cell failed: {first_outputs}")
-    outputs = sum(len(c.get("outputs", [])) for c in nb.cells[1:])
-    return marks["end"] - marks["start"], errors, outputs
+    run.seconds = marks["end"] - marks["start"]
+    run.kernel_cpu = marks["cpu1"] - marks["cpu0"]
+    return run
 
 
 def count_events(db: Path, notebook: str) -> dict[str, int]:
@@ -142,7 +178,7 @@ def wait_for_events(db: Path, notebook: str, want: int, timeout: float = 60.0) -
 
 
 def event_stats(db: Path, notebook: str) -> dict[str, int]:
-    """Errors and outputs as recorded, to compare with what the client saw."""
+    """Errors and execution counts as recorded, to compare with what the client saw."""
     conn = sqlite3.connect(db, timeout=30)
     try:
         bodies = conn.execute(
@@ -155,7 +191,6 @@ def event_stats(db: Path, notebook: str) -> dict[str, int]:
     events = [json.loads(b) for (b,) in bodies]
     return {
         "errors": sum(1 for e in events if e.get("status") == "error"),
-        "outputs": sum(len(e.get("outputs") or []) for e in events),
         "distinct_counts": len({e.get("execution_count") for e in events}),
     }
 
@@ -163,7 +198,7 @@ def event_stats(db: Path, notebook: str) -> dict[str, int]:
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
 
     cells = make_cells(args.cells)
@@ -175,16 +210,17 @@ async def main() -> int:
     print(f"P1 python={sys.executable}")
     print(f"P1 history={db} cells={len(cells)} rounds={args.rounds} (ABBA order)")
 
-    times: dict[str, list[float]] = {"with": [], "without": []}
+    runs: dict[str, list[Run]] = {"with": [], "without": []}
     expected_errors = sum(1 for c in cells if c.startswith("int('not a number"))
     problems: list[str] = []
+    last_count = 0
 
-    # One untimed warm-up of each, so the page cache and bytecode caches are hot for both.
+    # One short untimed run of each first, so page and bytecode caches are hot for both.
     for variant in ("with", "without"):
         env = dict(base_env, AMBIENT_NOTEBOOK=str(tmp / f"warmup-{variant}.ipynb"))
         first = "%load_ext ambient_jupyter" if variant == "with" else "pass"
-        seconds, _, _ = await run_once(first, cells[:200], env)
-        print(f"P1 warm-up {variant:7s} 200 cells {seconds:.2f}s")
+        warm = await run_once(first, cells[:200], env)
+        print(f"P1 warm-up {variant:7s} 200 cells {warm.seconds:.2f}s")
 
     for r in range(args.rounds):
         order = ("with", "without") if r % 2 == 0 else ("without", "with")
@@ -192,21 +228,24 @@ async def main() -> int:
             notebook = str(tmp / f"round{r}-{variant}.ipynb")
             env = dict(base_env, AMBIENT_NOTEBOOK=notebook)
             first = "%load_ext ambient_jupyter" if variant == "with" else "pass"
-            seconds, errors, outputs = await run_once(first, cells, env)
-            times[variant].append(seconds)
+            run = await run_once(first, cells, env)
+            runs[variant].append(run)
             line = (
-                f"P1 round {r + 1} {variant:7s} {seconds:7.3f}s "
-                f"({seconds / len(cells) * 1000:.3f} ms/cell, client saw {errors} errors, {outputs} outputs)"
+                f"P1 round {r + 1} {variant:7s} {run.seconds:7.3f}s "
+                f"({run.seconds / len(cells) * 1000:.3f} ms/cell, "
+                f"median cell {statistics.median(run.latencies) * 1000:.3f} ms, "
+                f"kernel cpu {run.kernel_cpu:.2f}s, client saw {run.errors} errors)"
             )
             if variant == "with":
                 counts, lag = wait_for_events(db, notebook, len(cells))
-                n = counts.get("cell_executed", 0)
+                n = last_count = counts.get("cell_executed", 0)
                 stats = event_stats(db, notebook)
+                others = {k: v for k, v in counts.items() if k != "cell_executed"}
                 line += (
-                    f"; history: {n} cell_executed events (other kinds: "
-                    f"{ {k: v for k, v in counts.items() if k != 'cell_executed'} }), "
-                    f"{stats['errors']} errors, {stats['outputs']} outputs, "
-                    f"writer drained {lag:.2f}s after the last cell"
+                    f"; history: {n} cell_executed events"
+                    f"{f' + {others}' if others else ''}, {stats['errors']} errors, "
+                    f"{stats['distinct_counts']} distinct execution counts, "
+                    f"all in {lag:.2f}s after the last cell"
                 )
                 if n != len(cells):
                     problems.append(f"round {r + 1}: {n} cell_executed events, expected {len(cells)}")
@@ -218,17 +257,31 @@ async def main() -> int:
                     problems.append(f"round {r + 1}: the run without the extension recorded {counts}")
             print(line, flush=True)
 
-    with_s = statistics.median(times["with"])
-    without_s = statistics.median(times["without"])
+    def med(variant: str, key: Any) -> float:
+        return statistics.median(key(run) for run in runs[variant])
+
+    with_s = med("with", lambda run: run.seconds)
+    without_s = med("without", lambda run: run.seconds)
     ratio = with_s / without_s
-    sum_ratio = sum(times["with"]) / sum(times["without"])
-    per_round = [w / wo for w, wo in zip(times["with"], times["without"])]
-    print(f"P1 with    s: {', '.join(f'{t:.3f}' for t in times['with'])}")
-    print(f"P1 without s: {', '.join(f'{t:.3f}' for t in times['without'])}")
+    sum_ratio = sum(run.seconds for run in runs["with"]) / sum(run.seconds for run in runs["without"])
+    per_round = [w.seconds / wo.seconds for w, wo in zip(runs["with"], runs["without"], strict=True)]
+    lat_with = statistics.median(x for run in runs["with"] for x in run.latencies)
+    lat_without = statistics.median(x for run in runs["without"] for x in run.latencies)
+    cpu_with = med("with", lambda run: run.kernel_cpu)
+    cpu_without = med("without", lambda run: run.kernel_cpu)
+    print(f"P1 with    s: {', '.join(f'{run.seconds:.3f}' for run in runs['with'])}")
+    print(f"P1 without s: {', '.join(f'{run.seconds:.3f}' for run in runs['without'])}")
     print(f"P1 per-round ratios: {', '.join(f'{x:.3f}' for x in per_round)}; ratio of sums {sum_ratio:.3f}")
-    print(f"P1 added per cell: {(with_s - without_s) / len(cells) * 1e6:.1f} us (median-based)")
-    total_events = count_events(db, str(tmp / f"round{args.rounds - 1}-with.ipynb")).get("cell_executed", 0)
-    print(f"P1 history check (last round): {total_events} cell_executed events for {len(cells)} cells")
+    print(
+        f"P1 median cell latency: with {lat_with * 1000:.3f} ms, without {lat_without * 1000:.3f} ms "
+        f"(ratio {lat_with / lat_without:.3f})"
+    )
+    print(
+        f"P1 kernel CPU for the cells (median): with {cpu_with:.2f}s, without {cpu_without:.2f}s "
+        f"(+{(cpu_with - cpu_without) / len(cells) * 1e6:.0f} us/cell)"
+    )
+    print(f"P1 added wall time per cell: {(with_s - without_s) / len(cells) * 1e6:.0f} us (medians)")
+    print(f"P1 history check (last round): {last_count} cell_executed events for {len(cells)} cells")
     for problem in problems:
         print(f"P1 PROBLEM: {problem}")
     print(
