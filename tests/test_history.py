@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,7 @@ def _event(i: int, **extra: Any) -> dict[str, Any]:
 
 def _bad_files(db: Path) -> list[Path]:
     """The moved-aside main files (``<name>.bad-<stamp>``), without their -wal/-shm."""
-    return sorted(
-        p for p in db.parent.glob(f"{db.name}.bad-*") if not p.name.endswith(("-wal", "-shm"))
-    )
+    return sorted(p for p in db.parent.glob(f"{db.name}.bad-*") if not p.name.endswith(("-wal", "-shm")))
 
 
 def _stored_rows(db: Path) -> list[tuple[str, int, str | None, str]]:
@@ -155,7 +154,7 @@ print(json.dumps(seqs), flush=True)
 
 def test_concurrent_processes_get_gapless_unique_seqs(tmp_path: Path) -> None:
     workers, per_worker = 4, 200
-    db = tmp_path / "h.sqlite"  # not created yet: the schema creation races too
+    db = tmp_path / "h.sqlite"  # not created yet: the first open races too
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
     env = {**os.environ, "PYTHONPATH": str(PKG_ROOT)}
@@ -206,6 +205,24 @@ def test_concurrent_processes_get_gapless_unique_seqs(tmp_path: Path) -> None:
     assert len(_stored_rows(db)) == total
 
 
+def test_open_waits_for_a_writer_on_a_new_file(tmp_path: Path) -> None:
+    # The window two Histories hit when they create one file at the same moment, made
+    # deterministic: a writer holds the lock for 0.3 s on a not-yet-WAL file. SQLite
+    # then fails PRAGMA journal_mode=WAL at once, without its busy handler.
+    db = tmp_path / "h.sqlite"
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE unrelated (x)")
+    release = threading.Timer(0.3, other.execute, ("COMMIT",))
+    release.start()
+    try:
+        with History(db, busy_timeout=10) as h:  # should wait, not fail
+            assert h.append(NB, _event(1))["seq"] == 1
+    finally:
+        release.join()
+        other.close()
+
+
 # -- unusable files -----------------------------------------------------------------
 
 
@@ -253,17 +270,13 @@ def _assert_moved_aside_and_usable(
         pytest.param(b"SQLite format 3\x00" + b"\xff" * 8000, id="fake-header"),
     ],
 )
-def test_garbage_file_is_moved_aside(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, garbage: bytes
-) -> None:
+def test_garbage_file_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture, garbage: bytes) -> None:
     db = tmp_path / "history.sqlite"
     db.write_bytes(garbage)
     _assert_moved_aside_and_usable(db, caplog, original=garbage)
 
 
-def test_empty_file_is_a_fresh_database_not_garbage(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_empty_file_is_a_fresh_database_not_garbage(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     db = tmp_path / "history.sqlite"
     db.touch()
     with caplog.at_level(logging.ERROR, logger=LOGGER), History(db) as h:
@@ -272,9 +285,7 @@ def test_empty_file_is_a_fresh_database_not_garbage(
     assert _history_errors(caplog) == []
 
 
-def test_truncated_database_is_moved_aside(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_truncated_database_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     db = tmp_path / "history.sqlite"
     with History(db) as h:
         for start in range(0, 3000, 500):
