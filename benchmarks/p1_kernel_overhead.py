@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -288,6 +289,7 @@ async def main() -> int:
         f"P1 overhead_ratio={ratio:.3f} (target <=1.03) with_s={with_s:.3f} "
         f"without_s={without_s:.3f} cells={len(cells)}"
     )
+    shutil.rmtree(tmp, ignore_errors=True)
     return 1 if problems else 0
 
 

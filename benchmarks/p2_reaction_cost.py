@@ -26,6 +26,7 @@ import asyncio
 import dataclasses
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -311,6 +312,7 @@ async def main() -> int:
         f"eval_at_500={last.evaluated} prompt_at_500={last.prompt_tokens} cuts={transcript.cuts}"
     )
     history.close()
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
