@@ -94,6 +94,9 @@ class ActionProposed(_EventBase):
     action: str
     code: str
     sha256: str
+    model: str | None = None
+    reply_to: int | None = None
+    """The seq of the assistant message that proposed it."""
 
 
 class ActionDecided(_EventBase):

@@ -15,6 +15,9 @@ from ambient_jupyter.history import History
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# A real Jupyter server per test (jp_serverapp, jp_fetch, jp_ws_fetch, ...).
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
 
 @pytest.fixture(autouse=True)
 def ambient_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

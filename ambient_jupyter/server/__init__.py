@@ -1,0 +1,1 @@
+"""The Jupyter server host: an ExtensionApp, its routes, and the per-notebook rooms."""

@@ -1,0 +1,106 @@
+"""The Jupyter server extension: hosts the assistant for every notebook in this server."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode, default
+
+from ..config import env_flag
+from ..history import History
+from .handlers import AmbientSocket, HistoryHandler, ModelsHandler, StatusHandler
+from .hub import Hub, HubSettings
+from .paths import resolve_notebook
+
+__all__ = ["AmbientExtension"]
+
+
+class AmbientExtension(ExtensionApp):
+    """ambient-jupyter inside Jupyter Server: the chat sidebar's backend."""
+
+    name = "ambient_jupyter"
+    load_other_extensions = True
+
+    model = Unicode(
+        help="Model spec: auto, embedded, ollama:<name>, llamacpp:<path.gguf>, openai:<name>. Env: AMBIENT_MODEL."
+    ).tag(config=True)
+
+    @default("model")
+    def _model_default(self) -> str:
+        return os.environ.get("AMBIENT_MODEL", "").strip() or "auto"
+
+    quiet = Bool(help="Never speak unprompted. Env: AMBIENT_QUIET.").tag(config=True)
+
+    @default("quiet")
+    def _quiet_default(self) -> bool:
+        return env_flag("AMBIENT_QUIET")
+
+    agent = CaselessStrEnum(
+        ["off", "ask", "auto"],
+        help="off: never propose code; ask: propose, run only once approved. Env: AMBIENT_AGENT.",
+    ).tag(config=True)
+
+    @default("agent")
+    def _agent_default(self) -> str:
+        value = os.environ.get("AMBIENT_AGENT", "").strip().lower()
+        return value if value in ("off", "ask", "auto") else "ask"
+
+    cooldown = Float(30.0, help="Seconds after an unprompted reply during which failures are left alone.").tag(
+        config=True
+    )
+    max_reply_tokens = Int(400, help="Longest reply, in tokens.").tag(config=True)
+    poll_interval = Float(
+        0.05, help="Seconds between checks for events committed by kernels (a cheap SQLite probe)."
+    ).tag(config=True)
+    db = Unicode("", help="The history file. Default: $AMBIENT_DB, else the Jupyter data dir.").tag(config=True)
+
+    hub: Hub | None = None
+
+    def initialize_settings(self) -> None:
+        # Kernels started by this server inherit its environment: tell their recorder
+        # that a host (us) diagnoses failures, so the kernel doesn't answer as well.
+        os.environ["AMBIENT_HOST"] = "server"
+        if self.db:
+            os.environ["AMBIENT_DB"] = self.db
+        history = History(self.db or None)
+        root_dir = self.serverapp.root_dir
+        settings = HubSettings(
+            model=self.model,
+            quiet=self.quiet,
+            agent=self.agent,
+            cooldown=self.cooldown,
+            max_reply_tokens=self.max_reply_tokens,
+            poll_interval=self.poll_interval,
+        )
+        self.hub = Hub(
+            history,
+            settings,
+            resolve=lambda path: resolve_notebook(root_dir, path),
+            open_notebooks=self._open_notebooks,
+        )
+        self.settings["ambient_hub"] = self.hub
+        self.log.info("ambient-jupyter: model %s, history %s", self.model, history.path)
+
+    async def _open_notebooks(self) -> set[str]:
+        sessions = await self.serverapp.session_manager.list_sessions()
+        return {s["path"] for s in sessions if s.get("type") in (None, "notebook") and s.get("path")}
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(
+            [
+                (r"/ambient/ws", AmbientSocket),
+                (r"/ambient/api/history", HistoryHandler),
+                (r"/ambient/api/models", ModelsHandler),
+                (r"/ambient/api/status", StatusHandler),
+            ]
+        )
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        if self.hub is not None:
+            self.hub.start()
+
+    async def stop_extension(self) -> None:
+        if self.hub is not None:
+            await self.hub.stop()

@@ -1,0 +1,218 @@
+"""HTTP and WebSocket routes of the server extension (see docs/protocol.md).
+
+Every route is authenticated by Jupyter Server's identity provider and authorized
+against the resource ``ambient``: ``read`` to follow a conversation, ``write`` to chat
+or stop, ``execute`` to approve code. Host and Origin checks are Jupyter Server's own
+(``JupyterHandler.prepare`` and ``WebSocketMixin.check_origin``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import authorized, ws_authenticated
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado import web, websocket
+
+from .. import __version__
+from .hub import FrameError, Hub, Room
+from .paths import BadNotebookPath, NotebookRef
+
+__all__ = ["AUTH_RESOURCE", "AmbientSocket", "HistoryHandler", "ModelsHandler", "StatusHandler"]
+
+AUTH_RESOURCE = "ambient"
+MAX_FRAME = 1_000_000
+"""Largest client frame we parse; bigger ones get an error (tornado closes at 10 MiB)."""
+QUEUE_LIMIT = 2000
+"""Frames a client may fall behind by before it is dropped (it reconnects with after_seq)."""
+HISTORY_LIMIT = 10_000
+
+
+class _AmbientMixin(ExtensionHandlerMixin):
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def hub(self) -> Hub:
+        return self.settings["ambient_hub"]  # type: ignore[no-any-return, attr-defined]
+
+    def resolve(self, path: object) -> NotebookRef:
+        return self.hub.resolve(path)  # type: ignore[arg-type]
+
+
+class HistoryHandler(_AmbientMixin, APIHandler):
+    """``GET ambient/api/history?notebook=P&after=N`` → ``{"events": [...]}``."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        try:
+            ref = self.resolve(self.get_argument("notebook", ""))
+            after = int(self.get_argument("after", "0"))
+            limit = min(int(self.get_argument("limit", str(HISTORY_LIMIT))), HISTORY_LIMIT)
+        except BadNotebookPath as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        except ValueError:
+            raise web.HTTPError(400, "'after' and 'limit' must be integers") from None
+        if after < 0 or limit < 1:
+            raise web.HTTPError(400, "'after' must be >= 0 and 'limit' >= 1")
+        events = await asyncio.to_thread(self.hub.history.read, ref.notebook_id, after, limit=limit)
+        self.finish({"events": [{**e, "notebook": ref.api_path} for e in events]})
+
+
+class ModelsHandler(_AmbientMixin, APIHandler):
+    """``GET ambient/api/models``: what answers now, and the server's default."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        from ..backends import available_models
+
+        models = await available_models()
+        self.finish(
+            {
+                "default": self.hub.settings.model,
+                "models": [{"spec": m.spec, "backend": m.backend, "status": m.status} for m in models],
+            }
+        )
+
+
+class StatusHandler(_AmbientMixin, APIHandler):
+    """``GET ambient/api/status``: a cheap liveness probe (also what P7 measures)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        hub = self.hub
+        self.finish(
+            {
+                "version": __version__,
+                "model": hub.settings.model,
+                "notebooks": len(hub.rooms),
+                "streaming": sum(1 for r in hub.rooms.values() if r.assistant.streaming),
+            }
+        )
+
+
+class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.WebSocketHandler):  # type: ignore[misc]
+    """``ambient/ws``: one client following one notebook's conversation."""
+
+    seen = 0
+
+    async def pre_get(self) -> None:
+        # The kernel-style order: authenticate (decorator), then authorize, then upgrade.
+        if not await self._allowed("read"):
+            raise web.HTTPError(403)
+
+    @ws_authenticated
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        await self.pre_get()
+        res = super().get(*args, **kwargs)
+        if res is not None:
+            await res
+
+    async def _allowed(self, action: str) -> bool:
+        result = await ensure_async(self.authorizer.is_authorized(self, self.current_user, action, AUTH_RESOURCE))
+        return bool(result)
+
+    # -- the outbound queue ------------------------------------------------------
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        super().open(*args, **kwargs)
+        self._room: Room | None = None
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=QUEUE_LIMIT)
+        self._sender = asyncio.ensure_future(self._send_loop())
+
+    def send(self, frame: dict[str, Any]) -> None:
+        if self._sender.done():
+            return
+        try:
+            self._queue.put_nowait(json.dumps(frame))
+        except asyncio.QueueFull:
+            # This client stopped reading: drop it rather than hold up anyone else.
+            # It reconnects with after_seq and loses nothing.
+            self.log.warning("ambient: dropping a client that is %d frames behind", QUEUE_LIMIT)
+            self._leave()
+            self._sender.cancel()
+            self.close(1013, "too far behind; reconnect with after_seq")
+
+    async def _send_loop(self) -> None:
+        while True:
+            text = await self._queue.get()
+            if text is None:
+                return
+            try:
+                await self.write_message(text)
+            except websocket.WebSocketClosedError:
+                return
+
+    def _leave(self) -> None:
+        if self._room is not None:
+            self._room.unsubscribe(self)
+            self._room = None
+
+    def on_close(self) -> None:
+        self._leave()
+        if hasattr(self, "_sender"):
+            self._sender.cancel()
+
+    # -- inbound frames ----------------------------------------------------------
+
+    async def on_message(self, message: str | bytes) -> None:
+        try:
+            await self._handle(message)
+        except FrameError as exc:
+            self.send({"type": "error", "message": str(exc)})
+
+    async def _handle(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            raise FrameError("binary frames are not accepted; send JSON text")
+        if len(message) > MAX_FRAME:
+            raise FrameError(f"frame too large ({len(message):,} characters; the limit is {MAX_FRAME:,})")
+        try:
+            frame = json.loads(message)
+        except ValueError:
+            raise FrameError("frames must be JSON objects") from None
+        if not isinstance(frame, dict):
+            raise FrameError("frames must be JSON objects")
+        kind = frame.get("type")
+        handler = {"hello": self._hello, "chat": self._chat, "stop": self._stop, "decide": self._decide}.get(
+            kind  # type: ignore[arg-type]
+        )
+        if handler is None:
+            raise FrameError(f"unknown frame type {kind!r}; expected hello, chat, decide or stop")
+        await handler(frame)
+
+    async def _room_for(self, frame: dict[str, Any], action: str) -> Room:
+        if not await self._allowed(action):
+            raise FrameError(f"not allowed: {action} on {AUTH_RESOURCE}")
+        try:
+            ref = self.resolve(frame.get("notebook"))
+        except BadNotebookPath as exc:
+            raise FrameError(str(exc)) from None
+        return await self.hub.room(ref)
+
+    async def _hello(self, frame: dict[str, Any]) -> None:
+        room = await self._room_for(frame, "read")
+        after = frame.get("after_seq", 0)
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise FrameError("'after_seq' must be a non-negative integer")
+        self._leave()
+        self._room = room
+        await room.subscribe(self, after)
+
+    async def _chat(self, frame: dict[str, Any]) -> None:
+        room = await self._room_for(frame, "write")
+        room.chat(frame.get("text"), frame.get("client_id"))
+
+    async def _stop(self, frame: dict[str, Any]) -> None:
+        room = await self._room_for(frame, "write")
+        room.stop()
+
+    async def _decide(self, frame: dict[str, Any]) -> None:
+        room = await self._room_for(frame, "execute")
+        await room.decide(frame.get("action_id"), frame.get("decision"), frame.get("sha256"))

@@ -1,0 +1,380 @@
+"""The server's host: one room per notebook, fed from the history, fanned out to sockets.
+
+Every frame a client sees comes from one place, :meth:`Room.pump`, which reads the
+history after the last seq it sent and hands each event to every subscriber. Kernel
+events reach the history from the kernel process; the hub notices them by polling
+SQLite's ``data_version`` (a cheap "did another connection commit?" probe). Events the
+server stores itself (chat, replies, decisions) pump at once. One path means every tab
+sees the same events in the same order, whoever wrote them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..assistant import Assistant
+from ..events import ActionDecided, ActionExecuted, ActionProposed
+from ..history import History
+from .paths import NotebookRef
+
+__all__ = ["FrameError", "Hub", "HubSettings", "Room", "Subscriber", "code_sha256", "proposed_code"]
+
+log = logging.getLogger("ambient_jupyter.server")
+
+Frame = dict[str, Any]
+MAX_CHAT_CHARS = 20_000
+REPLAY_PAGE = 1000
+
+
+class FrameError(ValueError):
+    """A client frame was refused; the message goes back to the client as is."""
+
+
+class Subscriber(Protocol):
+    """A connected client, as the hub sees it."""
+
+    seen: int
+    """The highest event seq this client has; events at or below it are not resent."""
+
+    def send(self, frame: Frame) -> None:
+        """Queue a frame; never blocks (a client that falls behind is dropped)."""
+
+
+@dataclass
+class HubSettings:
+    model: str = "auto"
+    quiet: bool = False
+    agent: str = "ask"
+    cooldown: float = 30.0
+    max_reply_tokens: int = 400
+    poll_interval: float = 0.05
+
+
+def code_sha256(code: str) -> str:
+    return hashlib.sha256(code.encode("utf-8")).hexdigest()
+
+
+_FENCE = re.compile(r"```[ \t]*(?:python|py|ipython|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+def proposed_code(reply: str) -> str | None:
+    """The first fenced code block of a reply, if it has one worth running."""
+    for match in _FENCE.finditer(reply):
+        code = match.group(1).strip("\n")
+        if code.strip():
+            return code + "\n" if not code.endswith("\n") else code
+    return None
+
+
+class Room:
+    """One notebook's conversation in this server: its subscribers and its assistant."""
+
+    def __init__(self, hub: Hub, ref: NotebookRef, start_seq: int) -> None:
+        self.hub = hub
+        self.ref = ref
+        self.subscribers: set[Subscriber] = set()
+        self.sent_seq = start_seq
+        self.live_from = start_seq
+        """Only failures after this seq are diagnosed (never a replayed old one)."""
+        self.state = "idle"
+        self.reply_id: str | None = None
+        self._pump_lock = asyncio.Lock()
+        self._approved: dict[str, str] = {}
+        """sha256 -> action_id of approved code still waiting for its cell to run."""
+        settings = hub.settings
+        self.assistant = Assistant(
+            hub.history,
+            ref.notebook_id,
+            settings.model,
+            quiet=settings.quiet,
+            cooldown=settings.cooldown,
+            max_reply_tokens=settings.max_reply_tokens,
+            on_token=self._on_token,
+            on_event=self._on_stored,
+        )
+
+    # -- fan-out --------------------------------------------------------------
+
+    def _public(self, event: dict[str, Any]) -> dict[str, Any]:
+        # Clients know the notebook by its contents path; the server's absolute path
+        # stays on the server.
+        return {**event, "notebook": self.ref.api_path}
+
+    def broadcast(self, frame: Frame) -> None:
+        for sub in list(self.subscribers):
+            sub.send(frame)
+
+    async def pump(self) -> None:
+        """Send every stored event after :attr:`sent_seq`, in order, to every subscriber."""
+        async with self._pump_lock:
+            while True:
+                page = await asyncio.to_thread(
+                    self.hub.history.read, self.ref.notebook_id, self.sent_seq, limit=REPLAY_PAGE
+                )
+                for event in page:
+                    self.sent_seq = seq = int(event["seq"])
+                    frame = {"type": "event", "event": self._public(event)}
+                    for sub in list(self.subscribers):
+                        if seq > sub.seen:
+                            sub.seen = seq
+                            sub.send(frame)
+                    await self._observe(event)
+                if len(page) < REPLAY_PAGE:
+                    return
+
+    async def subscribe(self, sub: Subscriber, after_seq: int) -> None:
+        """Replay what ``sub`` missed, then add it to the live stream (no gap, no duplicate)."""
+        async with self._pump_lock:
+            # A client that claims more than we have holds another history (the file
+            # was replaced): start it over rather than hide events from it.
+            reset = after_seq > self.sent_seq
+            after_seq = 0 if reset else max(0, after_seq)
+            after = after_seq
+            while after < self.sent_seq:
+                page = await asyncio.to_thread(
+                    self.hub.history.read, self.ref.notebook_id, after, limit=REPLAY_PAGE
+                )
+                page = [e for e in page if int(e["seq"]) <= self.sent_seq]
+                if not page:
+                    break
+                for event in page:
+                    sub.send({"type": "event", "event": self._public(event)})
+                after = int(page[-1]["seq"])
+            sub.seen = max(after, after_seq)
+            self.subscribers.add(sub)
+        sub.send({"type": "ready", "notebook": self.ref.api_path, "last_seq": sub.seen, "reset": reset})
+        sub.send(self._status())
+        # Whatever was committed while we replayed goes out now.
+        await self.pump()
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+
+    def _status(self) -> Frame:
+        return {
+            "type": "status",
+            "notebook": self.ref.api_path,
+            "state": self.state,
+            "reply_id": self.reply_id,
+            "model": self.assistant.model_spec,
+        }
+
+    def _set_state(self, state: str, reply_id: str | None = None) -> None:
+        if (state, reply_id) != (self.state, self.reply_id):
+            self.state, self.reply_id = state, reply_id
+            self.broadcast(self._status())
+
+    async def _on_token(self, reply_id: str, text: str) -> None:
+        if self.state != "streaming" or self.reply_id != reply_id:
+            self._set_state("streaming", reply_id)
+        self.broadcast({"type": "token", "notebook": self.ref.api_path, "reply_id": reply_id, "text": text})
+
+    async def _on_stored(self, _event: dict[str, Any]) -> None:
+        await self.pump()
+
+    # -- reacting to what happens in the notebook ------------------------------
+
+    async def _observe(self, event: dict[str, Any]) -> None:
+        if event.get("kind") != "cell_executed":
+            return
+        code = event.get("code")
+        if isinstance(code, str) and self._approved:
+            action_id = self._approved.pop(code_sha256(code), None)
+            if action_id is not None:
+                self.hub.spawn(self._store(ActionExecuted(action_id=action_id, cell_event_seq=int(event["seq"]))))
+        fresh = int(event.get("seq", 0)) > self.live_from
+        if fresh and self.assistant.should_react(event) and await self.hub.is_open_here(self.ref):
+            self.hub.spawn(self._react(event))
+
+    async def _react(self, event: dict[str, Any]) -> None:
+        self._set_state("thinking")
+        try:
+            await self.assistant.react(event)
+        finally:
+            self._set_state("idle")
+
+    async def _store(self, model: Any, dedup_key: str | None = None) -> dict[str, Any]:
+        event = model.model_dump(exclude={"seq", "notebook"})
+        stored = await asyncio.to_thread(self.hub.history.append, self.ref.notebook_id, event, dedup_key=dedup_key)
+        await self.pump()
+        return stored
+
+    # -- what clients ask for ---------------------------------------------------
+
+    def chat(self, text: object, client_id: object) -> None:
+        if not isinstance(text, str) or not text.strip():
+            raise FrameError("a chat message needs non-empty 'text'")
+        if len(text) > MAX_CHAT_CHARS:
+            raise FrameError(f"a chat message can be at most {MAX_CHAT_CHARS:,} characters")
+        if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 200):
+            raise FrameError("'client_id' must be a short string")
+        self.hub.spawn(self._chat(text, client_id))
+
+    async def _chat(self, text: str, client_id: str | None) -> None:
+        if not self.assistant.streaming:
+            self._set_state("thinking")
+        try:
+            reply = await self.assistant.ask(text, source="sidebar", client_id=client_id)
+        finally:
+            self._set_state("idle")
+        if self.hub.settings.agent == "off" or reply.get("state") != "complete":
+            return
+        code = proposed_code(str(reply.get("text", "")))
+        if code is None:
+            return
+        proposal = ActionProposed(
+            action_id=uuid.uuid4().hex, action="insert_cell", code=code, sha256=code_sha256(code),
+            model=reply.get("model"), reply_to=reply.get("seq"),
+        )
+        # Keyed by the reply, so a resent chat that returns the same reply proposes once.
+        await self._store(proposal, dedup_key=f"proposal:{reply.get('reply_id')}")
+
+    def stop(self) -> bool:
+        return self.assistant.stop()
+
+    async def decide(self, action_id: object, decision: object, sha256: object) -> None:
+        if not isinstance(action_id, str) or not action_id:
+            raise FrameError("'action_id' is required")
+        if decision not in ("approve", "reject"):
+            raise FrameError("'decision' must be 'approve' or 'reject'")
+        proposal, decided = await asyncio.to_thread(self._find_action, action_id)
+        if proposal is None:
+            raise FrameError(f"no proposed action {action_id!r} in this notebook")
+        if decided:
+            raise FrameError(f"action {action_id!r} was already decided")
+        if decision == "approve" and sha256 != proposal.get("sha256"):
+            # The approval must be for exactly the code that was shown.
+            raise FrameError("the code's sha256 does not match the proposal; nothing was approved or run")
+        outcome = "approved" if decision == "approve" else "rejected"
+        if outcome == "approved":
+            self._approved[str(proposal["sha256"])] = action_id
+        await self._store(ActionDecided(action_id=action_id, decision=outcome, by="user"), f"decide:{action_id}")
+
+    def _find_action(self, action_id: str) -> tuple[dict[str, Any] | None, bool]:
+        proposal, decided = None, False
+        after = 0
+        while True:
+            page = self.hub.history.read(self.ref.notebook_id, after, limit=REPLAY_PAGE)
+            for event in page:
+                if event.get("action_id") == action_id:
+                    if event.get("kind") == "action_proposed":
+                        proposal = event
+                    elif event.get("kind") == "action_decided":
+                        decided = True
+            if len(page) < REPLAY_PAGE:
+                return proposal, decided
+            after = int(page[-1]["seq"])
+
+
+class Hub:
+    """Every room of this server, the history they share, and the background work."""
+
+    def __init__(
+        self,
+        history: History,
+        settings: HubSettings,
+        resolve: Callable[[str], NotebookRef],
+        open_notebooks: Callable[[], Awaitable[set[str]]] | None = None,
+    ) -> None:
+        self.history = history
+        self.settings = settings
+        self.resolve = resolve
+        self._open_notebooks = open_notebooks
+        self.rooms: dict[str, Room] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._watcher: asyncio.Task[None] | None = None
+        self._room_lock = asyncio.Lock()
+
+    async def room(self, ref: NotebookRef) -> Room:
+        # Also started here: some embedders (pytest-jupyter among them) never call the
+        # extension's start hook.
+        self.start()
+        async with self._room_lock:
+            room = self.rooms.get(ref.notebook_id)
+            if room is None:
+                start = await asyncio.to_thread(self.history.last_seq, ref.notebook_id)
+                room = self.rooms[ref.notebook_id] = Room(self, ref, start)
+            return room
+
+    async def is_open_here(self, ref: NotebookRef) -> bool:
+        """True if the notebook has a kernel session in this server (so we host it)."""
+        if self._open_notebooks is None:
+            return True
+        try:
+            return ref.api_path in await self._open_notebooks()
+        except Exception:  # a session manager hiccup must not kill the watcher
+            log.exception("could not list the server's sessions")
+            return False
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("ambient-jupyter background task failed", exc_info=task.exception())
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._watch())
+            if self._open_notebooks is not None:
+                self.spawn(self._discover())
+
+    async def _discover(self) -> None:
+        """Give every notebook with a kernel here a room, so its failures get diagnosed
+        even before a sidebar looks at it. A room counts failures only from its
+        creation on, so this runs on a timer, ahead of the user's first cell."""
+        assert self._open_notebooks is not None
+        while True:
+            try:
+                for path in await self._open_notebooks():
+                    try:
+                        ref = self.resolve(path)
+                    except ValueError:
+                        continue  # not a notebook under the root (e.g. a console)
+                    if ref.notebook_id not in self.rooms:
+                        await self.room(ref)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("ambient-jupyter could not list the open notebooks")
+            await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        for room in self.rooms.values():
+            room.stop()
+        tasks = [t for t in (self._watcher, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._watcher = None
+        await asyncio.to_thread(self.history.close)
+
+    async def _watch(self) -> None:
+        """Notice commits by other processes (kernels, runners) and pump the rooms."""
+        seen = -1
+        while True:
+            try:
+                version = await asyncio.to_thread(self.history.data_version)
+                if version != seen:
+                    seen = version
+                    for room in list(self.rooms.values()):
+                        await room.pump()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep watching; the next poll may succeed
+                log.exception("ambient-jupyter could not read the history")
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(self.settings.poll_interval)
