@@ -18,7 +18,7 @@ from fakes.ollama_server import FakeOllama, ollama_server_fixture  # noqa: F401 
 from tornado.httpclient import HTTPClientError
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError
-from ws_client import Client, is_event
+from ws_client import Client, is_event, masked_text_frame, stalled_socket
 
 from ambient_jupyter.history import History
 from ambient_jupyter.server.hub import code_sha256
@@ -296,36 +296,64 @@ async def test_rejected_and_agent_off(jp_ws_fetch, fake, notebook_id, kernel_sid
     c.close()
 
 
-async def test_twenty_clients_see_the_same_order_and_a_stalled_one_blocks_nobody(jp_ws_fetch, fake, notebook_id,
-                                                                                 kernel_side):
-    fake.reply = [f"t{i} " for i in range(3000)]
-    clients = [await connect(jp_ws_fetch) for _ in range(20)]
-    for c in clients:
-        await c.hello(NB)
-    stalled = await connect(jp_ws_fetch)
-    await stalled.hello(NB)  # ... and never reads again
-    await clients[0].send({"type": "chat", "notebook": NB, "text": "stream a lot", "client_id": "c-6"})
-    for i in range(20):
-        kernel_side.append(notebook_id, {"kind": "widget_changed", "widget": "w", "widget_class": "IntSlider",
-                                         "trait": "value", "old": i, "new": i + 1})
-    started = time.monotonic()
-    await asyncio.gather(*(c.until(is_event("assistant_message"), timeout=60) for c in clients))
-    elapsed = time.monotonic() - started
-    kernel_side.append(notebook_id, {"kind": "cell_executed", "code": "done", "status": "ok"})
-    await asyncio.gather(*(c.until(is_event("cell_executed", code="done")) for c in clients))
+class TestFanOut:
+    @pytest.fixture
+    def jp_server_config(self, fake: FakeOllama) -> dict[str, Any]:
+        return {
+            "ServerApp": {"jpserver_extensions": {"ambient_jupyter": True}},
+            "AmbientExtension": {"model": MODEL, "poll_interval": 0.02, "client_queue_limit": 500},
+        }
 
-    def stream(c: Client) -> list[Any]:
-        return [(f["type"], f["event"]["seq"]) if f["type"] == "event" else (f["type"], f.get("text"))
-                for f in c.frames if f["type"] in ("event", "token")]
+    async def test_twenty_clients_see_the_same_order_and_a_stalled_one_blocks_nobody(
+        self, jp_ws_fetch, jp_serverapp, jp_http_port, jp_base_url, fake, notebook_id, kernel_side
+    ):
+        # 1,200 frames of ~8 KB (10 MB) at ~120 frames/s: more than the stalled
+        # client's socket buffers (4 MB) and its 500-frame queue hold, so it really
+        # falls behind, while the twenty readers keep up.
+        pieces = 1200
+        fake.reply = [f"t{i} " + "x" * 8000 for i in range(pieces)]
+        fake.token_delay = 0.008
+        clients = [await connect(jp_ws_fetch) for _ in range(20)]
+        for c in clients:
+            await c.hello(NB)
+        # (in a thread: the server runs on this test's event loop)
+        stalled = await asyncio.to_thread(
+            stalled_socket, jp_http_port, f"{jp_base_url}ambient/ws", jp_serverapp.identity_provider.token
+        )
+        stalled.sendall(masked_text_frame(json.dumps({"type": "hello", "notebook": NB, "after_seq": 0})))
+        hub = jp_serverapp.web_app.settings["ambient_hub"]
+        room = next(iter(hub.rooms.values()))
+        for _ in range(100):
+            if len(room.subscribers) == 21:
+                break
+            await asyncio.sleep(0.05)
+        assert len(room.subscribers) == 21
 
-    reference = stream(clients[0])
-    assert sum(1 for kind, _ in reference if kind == "token") == 3000
-    for c in clients[1:]:
-        assert stream(c) == reference
-    print(f"clients=20 frames_each={len(reference)} seconds={elapsed:.2f}")
-    for c in clients:
-        c.close()
-    stalled.close()
+        await clients[0].send({"type": "chat", "notebook": NB, "text": "stream a lot", "client_id": "c-6"})
+        for i in range(20):
+            kernel_side.append(notebook_id, {"kind": "widget_changed", "widget": "w", "widget_class": "IntSlider",
+                                             "trait": "value", "old": i, "new": i + 1})
+        started = time.monotonic()
+        await asyncio.gather(*(c.until(is_event("assistant_message"), timeout=90) for c in clients))
+        elapsed = time.monotonic() - started
+        kernel_side.append(notebook_id, {"kind": "cell_executed", "code": "done", "status": "ok"})
+        await asyncio.gather(*(c.until(is_event("cell_executed", code="done")) for c in clients))
+
+        def stream(c: Client) -> list[Any]:
+            return [(f["type"], f["event"]["seq"]) if f["type"] == "event" else (f["type"], f.get("text"))
+                    for f in c.frames if f["type"] in ("event", "token")]
+
+        reference = stream(clients[0])
+        assert sum(1 for kind, _ in reference if kind == "token") == pieces
+        for c in clients[1:]:
+            assert stream(c) == reference
+        print(f"clients=20 frames_each={len(reference)} seconds={elapsed:.2f}")
+        # The stalled client was cut loose (it would reconnect with after_seq); the
+        # twenty readers were not.
+        assert len(room.subscribers) == 20 and all(not c.closed for c in clients)
+        stalled.close()
+        for c in clients:
+            c.close()
 
 
 async def test_headless_run_then_live_share_one_history(jp_ws_fetch, fake, jp_root_dir, notebook_id):

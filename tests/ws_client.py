@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -68,3 +72,44 @@ def is_event(kind: str, **fields: Any) -> Callable[[Frame], bool]:
         return all(frame["event"].get(k) == v for k, v in fields.items())
 
     return match
+
+
+def stalled_socket(port: int, path: str, token: str) -> socket.socket:
+    """A WebSocket client that completes the handshake and then never reads again.
+
+    Its receive buffer is pinned small, so the server's writes really back up (a
+    tornado client would keep reading into its own unbounded buffer).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET {path}?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        if not chunk:
+            raise ConnectionError("the server closed the handshake")
+        head += chunk
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise ConnectionError(head.decode(errors="replace"))
+    return sock
+
+
+def masked_text_frame(text: str) -> bytes:
+    """One client-to-server text frame (clients must mask)."""
+    payload = text.encode()
+    mask = os.urandom(4)
+    header = bytearray([0x81])
+    if len(payload) < 126:
+        header.append(0x80 | len(payload))
+    elif len(payload) < 65536:
+        header += bytes([0x80 | 126]) + struct.pack(">H", len(payload))
+    else:
+        header += bytes([0x80 | 127]) + struct.pack(">Q", len(payload))
+    return bytes(header) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))

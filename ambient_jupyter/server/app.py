@@ -54,6 +54,9 @@ class AmbientExtension(ExtensionApp):
     poll_interval = Float(
         0.05, help="Seconds between checks for events committed by kernels (a cheap SQLite probe)."
     ).tag(config=True)
+    client_queue_limit = Int(
+        2000, help="Frames a client may fall behind by before it is disconnected (it then catches up with after_seq)."
+    ).tag(config=True)
     db = Unicode("", help="The history file. Default: $AMBIENT_DB, else the Jupyter data dir.").tag(config=True)
 
     hub: Hub | None = None
@@ -73,6 +76,7 @@ class AmbientExtension(ExtensionApp):
             cooldown=self.cooldown,
             max_reply_tokens=self.max_reply_tokens,
             poll_interval=self.poll_interval,
+            client_queue_limit=self.client_queue_limit,
         )
         self.hub = Hub(
             history,

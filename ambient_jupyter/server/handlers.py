@@ -28,8 +28,6 @@ __all__ = ["AUTH_RESOURCE", "AmbientSocket", "HistoryHandler", "ModelsHandler", 
 AUTH_RESOURCE = "ambient"
 MAX_FRAME = 1_000_000
 """Largest client frame we parse; bigger ones get an error (tornado closes at 10 MiB)."""
-QUEUE_LIMIT = 2000
-"""Frames a client may fall behind by before it is dropped (it reconnects with after_seq)."""
 HISTORY_LIMIT = 10_000
 
 
@@ -124,7 +122,7 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
     def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)
         self._room: Room | None = None
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=QUEUE_LIMIT)
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=self.hub.settings.client_queue_limit)
         self._sender = asyncio.ensure_future(self._send_loop())
 
     def send(self, frame: dict[str, Any]) -> None:
@@ -135,7 +133,7 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
         except asyncio.QueueFull:
             # This client stopped reading: drop it rather than hold up anyone else.
             # It reconnects with after_seq and loses nothing.
-            self.log.warning("ambient: dropping a client that is %d frames behind", QUEUE_LIMIT)
+            self.log.warning("ambient: dropping a client that is %d frames behind", self._queue.maxsize)
             self._leave()
             self._sender.cancel()
             self.close(1013, "too far behind; reconnect with after_seq")

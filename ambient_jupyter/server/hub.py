@@ -55,6 +55,7 @@ class HubSettings:
     cooldown: float = 30.0
     max_reply_tokens: int = 400
     poll_interval: float = 0.05
+    client_queue_limit: int = 2000
 
 
 def code_sha256(code: str) -> str:
