@@ -8,7 +8,12 @@ Design notes
   write lock; several processes (a kernel, a runner, a server) can append to one file
   and each notebook's ``seq`` stays strictly increasing with no gaps.
 * A file that is not a usable database (garbage, truncated, written by a newer
-  version) is renamed aside, never deleted, and a fresh one is started.
+  version) is renamed aside, never deleted, and a fresh one is started. Several
+  processes may find the same bad file at once: moving aside is serialised by an
+  exclusive ``flock`` on ``<db>.lock``, and a process moves the file aside only if
+  the path still names the very file it found unusable (otherwise another process
+  already did, and it opens the fresh one). Opening takes the same lock shared, so
+  no process opens the path half-way through a move.
 * This module deliberately imports only the standard library: it is imported by the
   kernel extension and by the crash-test child processes, where start-up time counts.
 """
@@ -17,15 +22,21 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover (Windows: no flock; moving aside still tolerates races)
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["SCHEMA_VERSION", "History", "HistoryError", "default_path", "normalize_notebook"]
 
@@ -96,6 +107,23 @@ class _Unusable(Exception):
     """Raised while opening: the file must be moved aside (the message says why)."""
 
 
+_FileId = tuple[int, int]
+
+
+def _file_id(path: Path) -> _FileId | None:
+    """``(st_dev, st_ino)`` of ``path``, or None when there is no such file."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
 class History:
     """A handle on the history file, safe to share between threads of one process.
 
@@ -112,6 +140,7 @@ class History:
         self._busy_ms = int(busy_timeout * 1000)
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._file: _FileId | None = None  # the file self._conn has open
         self._open()
 
     # -- opening and recovery -------------------------------------------------
@@ -167,35 +196,108 @@ class History:
             try:
                 return self._connect()
             except sqlite3.OperationalError as exc:
-                busy = "locked" in str(exc).lower() or "busy" in str(exc).lower()
-                if not busy or time.monotonic() >= deadline:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
                     raise
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
 
-    def _open(self) -> None:
-        try:
-            self._conn = self._connect_retrying()
-        except _Unusable as exc:
-            self._move_aside(str(exc))
-            self._conn = self._connect()
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and not _is_corruption(exc):
-                msg = (
-                    f"cannot open the ambient-jupyter history at {self.path}: {exc}. "
-                    "Check that the directory is writable, or point AMBIENT_DB at another file."
-                )
-                raise HistoryError(msg) from None
-            self._move_aside(f"not a usable SQLite database ({exc})")
-            self._conn = self._connect()
+    @contextlib.contextmanager
+    def _file_lock(self, exclusive: bool) -> Iterator[None]:
+        """``flock`` on ``<db>.lock``: shared while opening, exclusive while moving aside.
 
-    def _move_aside(self, why: str) -> None:
+        Best effort: where there is no ``flock`` or the lock file cannot be created
+        (a read-only directory), it does nothing, and moving aside still tolerates a
+        race (see ``_move_aside``). Waits at most ``busy_timeout``.
+        """
+        fd = self._open_lock_file() if fcntl is not None else None
+        if fd is None:
+            yield
+            return
+        try:
+            mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+            deadline = time.monotonic() + self._busy_ms / 1000
+            delay = 0.002
+            while True:
+                try:
+                    fcntl.flock(fd, mode)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise HistoryError(self._locked_message(f"{self.path}.lock is held")) from None
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                        raise
+                    break  # a file system without flock (some network mounts): go on without
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+            yield
+        finally:
+            os.close(fd)  # also releases the lock
+
+    def _open_lock_file(self) -> int | None:
+        lock_path = Path(f"{self.path}.lock")
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as exc:
+            log.debug("no lock file %s (%s); going on without it", lock_path, exc)
+            return None
+
+    def _locked_message(self, detail: object) -> str:
+        return (
+            f"the ambient-jupyter history at {self.path} is locked by another process "
+            f"({detail}; waited {self._busy_ms / 1000:g} s). Another kernel or "
+            "`ambient-jupyter run` is probably stuck holding it: stop that process and try "
+            "again, or point AMBIENT_DB at another file."
+        )
+
+    def _open(self) -> None:
+        for attempt in range(5):
+            with self._file_lock(exclusive=False):
+                found = _file_id(self.path)
+                try:
+                    self._conn = self._connect_retrying()
+                    self._file = _file_id(self.path)
+                    return
+                except _Unusable as exc:
+                    why = str(exc)
+                except sqlite3.DatabaseError as exc:
+                    if isinstance(exc, sqlite3.OperationalError) and not _is_corruption(exc):
+                        if _is_busy(exc):
+                            raise HistoryError(self._locked_message(exc)) from None
+                        msg = (
+                            f"cannot open the ambient-jupyter history at {self.path}: {exc}. "
+                            "Check that the directory is writable, or point AMBIENT_DB at another file."
+                        )
+                        raise HistoryError(msg) from None
+                    why = f"not a usable SQLite database ({exc})"
+            # Several processes may have found this file unusable at once: the first to
+            # take the lock moves it aside; the others find a different file (or none)
+            # at the path and open that instead.
+            with self._file_lock(exclusive=True):
+                if _file_id(self.path) != found and attempt < 4:
+                    continue  # already moved aside by another process: open what is there now
+                self._move_aside(why)
+                self._conn = self._connect_retrying()
+                self._file = _file_id(self.path)
+                return
+
+    def _move_aside(self, why: str) -> bool:
+        """Rename the main file (and its -wal/-shm) to ``<name>.bad-<time>``.
+
+        Returns False when the main file was already gone: another process moved it
+        aside first, which is not an error.
+        """
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         target = self.path.with_name(f"{self.path.name}.bad-{stamp}")
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(f"{self.path}{suffix}")
-            if src.exists():
-                src.rename(Path(f"{target}{suffix}"))
+        try:
+            self.path.rename(target)
+        except FileNotFoundError:
+            log.info("The unusable history file %s was already moved aside by another process.", self.path)
+            return False
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{self.path}{suffix}").rename(Path(f"{target}{suffix}"))
         log.error(
             "The history file %s is unusable (%s). It was moved aside to %s and a new "
             "history was started; nothing was deleted.",
@@ -203,14 +305,20 @@ class History:
             why,
             target,
         )
+        return True
 
     def _recover(self, exc: sqlite3.DatabaseError) -> None:
         """The file went bad while in use: move it aside and start a fresh one."""
         if self._conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
-        self._move_aside(f"became corrupt while in use ({exc})")
-        self._conn = self._connect()
+            self._conn = None
+        with self._file_lock(exclusive=True):
+            # Another process using the same file may have moved it aside already.
+            if self._file is not None and _file_id(self.path) == self._file:
+                self._move_aside(f"became corrupt while in use ({exc})")
+            self._conn = self._connect_retrying()
+            self._file = _file_id(self.path)
 
     @property
     def conn(self) -> sqlite3.Connection:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import ambient_jupyter.history as history_mod
-from ambient_jupyter.history import SCHEMA_VERSION, History, normalize_notebook
+from ambient_jupyter.history import SCHEMA_VERSION, History, HistoryError, normalize_notebook
 
 LOGGER = "ambient_jupyter.history"
 NB = "kernel:test-notebook"
@@ -285,8 +285,8 @@ def test_empty_file_is_a_fresh_database_not_garbage(tmp_path: Path, caplog: pyte
     assert _history_errors(caplog) == []
 
 
-def test_truncated_database_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    db = tmp_path / "history.sqlite"
+def _make_truncated_database(db: Path) -> bytes:
+    """Write a >1 MB history to ``db``, cut it in half, and return what is left."""
     with History(db) as h:
         for start in range(0, 3000, 500):
             h.append_many(NB, [(_event(i, pad="x" * 400), None) for i in range(start, start + 500)])
@@ -297,7 +297,12 @@ def test_truncated_database_is_moved_aside(tmp_path: Path, caplog: pytest.LogCap
     size = db.stat().st_size
     assert size > 1_000_000
     os.truncate(db, size // 2)
-    truncated = db.read_bytes()
+    return db.read_bytes()
+
+
+def test_truncated_database_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "history.sqlite"
+    truncated = _make_truncated_database(db)
 
     _, message = _assert_moved_aside_and_usable(db, caplog, original=truncated)
     assert "malformed" in message
@@ -327,6 +332,141 @@ def test_newer_schema_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFi
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         conn.close()
+
+
+_OPENER = r"""
+import json, sys, time
+from ambient_jupyter.history import History
+
+db, worker, slow = sys.argv[1], sys.argv[2], sys.argv[3] == "slow"
+if slow:
+    # Widen the race window: dawdle just before renaming the bad file, so the other
+    # processes have all found it unusable before the first one moves it aside.
+    _move_aside = History._move_aside
+    def _slow_move_aside(self, why):
+        time.sleep(0.05)
+        return _move_aside(self, why)
+    History._move_aside = _slow_move_aside
+print("ready", flush=True)
+sys.stdin.readline()  # wait for "go" so all openers hit the bad file together
+with History(db) as h:
+    print(json.dumps(h.append("kernel:shared", {"kind": "w", "worker": worker})["seq"]), flush=True)
+"""
+
+
+def _run_together(script: Path, args: list[list[str]], pkg_root: Path = PKG_ROOT) -> list[tuple[int, str, str]]:
+    """Start one process per argument list, release them at once, return (rc, out, err)."""
+    env = {**os.environ, "PYTHONPATH": str(pkg_root)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), *a],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        for a in args
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            assert p.stdout.readline() == "ready\n"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        results = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, results, strict=True)]
+
+
+@pytest.mark.parametrize("timing", ["natural", "slow"])
+@pytest.mark.parametrize("content", ["garbage", "truncated"])
+def test_processes_opening_one_bad_file_together(tmp_path: Path, content: str, timing: str) -> None:
+    # Several processes find the same unusable file at once. One moves it aside; the
+    # others must neither fail (the file is gone under them) nor move the fresh
+    # replacement aside (which would strand events appended to it). "slow" makes the
+    # overlap certain rather than likely.
+    workers = 6
+    db = tmp_path / "history.sqlite"
+    if content == "garbage":
+        bad_bytes = b"this is not a database\n" * 200
+        db.write_bytes(bad_bytes)
+    else:
+        bad_bytes = _make_truncated_database(db)
+    script = tmp_path / "opener.py"
+    script.write_text(_OPENER)
+
+    results = _run_together(script, [[str(db), f"w{n}", timing] for n in range(workers)])
+
+    for rc, _, err in results:
+        assert rc == 0, err
+    acked = sorted(int(out.splitlines()[-1]) for _, out, _ in results)
+    assert acked == list(range(1, workers + 1))
+
+    bad = _bad_files(db)
+    assert len(bad) == 1, sorted(p.name for p in tmp_path.iterdir())
+    assert bad[0].read_bytes() == bad_bytes  # moved aside, not deleted or overwritten
+    with History(db) as h:
+        events = h.read("kernel:shared")
+    # Every acknowledged append is in the one live file.
+    assert sorted(e["worker"] for e in events) == [f"w{n}" for n in range(workers)]
+    assert [e["seq"] for e in events] == acked
+
+
+def test_move_aside_tolerates_a_file_already_gone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "history.sqlite"
+    with History(db) as h:
+        h.append(NB, _event(1))
+        db.rename(tmp_path / "elsewhere.sqlite")  # as if another process moved it aside
+        with caplog.at_level(logging.INFO, logger=LOGGER):
+            assert h._move_aside("test") is False
+    assert _bad_files(db) == []
+    assert _history_errors(caplog) == []
+
+
+def test_open_times_out_with_a_locked_message(tmp_path: Path) -> None:
+    # Another process holds the write lock on a not-yet-WAL file for longer than we wait.
+    db = tmp_path / "h.sqlite"
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE unrelated (x)")
+    try:
+        with pytest.raises(HistoryError) as info:
+            History(db, busy_timeout=0.3)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    message = str(info.value)
+    assert "locked by another process" in message
+    assert "writable" not in message
+    assert "AMBIENT_DB" in message
+
+
+@pytest.mark.skipif(not hasattr(history_mod, "fcntl") or history_mod.fcntl is None, reason="no flock")
+def test_open_waits_for_a_process_moving_the_file_aside(tmp_path: Path) -> None:
+    import fcntl
+
+    db = tmp_path / "h.sqlite"
+    with History(db) as h:
+        h.append(NB, _event(1))
+    fd = os.open(f"{db}.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a process moving the file aside does
+        with pytest.raises(HistoryError, match="locked by another process"):
+            History(db, busy_timeout=0.3)
+        release = threading.Timer(0.3, fcntl.flock, (fd, fcntl.LOCK_UN))
+        release.start()
+        with History(db, busy_timeout=10) as h:  # waits for the lock, then opens
+            assert h.last_seq(NB) == 1
+        release.join()
+    finally:
+        os.close(fd)
 
 
 # -- notebook identifiers ---------------------------------------------------------
