@@ -3,6 +3,9 @@
 A child process appends in a loop and prints each seq only after ``append`` returned,
 so a printed line is an acknowledgement. The parent kills it at a random moment and
 starts the next child on the same file. Set ``AMBIENT_DURABILITY_SEED`` to replay a run.
+
+The kernel's writer thread groups commits; it too must acknowledge an event only once
+its commit is visible to other connections.
 """
 
 from __future__ import annotations
@@ -170,3 +173,48 @@ def test_sigkill_during_appends_loses_no_acknowledged_event(tmp_path: Path) -> N
     # Passed: drop the (up to ~100 MB) file now rather than leave it in pytest's tmp dirs.
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
+
+
+# -- the kernel's writer thread: grouped commits, acknowledged only once durable ------
+
+
+def test_writer_groups_commits_and_acknowledges_only_committed_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ambient_jupyter.kernel import writer as writer_mod
+
+    db = tmp_path / "history.sqlite"
+    monkeypatch.setattr(writer_mod, "GROUP_WINDOW", 1.0)
+    reader = sqlite3.connect(db, check_same_thread=False)  # another connection: sees commits only
+    groups: list[list[int]] = []
+    unseen: list[int] = []
+
+    def committed(events: list[dict[str, object]]) -> None:
+        seqs = [int(e["seq"]) for e in events]  # type: ignore[call-overload]
+        groups.append(seqs)
+        on_disk = {s for (s,) in reader.execute("SELECT seq FROM events")}
+        unseen.extend(s for s in seqs if s not in on_disk)
+
+    w = writer_mod.Writer(lambda: History(db), lambda: NOTEBOOK, committed)
+    try:
+        w.history  # noqa: B018 (waits until the thread has opened the file)
+        for i in range(40):  # like quick cells: events a couple of ms apart
+            w.submit(lambda i=i: {"kind": "cell_executed", "i": i})
+            time.sleep(0.002)
+        assert w.flush(5)
+        assert sorted(s for g in groups for s in g) == list(range(1, 41))
+        assert len(groups) <= 3, f"40 events within the window took {len(groups)} commits"
+        assert unseen == [], "an event was acknowledged before its commit"
+
+        # A flush ends the grouping window at once rather than waiting it out.
+        monkeypatch.setattr(writer_mod, "GROUP_WINDOW", 30.0)
+        w.submit(lambda: {"kind": "cell_executed", "i": 40})
+        started = time.monotonic()
+        assert w.flush(10)
+        assert time.monotonic() - started < 5
+        assert groups[-1] == [41]
+    finally:
+        w.close(5)
+        reader.close()
+    with History(db) as h:
+        assert [e["i"] for e in h.read(NOTEBOOK)] == list(range(41))

@@ -1,8 +1,14 @@
 """The kernel's writer thread: the only place kernel events touch the disk.
 
 The cell hook hands over a callable that builds the event (so even JSON-shaping
-happens here, not on the hot path). The writer batches whatever is queued into
-one transaction, so a burst of widget changes costs one disk sync.
+happens here, not on the hot path). The writer groups commits: after the first
+queued item it sleeps for a short window (``GROUP_WINDOW``), then appends all
+that is queued in one transaction. A run of quick cells or a burst of widget
+changes thus costs one disk sync and one wake-up of this thread, rather than one
+per event competing with the kernel for the CPU and the GIL. A ``flush()``, a
+``close()`` or ``GROUP_MAX`` waiting items end the window at once, so flushing is
+as quick as before. Events are acknowledged (``on_committed``) only after their
+commit, as before.
 """
 
 from __future__ import annotations
@@ -23,6 +29,11 @@ log = logging.getLogger("ambient_jupyter.kernel")
 
 Builder = Callable[[], dict[str, Any] | None]
 _FLUSH = object()
+
+GROUP_WINDOW = 0.05
+"""Seconds to keep collecting after the first queued item before committing."""
+GROUP_MAX = 500
+"""Commit at once when this many items are waiting (and at most this many per transaction)."""
 
 
 class Writer:
@@ -49,6 +60,9 @@ class Writer:
         self._notebook = notebook
         self.on_committed = on_committed
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Set to end the writer's grouping window early (flush, close, a full group).
+        # Items alone do not wake the writer while it waits: that is the point.
+        self._wake = threading.Event()
         self._history: History | None = None
         self._ready = threading.Event()
         self._stopped = False
@@ -68,6 +82,8 @@ class Writer:
         """Queue an event; never blocks."""
         if not self._stopped:
             self._queue.put(build)
+            if self._queue.qsize() >= GROUP_MAX:
+                self._wake.set()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted before this call is committed."""
@@ -75,6 +91,7 @@ class Writer:
             return False
         done = threading.Event()
         self._queue.put((_FLUSH, done))
+        self._wake.set()
         return done.wait(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
@@ -84,6 +101,7 @@ class Writer:
         self.flush(timeout)
         self._stopped = True
         self._queue.put(None)
+        self._wake.set()
         self._thread.join(timeout)
 
     # -- the thread -----------------------------------------------------------
@@ -97,14 +115,7 @@ class Writer:
         finally:
             self._ready.set()
         while True:
-            item = self._queue.get()
-            batch: list[Any] = [item]
-            # Drain what else is waiting: one transaction, one fsync for the lot.
-            while len(batch) < 500:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            batch = self._collect()
             flushes = [b[1] for b in batch if isinstance(b, tuple) and b[0] is _FLUSH]
             stop = any(b is None for b in batch)
             builders = [b for b in batch if callable(b)]
@@ -114,6 +125,25 @@ class Writer:
                 done.set()
             if stop:
                 return
+
+    def _collect(self) -> list[Any]:
+        """Wait for an item, let a group gather, and take up to ``GROUP_MAX`` items.
+
+        The window is a sleep on ``_wake``, not a loop on the queue: the writer wakes
+        once per group, not once per event. A flush or stop request (put before
+        ``_wake`` is set) ends it at once.
+        """
+        item = self._queue.get()
+        if callable(item) and self._queue.qsize() < GROUP_MAX:
+            self._wake.wait(GROUP_WINDOW)
+        self._wake.clear()
+        batch: list[Any] = [item]
+        while len(batch) < GROUP_MAX:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
 
     def _write(self, builders: list[Builder]) -> None:
         events: list[tuple[dict[str, Any], str | None]] = []
@@ -132,9 +162,10 @@ class Writer:
             try:
                 stored = self._history.append_many(self._notebook(), events)
                 break
-            except sqlite3.OperationalError as exc:
-                # Locked by another process for longer than busy_timeout, or a full
-                # disk: retry a few times, then report loudly.
+            except (sqlite3.OperationalError, HistoryError) as exc:
+                # Locked by another process for longer than busy_timeout, a full disk,
+                # or a bad file that could not be replaced: retry a few times, then
+                # report loudly (the thread lives on for later events).
                 log.warning("ambient-jupyter history write failed (%s), retrying", exc)
                 time.sleep(0.2 * (attempt + 1))
         else:
