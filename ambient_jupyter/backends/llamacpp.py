@@ -26,7 +26,7 @@ from typing import Any
 
 from .base import Backend, BackendError, BackendNotInstalledError, Message, ModelNotFoundError
 
-__all__ = ["LlamaCppBackend", "embedded_model_path"]
+__all__ = ["LlamaCppBackend", "embedded_model_path", "usable_cpus"]
 
 _EMBEDDED_HINT = 'Install it with: pip install "ambient-jupyter[embedded]"'
 
@@ -57,15 +57,30 @@ def _import_llama() -> Any:
     return llama_cpp
 
 
-def _load(path: Path, n_ctx: int, n_threads: int | None) -> Any:
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's limit)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS, Windows)
+        return max(1, os.cpu_count() or 1)
+
+
+def _load(path: Path, n_ctx: int, n_threads: int) -> Any:
     key = (str(path), n_ctx)
     with _models_lock:
         model = _models.get(key)
         if model is None:
             llama_cpp = _import_llama()
             try:
+                # Both thread counts explicit: llama-cpp-python's defaults are half of
+                # os.cpu_count() for decoding and all of it for the prompt, which
+                # ignore the affinity mask and leave a 2-core machine decoding on one.
                 model = llama_cpp.Llama(
-                    model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads,
+                    n_threads_batch=n_threads,
+                    verbose=False,
                 )
             except ValueError as exc:  # llama-cpp-python reports unreadable files this way
                 msg = f"llama.cpp could not load {path}: {exc}"
@@ -85,6 +100,9 @@ class LlamaCppBackend(Backend):
         The GGUF file; ``None`` means the bundled SmolLM2-135M-Instruct.
     n_ctx
         Context window to allocate (capped at the model's training context).
+    n_threads
+        Threads for decoding and prompt evaluation; by default every CPU this
+        process may use (:func:`usable_cpus`).
     temperature
         Sampling temperature; small models stay coherent when this is low.
     """
@@ -109,7 +127,7 @@ class LlamaCppBackend(Backend):
                 msg = f"No GGUF file at {self.path}. Check the path in llamacpp:<path.gguf>."
                 raise ModelNotFoundError(msg)
         self.n_ctx = n_ctx
-        self.n_threads = n_threads
+        self.n_threads = n_threads or usable_cpus()
         self.temperature = temperature
         self.seed = seed
         self._llm: Any = None
@@ -212,20 +230,26 @@ class LlamaCppBackend(Backend):
                         grammar=grammar,
                         seed=self.seed,
                     )
-                    first_at = None
+                    first_at = last_at = None
                     for chunk in chunks:
                         if cancel.is_set():
                             chunks.close()
                             break
-                        text = chunk["choices"][0]["text"]
+                        choice = chunk["choices"][0]
+                        if choice.get("finish_reason") is not None:
+                            # The closing chunk: empty text, only the finish reason. Not a token.
+                            continue
+                        last_at = time.perf_counter()
                         if first_at is None:
-                            first_at = time.perf_counter()
+                            first_at = last_at
                             usage.first_token_s = first_at - started
+                        # One chunk per generated token (llama-cpp-python joins only the
+                        # tokens of one multi-byte character, and withholds a stop string).
                         usage.completion_tokens += 1
-                        if text:
-                            put("text", text)
-                    if first_at is not None:
-                        usage.generation_s = time.perf_counter() - first_at
+                        if choice["text"]:
+                            put("text", choice["text"])
+                    if first_at is not None and last_at is not None:
+                        usage.generation_s = last_at - first_at
                 put("done", None)
             except BackendError as exc:
                 put("error", exc)
