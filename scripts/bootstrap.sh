@@ -15,6 +15,13 @@ LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -
 WHEELS="${XDG_CACHE_HOME:-$HOME/.cache}/ambient-jupyter/wheels-noamx"
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_PROGRESS_BAR=off
+# The JupyterLab extension (labextension/) is built by the pip install below, through
+# hatch-jupyter-builder and jlpm (yarn 3); it needs Node.js, and no progress bars in logs.
+export YARN_ENABLE_PROGRESS_BARS=false
+if ! command -v node >/dev/null 2>&1; then
+  echo "bootstrap: Node.js is needed to build the JupyterLab extension (apt-get install nodejs)" >&2
+  exit 1
+fi
 
 if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv"
@@ -29,6 +36,14 @@ if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
 fi
 
 echo "==> installing ambient-jupyter[embedded,test]"
+# pip must not write the editable wheel's copy of the labextension through the link
+# made below (into the build output itself): unlink first, link again after.
+EXT_LINK=.venv/share/jupyter/labextensions/ambient-jupyter
+if [ -L "$EXT_LINK" ]; then rm "$EXT_LINK"; fi
 .venv/bin/pip install -q --find-links "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
 .venv/bin/pip install -q --find-links "$WHEELS" -e ".[embedded,test]"
+
+# An editable install copies the labextension into the venv; a link to the build
+# output instead makes every `jlpm build` in labextension/ visible on reload.
+.venv/bin/jupyter-builder develop --overwrite . >/dev/null
 echo "==> ready: .venv/bin/ambient-jupyter"

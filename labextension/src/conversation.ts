@@ -1,0 +1,188 @@
+/**
+ * One notebook's conversation as this tab has it: the events it has seen
+ * (by seq, each once), replies streaming now, and chats not yet stored.
+ *
+ * It owns its DOM, so switching notebooks swaps a node instead of
+ * re-rendering, and a reload rebuilds it from a replay (`hello` after 0).
+ */
+import {
+  assistantNode,
+  cellCard,
+  decidedCard,
+  executedCard,
+  IProposalHandlers,
+  liveReplyNode,
+  MarkdownRenderer,
+  modelErrorCard,
+  pendingMessageNode,
+  ProposalCard,
+  unknownCard,
+  userMessageNode,
+  widgetCard
+} from './cards';
+import { h } from './dom';
+import { AssistantState, IAmbientEvent, sha256Hex, str } from './protocol';
+
+export interface IPendingChat {
+  clientId: string;
+  text: string;
+  node: HTMLElement;
+}
+
+export interface IConversationOwner extends IProposalHandlers {
+  readonly render: MarkdownRenderer;
+  /** A stored event was added (after it is in the DOM). */
+  eventAdded(conversation: Conversation, event: IAmbientEvent): void;
+}
+
+export class Conversation {
+  readonly node: HTMLElement;
+  readonly pending = new Map<string, IPendingChat>();
+  readonly proposals = new Map<string, ProposalCard>();
+  state: AssistantState = 'idle';
+  replyId: string | null = null;
+  model = '';
+
+  constructor(readonly notebook: string, private readonly _owner: IConversationOwner) {
+    this._log = h('div', { className: 'jp-Ambient-log', attrs: { role: 'log' } });
+    this._pendingArea = h('div', { className: 'jp-Ambient-pending' });
+    this._live = h('div', { className: 'jp-Ambient-live' }, [this._pendingArea]);
+    this.node = h('div', { className: 'jp-Ambient-conversation' }, [this._log, this._live]);
+    this.node.setAttribute('data-notebook', notebook);
+  }
+
+  /** The highest seq stored here: what `hello` resumes after. */
+  get lastSeq(): number {
+    return this._lastSeq;
+  }
+
+  get eventCount(): number {
+    return this._count;
+  }
+
+  /** Add a stored event; false (and nothing changes) if it is not new. */
+  addEvent(event: IAmbientEvent): boolean {
+    // The server sends each notebook's events in seq order, so anything at or
+    // below the last one is a replayed duplicate.
+    if (event.seq <= this._lastSeq) {
+      return false;
+    }
+    this._lastSeq = event.seq;
+    this._count += 1;
+    this._log.append(this._nodeFor(event));
+    this._owner.eventAdded(this, event);
+    return true;
+  }
+
+  /** A piece of a streaming reply. */
+  addToken(replyId: string, text: string): void {
+    if (this._finished.has(replyId)) {
+      return; // its stored message is already shown
+    }
+    let live = this._replies.get(replyId);
+    if (!live) {
+      live = { ...liveReplyNode(replyId), content: '' };
+      this._replies.set(replyId, live);
+      this._live.append(live.node);
+    }
+    live.content += text;
+    live.text.textContent = live.content;
+  }
+
+  setStatus(state: AssistantState, replyId: string | null, model: string): void {
+    this.state = state;
+    this.replyId = replyId;
+    if (model) {
+      this.model = model;
+    }
+    this._thinking.remove();
+    if (state === 'thinking') {
+      this._live.append(this._thinking);
+    }
+    if (state === 'idle') {
+      // A stream that ended without its stored message (e.g. the server went
+      // away) is marked; the stored message replaces it after the next replay.
+      for (const live of this._replies.values()) {
+        live.node.classList.add('jp-mod-ended');
+      }
+    }
+  }
+
+  addPending(clientId: string, text: string): IPendingChat {
+    const chat = { clientId, text, node: pendingMessageNode(text) };
+    this.pending.set(clientId, chat);
+    this._pendingArea.append(chat.node);
+    return chat;
+  }
+
+  /** A transient notice from the server (a refused frame). */
+  showError(message: string): void {
+    const node = h('div', { className: 'jp-Ambient-error', text: message, attrs: { role: 'alert' } });
+    this._live.append(node);
+    setTimeout(() => node.remove(), 10_000);
+  }
+
+  /** Forget everything (the server's history was replaced). */
+  clear(): void {
+    this._log.replaceChildren();
+    for (const live of this._replies.values()) {
+      live.node.remove();
+    }
+    this._replies.clear();
+    this._finished.clear();
+    this.proposals.clear();
+    this._lastSeq = 0;
+    this._count = 0;
+  }
+
+  private _nodeFor(event: IAmbientEvent): HTMLElement {
+    switch (event.kind) {
+      case 'user_message': {
+        const clientId = str(event, 'client_id');
+        const pending = clientId ? this.pending.get(clientId) : undefined;
+        if (pending) {
+          pending.node.remove();
+          this.pending.delete(clientId);
+        }
+        return userMessageNode(event);
+      }
+      case 'assistant_message': {
+        const replyId = str(event, 'reply_id');
+        if (replyId) {
+          this._finished.add(replyId);
+          this._replies.get(replyId)?.node.remove();
+          this._replies.delete(replyId);
+        }
+        return assistantNode(event, this._owner.render);
+      }
+      case 'cell_executed':
+        return cellCard(event);
+      case 'widget_changed':
+        return widgetCard(event);
+      case 'model_error':
+        return modelErrorCard(event);
+      case 'action_proposed': {
+        const proposal = new ProposalCard(event, this._owner, sha256Hex(str(event, 'code')));
+        this.proposals.set(proposal.actionId, proposal);
+        return proposal.node;
+      }
+      case 'action_decided': {
+        this.proposals.get(str(event, 'action_id'))?.setDecided(str(event, 'decision'), str(event, 'by', 'user'));
+        return decidedCard(event);
+      }
+      case 'action_executed':
+        return executedCard(event);
+      default:
+        return unknownCard(event);
+    }
+  }
+
+  private readonly _log: HTMLElement;
+  private readonly _live: HTMLElement;
+  private readonly _pendingArea: HTMLElement;
+  private readonly _thinking = h('div', { className: 'jp-Ambient-thinking', text: 'thinking…' });
+  private readonly _replies = new Map<string, { node: HTMLElement; text: HTMLElement; content: string }>();
+  private readonly _finished = new Set<string>();
+  private _lastSeq = 0;
+  private _count = 0;
+}

@@ -1,0 +1,181 @@
+/**
+ * The frames of `ambient/ws` (docs/protocol.md), parsed at the boundary.
+ *
+ * Nothing from the socket is trusted: every server frame goes through
+ * `parseServerFrame`, which returns `null` for anything malformed, so the
+ * rest of the extension only sees well-typed values.
+ */
+
+/** A stored event; kind-specific fields are read through the helpers below. */
+export interface IAmbientEvent {
+  seq: number;
+  notebook: string;
+  kind: string;
+  at: string;
+  [key: string]: unknown;
+}
+
+export type AssistantState = 'idle' | 'thinking' | 'streaming';
+
+export type ServerFrame =
+  | { type: 'event'; event: IAmbientEvent }
+  | { type: 'ready'; notebook: string; lastSeq: number; reset: boolean }
+  | {
+      type: 'status';
+      notebook: string;
+      state: AssistantState;
+      replyId: string | null;
+      model: string;
+    }
+  | { type: 'token'; notebook: string; replyId: string; text: string }
+  | { type: 'error'; message: string };
+
+export type ClientFrame =
+  | { type: 'hello'; notebook: string; after_seq: number }
+  | { type: 'chat'; notebook: string; text: string; client_id: string }
+  | {
+      type: 'decide';
+      notebook: string;
+      action_id: string;
+      decision: 'approve' | 'reject';
+      sha256: string;
+    }
+  | { type: 'stop'; notebook: string };
+
+type Json = Record<string, unknown>;
+
+function isObject(value: unknown): value is Json {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function isSeq(value: unknown): value is number {
+  return typeof value === 'number' && Number.isInteger(value) && value >= 0;
+}
+
+/** Parse one text frame from the server; `null` if it is not a frame we know. */
+export function parseServerFrame(data: unknown): ServerFrame | null {
+  if (typeof data !== 'string') {
+    return null;
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(data);
+  } catch {
+    return null;
+  }
+  if (!isObject(raw)) {
+    return null;
+  }
+  switch (raw.type) {
+    case 'event': {
+      const event = raw.event;
+      if (
+        !isObject(event) ||
+        !isSeq(event.seq) ||
+        typeof event.kind !== 'string' ||
+        typeof event.notebook !== 'string'
+      ) {
+        return null;
+      }
+      const at = typeof event.at === 'string' ? event.at : '';
+      return { type: 'event', event: { ...event, at } as IAmbientEvent };
+    }
+    case 'ready':
+      if (typeof raw.notebook !== 'string' || !isSeq(raw.last_seq)) {
+        return null;
+      }
+      return {
+        type: 'ready',
+        notebook: raw.notebook,
+        lastSeq: raw.last_seq,
+        reset: raw.reset === true
+      };
+    case 'status': {
+      const state = raw.state;
+      if (
+        typeof raw.notebook !== 'string' ||
+        (state !== 'idle' && state !== 'thinking' && state !== 'streaming')
+      ) {
+        return null;
+      }
+      return {
+        type: 'status',
+        notebook: raw.notebook,
+        state,
+        replyId: typeof raw.reply_id === 'string' ? raw.reply_id : null,
+        model: typeof raw.model === 'string' ? raw.model : ''
+      };
+    }
+    case 'token':
+      if (
+        typeof raw.notebook !== 'string' ||
+        typeof raw.reply_id !== 'string' ||
+        typeof raw.text !== 'string'
+      ) {
+        return null;
+      }
+      return {
+        type: 'token',
+        notebook: raw.notebook,
+        replyId: raw.reply_id,
+        text: raw.text
+      };
+    case 'error':
+      return {
+        type: 'error',
+        message: typeof raw.message === 'string' ? raw.message : 'error'
+      };
+    default:
+      return null;
+  }
+}
+
+/** A string field of an event, or `fallback`. */
+export function str(event: IAmbientEvent, key: string, fallback = ''): string {
+  const value = event[key];
+  return typeof value === 'string' ? value : fallback;
+}
+
+/** A numeric field of an event, or `null`. */
+export function num(event: IAmbientEvent, key: string): number | null {
+  const value = event[key];
+  return typeof value === 'number' && Number.isFinite(value) ? value : null;
+}
+
+/** An object field of an event, or `null`. */
+export function obj(event: IAmbientEvent, key: string): Json | null {
+  const value = event[key];
+  return isObject(value) ? value : null;
+}
+
+/**
+ * A fresh client id for a chat message.
+ *
+ * `crypto.randomUUID` exists only in secure contexts (https or localhost); a
+ * server reached over plain http elsewhere still gets a random v4 UUID.
+ */
+export function newClientId(): string {
+  if (typeof crypto.randomUUID === 'function') {
+    return crypto.randomUUID();
+  }
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, b => b.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/**
+ * The hex sha256 of `text` (UTF-8), or `null` where WebCrypto is unavailable
+ * (insecure contexts): the caller then relies on the server's check alone.
+ */
+export async function sha256Hex(text: string): Promise<string | null> {
+  const subtle = globalThis.crypto?.subtle;
+  if (!subtle) {
+    return null;
+  }
+  const digest = await subtle.digest('SHA-256', new TextEncoder().encode(text));
+  return Array.from(new Uint8Array(digest), b =>
+    b.toString(16).padStart(2, '0')
+  ).join('');
+}
