@@ -1,17 +1,21 @@
-"""P1: kernel overhead of the recorder on a notebook of 2,000 tiny cells.
+"""P1: kernel overhead of the recorder on 2,000 tiny cells, with vs without, in one kernel.
 
-Runs the same notebook with nbclient twice per round: once with
-``%load_ext ambient_jupyter`` as its first cell, once with a no-op first cell.
-Only the 2,000 measured cells are timed (from ``on_cell_start`` of the first of
-them to ``on_cell_executed`` of the last), so kernel start-up, the extension's
-own loading and shutdown are excluded. The variants alternate (ABBA order over
-the rounds) to cancel drift, and the figure is the ratio of the median times.
+One nbclient run of one notebook: 2,000 measured cells with the extension loaded and
+the same 2,000 cells without it, in alternating blocks (``--block`` cells each; the
+order of each pair of blocks alternates, ABBA), switched by untimed
+``%load_ext ambient_jupyter`` / ``%unload_ext ambient_jupyter`` cells. Each measured
+cell is timed from nbclient's ``on_cell_start`` to its ``on_cell_executed``; the
+kernel's CPU time is read at every block boundary. Running both variants in the
+same kernel process, interleaved, cancels the drift and noise of a shared 2-core
+machine, which separate runs of several seconds each do not.
 
 With the extension, the history (``AMBIENT_DB``, a temp file) must end up holding
-one ``cell_executed`` event per measured cell; the script waits for the kernel's
-writer thread and checks that.
+one ``cell_executed`` event per measured cell with the extension on, and none for
+the others; the script waits for the kernel's writer thread and checks that.
 
-Usage: python benchmarks/p1_kernel_overhead.py [--cells 2000] [--rounds 4]
+The figure is total time with / total time without.
+
+Usage: python benchmarks/p1_kernel_overhead.py [--cells 2000] [--block 50]
 """
 
 from __future__ import annotations
@@ -74,13 +78,6 @@ def make_cells(n: int) -> list[str]:
     return cells
 
 
-def build_notebook(first: str, cells: list[str]) -> Any:
-    nb = new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [new_code_cell(first), *(new_code_cell(src) for src in cells)]
-    return nb
-
-
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux), or NaN elsewhere."""
     try:
@@ -91,23 +88,45 @@ def _cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
-class Run:
-    """What one notebook run measured."""
+LOAD = "%load_ext ambient_jupyter"
+UNLOAD = "%unload_ext ambient_jupyter"
+
+
+def plan(cells: list[str], block: int) -> list[tuple[str, str | None]]:
+    """``(source, variant)`` per notebook cell; variant None marks an untimed switch cell."""
+    out: list[tuple[str, str | None]] = []
+    loaded = False
+    for b, start in enumerate(range(0, len(cells), block)):
+        chunk = cells[start : start + block]
+        # ABBA over pairs of blocks: with, without, without, with, with, ...
+        order = ("with", "without") if b % 2 == 0 else ("without", "with")
+        for variant in order:
+            want = variant == "with"
+            if want != loaded:
+                out.append((LOAD if want else UNLOAD, None))
+                loaded = want
+            out.extend((src, variant) for src in chunk)
+    return out
+
+
+class Measure:
+    """Per-variant totals: wall time of the measured cells, kernel CPU, latencies."""
 
     def __init__(self) -> None:
-        self.seconds = 0.0
-        self.kernel_cpu = float("nan")
-        self.latencies: list[float] = []
-        self.errors = 0
+        self.seconds = {"with": 0.0, "without": 0.0}
+        self.cpu = {"with": 0.0, "without": 0.0}
+        self.latencies: dict[str, list[float]] = {"with": [], "without": []}
+        self.errors = {"with": 0, "without": 0}
 
 
-async def run_once(first: str, cells: list[str], env: dict[str, str]) -> Run:
-    """Execute the notebook; time only the measured cells (indices 1..len(cells))."""
-    nb = build_notebook(first, cells)
-    last = len(cells)
-    run = Run()
+async def run(cells: list[str], block: int, env: dict[str, str]) -> Measure:
+    steps = plan(cells, block)
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [new_code_cell(src) for src, _ in steps]
+    m = Measure()
     started: dict[int, float] = {}
-    marks: dict[str, float] = {}
+    cpu_at: dict[int, float] = {}
     client: NotebookClient | None = None
 
     def kernel_pid() -> int | None:
@@ -117,39 +136,36 @@ async def run_once(first: str, cells: list[str], env: dict[str, str]) -> Run:
             return None
 
     def on_cell_start(cell: Any, cell_index: int) -> None:
-        now = time.perf_counter()
-        started[cell_index] = now
-        if cell_index == 1:
+        variant = steps[cell_index][1]
+        if variant is not None and (cell_index == 0 or steps[cell_index - 1][1] != variant):
             pid = kernel_pid()
-            marks["cpu0"] = _cpu_seconds(pid) if pid else float("nan")
-            marks["start"] = now
+            cpu_at[cell_index] = _cpu_seconds(pid) if pid else float("nan")
+        started[cell_index] = time.perf_counter()
 
     def on_cell_executed(cell: Any, cell_index: int, execute_reply: dict[str, Any]) -> None:
         now = time.perf_counter()
-        if cell_index >= 1:
-            run.latencies.append(now - started[cell_index])
-            if execute_reply.get("content", {}).get("status") == "error":
-                run.errors += 1
-        if cell_index == last:
-            marks["end"] = now
+        variant = steps[cell_index][1]
+        if variant is None:
+            if execute_reply.get("content", {}).get("status") != "ok":
+                raise RuntimeError(f"switch cell {cell_index} failed: {execute_reply.get('content')}")
+            return
+        elapsed = now - started[cell_index]
+        m.seconds[variant] += elapsed
+        m.latencies[variant].append(elapsed)
+        if execute_reply.get("content", {}).get("status") == "error":
+            m.errors[variant] += 1
+        last_of_run = cell_index + 1 == len(steps) or steps[cell_index + 1][1] != variant
+        if last_of_run:
+            first = max(i for i in cpu_at if i <= cell_index)
             pid = kernel_pid()
-            marks["cpu1"] = _cpu_seconds(pid) if pid else float("nan")
+            m.cpu[variant] += (_cpu_seconds(pid) if pid else float("nan")) - cpu_at[first]
 
     client = NotebookClient(
-        nb,
-        timeout=120,
-        kernel_name="python3",
-        allow_errors=True,
-        on_cell_start=on_cell_start,
-        on_cell_executed=on_cell_executed,
+        nb, timeout=120, kernel_name="python3", allow_errors=True,
+        on_cell_start=on_cell_start, on_cell_executed=on_cell_executed,
     )
     await client.async_execute(env=env)
-    first_outputs = nb.cells[0].get("outputs", [])
-    if any(o.get("output_type") == "error" for o in first_outputs):
-        raise RuntimeError(f"the first cell failed: {first_outputs}")
-    run.seconds = marks["end"] - marks["start"]
-    run.kernel_cpu = marks["cpu1"] - marks["cpu0"]
-    return run
+    return m
 
 
 def count_events(db: Path, notebook: str) -> dict[str, int]:
@@ -199,95 +215,50 @@ def event_stats(db: Path, notebook: str) -> dict[str, int]:
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--block", type=int, default=50)
     args = parser.parse_args()
 
     cells = make_cells(args.cells)
     tmp = Path(tempfile.mkdtemp(prefix="ambient-p1-"))
     db = tmp / "history.sqlite"
-    base_env = dict(os.environ)
-    base_env.update(AMBIENT_DB=str(db), AMBIENT_HOST="runner", AMBIENT_QUIET="1")
-    base_env.pop("AMBIENT_NOTEBOOK", None)
+    notebook = str(tmp / "p1.ipynb")
+    env = dict(os.environ)
+    env.update(AMBIENT_DB=str(db), AMBIENT_HOST="runner", AMBIENT_QUIET="1", AMBIENT_NOTEBOOK=notebook)
     print(f"P1 python={sys.executable}")
-    print(f"P1 history={db} cells={len(cells)} rounds={args.rounds} (ABBA order)")
+    print(f"P1 history={db} cells={len(cells)} per variant, blocks of {args.block}, one kernel, ABBA")
 
-    runs: dict[str, list[Run]] = {"with": [], "without": []}
+    # An untimed warm-up run, so page and bytecode caches are hot for both variants.
+    await run(cells[:200], args.block, dict(env, AMBIENT_NOTEBOOK=str(tmp / "warmup.ipynb")))
+    m = await run(cells, args.block, env)
+
     expected_errors = sum(1 for c in cells if c.startswith("int('not a number"))
+    counts, lag = wait_for_events(db, notebook, len(cells))
+    stats = event_stats(db, notebook)
     problems: list[str] = []
-    last_count = 0
+    if counts.get("cell_executed", 0) != len(cells):
+        problems.append(f"{counts.get('cell_executed', 0)} cell_executed events, expected {len(cells)} (with only)")
+    if stats["errors"] != expected_errors:
+        problems.append(f"{stats['errors']} errors recorded, expected {expected_errors}")
+    if m.errors["with"] != expected_errors or m.errors["without"] != expected_errors:
+        problems.append(f"the client saw {m.errors} errors, expected {expected_errors} each")
 
-    # One short untimed run of each first, so page and bytecode caches are hot for both.
-    for variant in ("with", "without"):
-        env = dict(base_env, AMBIENT_NOTEBOOK=str(tmp / f"warmup-{variant}.ipynb"))
-        first = "%load_ext ambient_jupyter" if variant == "with" else "pass"
-        warm = await run_once(first, cells[:200], env)
-        print(f"P1 warm-up {variant:7s} 200 cells {warm.seconds:.2f}s")
-
-    for r in range(args.rounds):
-        order = ("with", "without") if r % 2 == 0 else ("without", "with")
-        for variant in order:
-            notebook = str(tmp / f"round{r}-{variant}.ipynb")
-            env = dict(base_env, AMBIENT_NOTEBOOK=notebook)
-            first = "%load_ext ambient_jupyter" if variant == "with" else "pass"
-            run = await run_once(first, cells, env)
-            runs[variant].append(run)
-            line = (
-                f"P1 round {r + 1} {variant:7s} {run.seconds:7.3f}s "
-                f"({run.seconds / len(cells) * 1000:.3f} ms/cell, "
-                f"median cell {statistics.median(run.latencies) * 1000:.3f} ms, "
-                f"kernel cpu {run.kernel_cpu:.2f}s, client saw {run.errors} errors)"
-            )
-            if variant == "with":
-                counts, lag = wait_for_events(db, notebook, len(cells))
-                n = last_count = counts.get("cell_executed", 0)
-                stats = event_stats(db, notebook)
-                others = {k: v for k, v in counts.items() if k != "cell_executed"}
-                line += (
-                    f"; history: {n} cell_executed events"
-                    f"{f' + {others}' if others else ''}, {stats['errors']} errors, "
-                    f"{stats['distinct_counts']} distinct execution counts, "
-                    f"all in {lag:.2f}s after the last cell"
-                )
-                if n != len(cells):
-                    problems.append(f"round {r + 1}: {n} cell_executed events, expected {len(cells)}")
-                if stats["errors"] != expected_errors:
-                    problems.append(f"round {r + 1}: {stats['errors']} errors recorded, expected {expected_errors}")
-            else:
-                counts = count_events(db, notebook)
-                if counts:
-                    problems.append(f"round {r + 1}: the run without the extension recorded {counts}")
-            print(line, flush=True)
-
-    def med(variant: str, key: Any) -> float:
-        return statistics.median(key(run) for run in runs[variant])
-
-    with_s = med("with", lambda run: run.seconds)
-    without_s = med("without", lambda run: run.seconds)
-    ratio = with_s / without_s
-    sum_ratio = sum(run.seconds for run in runs["with"]) / sum(run.seconds for run in runs["without"])
-    per_round = [w.seconds / wo.seconds for w, wo in zip(runs["with"], runs["without"], strict=True)]
-    lat_with = statistics.median(x for run in runs["with"] for x in run.latencies)
-    lat_without = statistics.median(x for run in runs["without"] for x in run.latencies)
-    cpu_with = med("with", lambda run: run.kernel_cpu)
-    cpu_without = med("without", lambda run: run.kernel_cpu)
-    print(f"P1 with    s: {', '.join(f'{run.seconds:.3f}' for run in runs['with'])}")
-    print(f"P1 without s: {', '.join(f'{run.seconds:.3f}' for run in runs['without'])}")
-    print(f"P1 per-round ratios: {', '.join(f'{x:.3f}' for x in per_round)}; ratio of sums {sum_ratio:.3f}")
-    print(
-        f"P1 median cell latency: with {lat_with * 1000:.3f} ms, without {lat_without * 1000:.3f} ms "
-        f"(ratio {lat_with / lat_without:.3f})"
-    )
-    print(
-        f"P1 kernel CPU for the cells (median): with {cpu_with:.2f}s, without {cpu_without:.2f}s "
-        f"(+{(cpu_with - cpu_without) / len(cells) * 1e6:.0f} us/cell)"
-    )
-    print(f"P1 added wall time per cell: {(with_s - without_s) / len(cells) * 1e6:.0f} us (medians)")
-    print(f"P1 history check (last round): {last_count} cell_executed events for {len(cells)} cells")
+    ratio = m.seconds["with"] / m.seconds["without"]
+    lat = {v: statistics.median(m.latencies[v]) for v in m.latencies}
+    n = len(cells)
+    print(f"P1 measured cells: with {len(m.latencies['with'])}, without {len(m.latencies['without'])}")
+    print(f"P1 total: with {m.seconds['with']:.3f}s, without {m.seconds['without']:.3f}s")
+    print(f"P1 median cell latency: with {lat['with'] * 1000:.3f} ms, without {lat['without'] * 1000:.3f} ms "
+          f"(ratio {lat['with'] / lat['without']:.3f})")
+    print(f"P1 kernel CPU: with {m.cpu['with']:.2f}s, without {m.cpu['without']:.2f}s "
+          f"(+{(m.cpu['with'] - m.cpu['without']) / n * 1e6:.0f} us/cell)")
+    print(f"P1 added wall time per cell: {(m.seconds['with'] - m.seconds['without']) / n * 1e6:.0f} us")
+    print(f"P1 history: {counts.get('cell_executed', 0)} cell_executed events for {n} cells with the extension, "
+          f"{stats['errors']} errors, all in {lag:.2f}s after the last cell")
     for problem in problems:
         print(f"P1 PROBLEM: {problem}")
     print(
-        f"P1 overhead_ratio={ratio:.3f} (target <=1.03) with_s={with_s:.3f} "
-        f"without_s={without_s:.3f} cells={len(cells)}"
+        f"P1 overhead_ratio={ratio:.3f} (target <=1.03) with_s={m.seconds['with']:.3f} "
+        f"without_s={m.seconds['without']:.3f} cells={n}"
     )
     shutil.rmtree(tmp, ignore_errors=True)
     return 1 if problems else 0

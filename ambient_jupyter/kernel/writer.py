@@ -1,14 +1,14 @@
 """The kernel's writer thread: the only place kernel events touch the disk.
 
 The cell hook hands over a callable that builds the event (so even JSON-shaping
-happens here, not on the hot path). The writer groups commits: after the first
-queued item it sleeps for a short window (``GROUP_WINDOW``), then appends all
-that is queued in one transaction. A run of quick cells or a burst of widget
-changes thus costs one disk sync and one wake-up of this thread, rather than one
-per event competing with the kernel for the CPU and the GIL. A ``flush()``, a
-``close()`` or ``GROUP_MAX`` waiting items end the window at once, so flushing is
-as quick as before. Events are acknowledged (``on_committed``) only after their
-commit, as before.
+happens here, not on the hot path). The writer groups commits: it commits at
+most once per ``GROUP_WINDOW``. An event after a quiet spell (a person running a
+cell) is committed at once; during a burst (a notebook run, a slider dragged) the
+writer sleeps out the rest of the window and appends all that is queued in one
+transaction. A run of quick cells thus costs a few disk syncs a second, rather
+than one per cell competing with the kernel for the disk, the CPU and the GIL. A
+``flush()``, a ``close()`` or ``GROUP_MAX`` waiting items end the window at once.
+Events are acknowledged (``on_committed``) only after their commit.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ log = logging.getLogger("ambient_jupyter.kernel")
 Builder = Callable[[], dict[str, Any] | None]
 _FLUSH = object()
 
-GROUP_WINDOW = 0.05
-"""Seconds to keep collecting after the first queued item before committing."""
+GROUP_WINDOW = 0.2
+"""Shortest time between two commits, in seconds (the longest an event waits in a burst)."""
 GROUP_MAX = 500
 """Commit at once when this many items are waiting (and at most this many per transaction)."""
 
@@ -63,6 +63,7 @@ class Writer:
         # Set to end the writer's grouping window early (flush, close, a full group).
         # Items alone do not wake the writer while it waits: that is the point.
         self._wake = threading.Event()
+        self._last_commit = float("-inf")
         self._history: History | None = None
         self._ready = threading.Event()
         self._stopped = False
@@ -134,8 +135,11 @@ class Writer:
         ``_wake`` is set) ends it at once.
         """
         item = self._queue.get()
-        if callable(item) and self._queue.qsize() < GROUP_MAX:
-            self._wake.wait(GROUP_WINDOW)
+        # At most one commit per window: an event after a quiet spell (a person running
+        # one cell) commits at once; a burst waits for the rest of the window.
+        wait = self._last_commit + GROUP_WINDOW - time.monotonic()
+        if callable(item) and wait > 0 and self._queue.qsize() < GROUP_MAX:
+            self._wake.wait(wait)
         self._wake.clear()
         batch: list[Any] = [item]
         while len(batch) < GROUP_MAX:
@@ -161,6 +165,7 @@ class Writer:
         for attempt in range(5):
             try:
                 stored = self._history.append_many(self._notebook(), events)
+                self._last_commit = time.monotonic()
                 break
             except (sqlite3.OperationalError, HistoryError) as exc:
                 # Locked by another process for longer than busy_timeout, a full disk,
