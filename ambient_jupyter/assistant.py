@@ -1,36 +1,71 @@
-"""The assistant for one notebook: reads the history, answers, reacts to errors.
+"""The assistant for one notebook: reads the history, answers, acts, reacts to errors.
 
 It knows nothing about hosts. A host (the runner, the in-kernel host, the Jupyter
-server) gives it a :class:`~ambient_jupyter.history.History`, a notebook and a
-model, subscribes to its tokens and events, and calls :meth:`Assistant.ask` or
-:meth:`Assistant.react`.
+server) gives it a :class:`~ambient_jupyter.history.History`, a notebook and its
+models, subscribes to its tokens and events, and calls :meth:`Assistant.ask`,
+:meth:`Assistant.react`, :meth:`Assistant.fix` or :meth:`Assistant.next_cell`.
+
+Every turn is one JSON action (``actions.py``), constrained to the schema where
+the backend can do that. The user reads its ``text`` as it streams; anything else
+it proposes is stored as an ``action_proposed`` event, for the gate (``gate.py``)
+and the host to decide and run. Nothing here runs code.
+
+Two roles share the one history: the **watcher** (local, sees every event) and the
+**expert** (a frontier model, handed a turn with ``/expert`` or ``%%ask --expert``,
+or by the watcher itself when its action fails validation twice). Each has its own
+transcript of the same events, so switching never resets or duplicates anything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
+from .actions import (
+    ACTIONS,
+    Action,
+    ActionInvalid,
+    CallPlugin,
+    Explain,
+    TextStream,
+    action_args,
+    action_code,
+    action_schema,
+    code_sha256,
+    parse_action,
+)
 from .backends import Backend, BackendError, StreamInterruptedError, resolve_backend
+from .backends.base import Message
 from .context import Transcript
-from .events import AssistantMessage, ModelError, UserMessage
+from .events import ActionDecided, ActionExecuted, ActionProposed, AssistantMessage, ModelError, UserMessage
+from .gate import Verdict, policy
 from .history import History
 
-__all__ = ["Assistant"]
+__all__ = ["NO_EXPERT_HELP", "Assistant", "Role", "Turn"]
 
 log = logging.getLogger("ambient_jupyter.assistant")
 
+Role = Literal["watcher", "expert"]
 TokenCallback = Callable[[str, str], Any]
 """``(reply_id, text)``; may be sync or async."""
 EventCallback = Callable[[dict[str, Any]], Any]
 
 REPLY_RESERVE = 512
 """Tokens kept free in the context for the reply itself."""
+ATTEMPTS = 2
+"""Tries a model gets to produce a valid action before the turn fails (or escalates)."""
+NO_EXPERT_HELP = (
+    "No expert model is set. Set one with AMBIENT_EXPERT=openai:<name> (plus OPENAI_BASE_URL "
+    "and OPENAI_API_KEY), c.AmbientSettings.expert, or %ambient expert=openai:<name>."
+)
+FIX_ACTIONS = ("explain", "insert_cell", "edit_cell")
+"""What an unprompted reaction to a failure may do."""
 
 
 async def _call(hook: Callable[..., Any] | None, *args: Any) -> None:
@@ -42,8 +77,30 @@ async def _call(hook: Callable[..., Any] | None, *args: Any) -> None:
         await result
 
 
+def _store_dict(model: Any) -> dict[str, Any]:
+    return model.model_dump(exclude={"seq", "notebook"})  # type: ignore[no-any-return]
+
+
+@dataclasses.dataclass
+class Turn:
+    """What one turn left in the history."""
+
+    message: dict[str, Any]
+    """The stored ``assistant_message``."""
+    proposal: dict[str, Any] | None = None
+    """The stored ``action_proposed``, if the model proposed something to run."""
+
+    @property
+    def state(self) -> str:
+        return str(self.message.get("state"))
+
+    @property
+    def text(self) -> str:
+        return str(self.message.get("text", ""))
+
+
 class Assistant:
-    """Answers chat and diagnoses failures for one notebook.
+    """Answers chat, proposes actions and diagnoses failures for one notebook.
 
     Parameters
     ----------
@@ -52,8 +109,12 @@ class Assistant:
     notebook
         The notebook identifier (see :func:`~ambient_jupyter.history.normalize_notebook`).
     model
-        A :class:`Backend`, or a model spec (``auto``, ``embedded``, ``ollama:...``),
-        resolved on first use.
+        The watcher: a :class:`Backend`, or a model spec (``auto``, ``embedded``,
+        ``ollama:...``), resolved on first use.
+    expert
+        The frontier model handed a turn on request (a spec or a backend), if any.
+    agent
+        The agent mode, ``off``, ``ask`` or ``auto``: with ``off`` the model only talks.
     quiet
         When true, failures are not diagnosed unprompted.
     cooldown
@@ -67,6 +128,8 @@ class Assistant:
         notebook: str,
         model: Backend | str = "auto",
         *,
+        expert: Backend | str | None = None,
+        agent: str = "ask",
         quiet: bool = False,
         cooldown: float = 30.0,
         max_reply_tokens: int = 400,
@@ -75,42 +138,59 @@ class Assistant:
     ) -> None:
         self.history = history
         self.notebook = notebook
-        self._model = model
-        self._backend: Backend | None = model if isinstance(model, Backend) else None
+        self._models: dict[Role, Backend | str | None] = {"watcher": model, "expert": expert or None}
+        self._backends: dict[Role, Backend | None] = {
+            role: m if isinstance(m, Backend) else None for role, m in self._models.items()
+        }
+        self._transcripts: dict[Role, Transcript] = {}
+        self.agent = agent
         self.quiet = quiet
         self.cooldown = cooldown
         self.max_reply_tokens = max_reply_tokens
         self.on_token = on_token
         self.on_event = on_event
-        self.transcript: Transcript | None = None
         self._reply_task: asyncio.Task[Any] | None = None
         self._last_unprompted = float("-inf")
         self._lock = asyncio.Lock()
 
-    # -- model ----------------------------------------------------------------
+    # -- models ---------------------------------------------------------------
+
+    def spec(self, role: Role = "watcher") -> str:
+        backend = self._backends[role]
+        if backend is not None:
+            return backend.spec
+        return str(self._models[role] or "")
 
     @property
     def model_spec(self) -> str:
-        if self._backend is not None:
-            return self._backend.spec
-        return str(self._model)
+        return self.spec("watcher")
 
-    def set_model(self, model: Backend | str) -> None:
-        """Switch models; the history (and so the conversation) is kept as it is."""
-        self._model = model
-        self._backend = model if isinstance(model, Backend) else None
-        self.transcript = None
+    @property
+    def expert_spec(self) -> str | None:
+        return self.spec("expert") or None
 
-    async def backend(self) -> Backend:
-        if self._backend is None:
-            self._backend = await resolve_backend(str(self._model))
-        return self._backend
+    def set_model(self, model: Backend | str, role: Role = "watcher") -> None:
+        """Switch a role's model; the history (and so the conversation) is kept as it is."""
+        self._models[role] = model or None
+        self._backends[role] = model if isinstance(model, Backend) else None
+        self._transcripts.pop(role, None)
 
-    async def _transcript(self, backend: Backend) -> Transcript:
-        if self.transcript is None:
+    async def backend(self, role: Role = "watcher") -> Backend:
+        backend = self._backends[role]
+        if backend is None:
+            spec = self._models[role]
+            if not spec:
+                raise BackendError(NO_EXPERT_HELP)
+            backend = self._backends[role] = await resolve_backend(str(spec))
+        return backend
+
+    async def transcript(self, role: Role = "watcher") -> Transcript:
+        """The role's view of the history, brought up to date."""
+        transcript = self._transcripts.get(role)
+        if transcript is None:
+            backend = await self.backend(role)
             budget = await backend.context_length() - REPLY_RESERVE
-            self.transcript = Transcript(budget=budget, count_tokens=backend.count_tokens)
-        transcript = self.transcript
+            transcript = self._transcripts[role] = Transcript(budget=budget, count_tokens=backend.count_tokens)
         new = await asyncio.to_thread(self.history.read, self.notebook, transcript.last_seq)
         transcript.extend(new)
         return transcript
@@ -128,6 +208,10 @@ class Assistant:
     def streaming(self) -> bool:
         return self._reply_task is not None and not self._reply_task.done()
 
+    def allowed(self, actions: Sequence[str] = ACTIONS) -> tuple[str, ...]:
+        """``actions`` as the agent mode permits (``off``: only talk)."""
+        return ("explain",) if self.agent == "off" else tuple(actions)
+
     async def ask(
         self,
         text: str,
@@ -135,28 +219,34 @@ class Assistant:
         source: str = "cli",
         client_id: str | None = None,
         on_token: TokenCallback | None = None,
-    ) -> dict[str, Any]:
-        """Store a user message and answer it; returns the stored ``assistant_message``.
+        role: Role = "watcher",
+    ) -> Turn:
+        """Store a user message and answer it (with an action, if the mode allows one).
 
         A ``client_id`` already seen for this notebook is not stored or answered
-        twice: the earlier answer (if any) is returned.
+        twice: the earlier answer is returned.
         """
-        event = UserMessage(text=text, source=source, client_id=client_id).model_dump(
-            exclude={"seq", "notebook"}
-        )
+        event = _store_dict(UserMessage(text=text, source=source, client_id=client_id, to=role))
         stored = await self._store(event, dedup_key=f"chat:{client_id}" if client_id else None)
         if client_id:
-            earlier = await self._earlier_reply(stored["seq"])
+            earlier = await self._earlier_turn(stored["seq"])
             if earlier is not None:
                 return earlier
-        return await self._run_reply(stored["seq"], tail=None, on_token=on_token, once=bool(client_id))
+        return await self._run_turn(
+            stored["seq"], None, self.allowed(), role=role, on_token=on_token, once=bool(client_id)
+        )
 
-    async def _earlier_reply(self, seq: int) -> dict[str, Any] | None:
+    async def _earlier_turn(self, seq: int) -> Turn | None:
         later = await asyncio.to_thread(self.history.read, self.notebook, seq)
-        for event in later:
-            if event.get("kind") == "assistant_message" and event.get("reply_to") == seq:
-                return event
-        return None
+        message = next(
+            (e for e in later if e.get("kind") == "assistant_message" and e.get("reply_to") == seq), None
+        )
+        if message is None:
+            return None
+        proposal = next(
+            (e for e in later if e.get("kind") == "action_proposed" and e.get("reply_to") == message["seq"]), None
+        )
+        return Turn(message, proposal)
 
     def should_react(self, event: dict[str, Any]) -> bool:
         """True for a failed cell, unless quiet, busy, or within the cooldown of the last one."""
@@ -166,22 +256,37 @@ class Assistant:
             return False
         return time.monotonic() - self._last_unprompted >= self.cooldown
 
-    async def react(self, event: dict[str, Any]) -> dict[str, Any] | None:
+    async def react(self, event: dict[str, Any]) -> Turn | None:
         """Diagnose a failed cell on our own, if :meth:`should_react` allows it."""
         if not self.should_react(event):
             return None
         self._last_unprompted = time.monotonic()
-        error = event.get("error") or {}
-        instruction = (
-            f"Cell {event.get('execution_count')} just failed with {error.get('ename')}: "
-            f"{error.get('evalue')}. In one or two sentences, explain the likely cause, "
-            "then show the corrected code."
-        )
-        tail = [{"role": "user", "content": instruction}]
-        return await self._run_reply(int(event.get("seq", 0)), tail=tail)
+        return await self._run_turn(int(event.get("seq", 0)), [_failure_note(event)], self.allowed(FIX_ACTIONS))
+
+    async def fix(self, event: dict[str, Any], *, attempt: int = 1) -> Turn:
+        """Propose a fix for a failed cell as a new cell (the headless ``--agent`` loop).
+
+        Not throttled: the caller bounds the attempts.
+        """
+        note = _failure_note(event)
+        if attempt > 1:
+            note["content"] += f" This is attempt {attempt}: the previous fix failed too; try something else."
+        return await self._run_turn(int(event.get("seq", 0)), [note], ("insert_cell",))
+
+    async def next_cell(self, *, on_token: TokenCallback | None = None) -> Turn:
+        """"Take over": from what the user has done so far, propose their likely next cell."""
+        transcript = await self.transcript()
+        tail: list[Message] = [
+            {
+                "role": "user",
+                "content": "From the cells so far, what is the user's most likely next step? "
+                "Propose it as the next cell, with one sentence on why.",
+            }
+        ]
+        return await self._run_turn(transcript.last_seq, tail, ("propose_next_cell",), on_token=on_token)
 
     def stop(self) -> bool:
-        """Cancel the reply being written, if any; it is stored as ``incomplete``."""
+        """Cancel the turn being written, if any; it is stored as ``incomplete``, and proposes nothing."""
         if self.streaming:
             assert self._reply_task is not None
             self._reply_task.cancel()
@@ -194,68 +299,172 @@ class Assistant:
             return
         async with self._lock:
             backend = await self.backend()
-            transcript = await self._transcript(backend)
+            transcript = await self.transcript()
             await backend.prefill(transcript.messages())
 
-    # -- the reply ------------------------------------------------------------
+    # -- decisions --------------------------------------------------------------
 
-    async def _run_reply(
+    async def apply_policy(self, proposal: dict[str, Any], *, person_present: bool) -> Verdict:
+        """Record what the agent mode decides on its own; ``ask`` means a person must decide."""
+        verdict, reason = policy(self.agent, safe=bool(proposal.get("safe")), person_present=person_present)
+        if verdict != "ask":
+            await self.decide(proposal, "approved" if verdict == "approve" else "rejected", by="policy", reason=reason)
+        return verdict
+
+    async def decide(
+        self, proposal: dict[str, Any], decision: str, *, by: str = "user", reason: str | None = None
+    ) -> dict[str, Any]:
+        """Record a decision on ``proposal``, bound to the hash of its code (once per action)."""
+        event = ActionDecided(
+            action_id=proposal["action_id"],
+            decision=decision,  # type: ignore[arg-type]
+            by=by,  # type: ignore[arg-type]
+            sha256=proposal["sha256"],
+            reason=reason,
+        )
+        return await self._store(_store_dict(event), dedup_key=f"decide:{proposal['action_id']}")
+
+    async def executed(self, action_id: str, **fields: Any) -> dict[str, Any]:
+        """Record that an approved action ran (``cell_event_seq``, ``ok``, ``result``, ``error``)."""
+        event = ActionExecuted(action_id=action_id, **fields)
+        return await self._store(_store_dict(event), dedup_key=f"executed:{action_id}")
+
+    # -- the turn ---------------------------------------------------------------
+
+    async def _run_turn(
         self,
         reply_to: int,
-        tail: list[Any] | None,
-        on_token: TokenCallback | None = None,
+        tail: list[Message] | None,
+        allowed: Sequence[str],
         *,
+        role: Role = "watcher",
+        on_token: TokenCallback | None = None,
         once: bool = False,
-    ) -> dict[str, Any]:
+    ) -> Turn:
         async with self._lock:
             if once:
                 # A resend that arrived while its first send was being answered waited
                 # for the lock behind it: return that answer instead of a second one.
-                earlier = await self._earlier_reply(reply_to)
+                earlier = await self._earlier_turn(reply_to)
                 if earlier is not None:
                     return earlier
-            self._reply_task = asyncio.ensure_future(self._reply(reply_to, tail, on_token))
+            self._reply_task = asyncio.ensure_future(self._attempts(reply_to, tail or [], allowed, role, on_token))
             try:
                 return await asyncio.shield(self._reply_task)
             except asyncio.CancelledError:
-                # Our caller was cancelled: stop the reply too, and let it store itself.
+                # Our caller was cancelled: stop the turn too, and let it store itself.
                 self._reply_task.cancel()
                 await asyncio.gather(self._reply_task, return_exceptions=True)
                 raise
 
-    async def _reply(
-        self, reply_to: int, tail: list[Any] | None, on_token: TokenCallback | None
-    ) -> dict[str, Any]:
+    async def _attempts(
+        self, reply_to: int, tail: list[Message], allowed: Sequence[str], role: Role, on_token: TokenCallback | None
+    ) -> Turn:
+        extra: list[Message] = []
+        turn: Turn | None = None
+        for _ in range(ATTEMPTS):
+            turn, raw, problem = await self._attempt(reply_to, tail + extra, allowed, role, on_token)
+            if problem is None:
+                return turn
+            # Show the model what it wrote and what was wrong with it, then let it retry.
+            extra = [
+                {"role": "assistant", "content": raw},
+                {"role": "user", "content": f"That is not a valid action: {problem}. Reply with one JSON object."},
+            ]
+        assert turn is not None
+        if role == "watcher" and self._models["expert"]:
+            log.info("the watcher's action failed validation %d times; handing the turn to the expert", ATTEMPTS)
+            turn, _raw, _problem = await self._attempt(reply_to, tail, allowed, "expert", on_token)
+        return turn
+
+    async def _attempt(
+        self, reply_to: int, tail: list[Message], allowed: Sequence[str], role: Role, on_token: TokenCallback | None
+    ) -> tuple[Turn, str, str | None]:
+        """One model call. Returns the stored turn, the raw output, and what was wrong with it."""
         reply_id = uuid.uuid4().hex
-        pieces: list[str] = []
+        stream = TextStream()
         state = "complete"
-        spec = self.model_spec
+        spec = self.spec(role)
         problem: str | None = None
+        action: Action | None = None
+        transcript: Transcript | None = None
         try:
-            backend = await self.backend()
+            backend = await self.backend(role)
             spec = backend.spec
-            transcript = await self._transcript(backend)
-            messages = transcript.messages(tail)
-            async for piece in backend.stream(messages, max_tokens=self.max_reply_tokens):
-                pieces.append(piece)
-                await _call(self.on_token, reply_id, piece)
-                await _call(on_token, reply_id, piece)
+            transcript = await self.transcript(role)
+            schema = action_schema(allowed, transcript.plugins, transcript.cells)
+            async for piece in backend.stream(
+                transcript.messages(tail), json_schema=schema, max_tokens=self.max_reply_tokens
+            ):
+                text = stream.feed(piece)
+                if text:
+                    await _call(self.on_token, reply_id, text)
+                    await _call(on_token, reply_id, text)
         except asyncio.CancelledError:
             state = "incomplete"
         except StreamInterruptedError as exc:
             state, problem = "incomplete", str(exc)
         except BackendError as exc:
             state, problem = "error", str(exc)
-        text = "".join(pieces)
         if problem is not None:
             log.warning("model %s: %s", spec, problem)
-            await self._store(ModelError(message=problem, model=spec).model_dump(exclude={"seq", "notebook"}))
+            await self._store(_store_dict(ModelError(message=problem, model=spec)))
+        invalid: str | None = None
+        if state == "complete" and transcript is not None:
+            try:
+                action = parse_action(stream.raw, allowed, transcript.plugins, transcript.cells)
+            except ActionInvalid as exc:
+                invalid = str(exc)
+        text = action.text if action is not None else stream.shown
+        if invalid is not None:
+            log.info("model %s: invalid action: %s", spec, invalid)
+            state, text = "error", f"{text}\n\n(The model's action was not valid: {invalid})".strip()
+        elif not text and problem is not None:
+            text = problem
         message = AssistantMessage(
-            text=text if text or problem is None else problem,
+            text=text,
             model=spec,
             state=state,  # type: ignore[arg-type]
             reply_to=reply_to,
             reply_id=reply_id,
+            role=role,
+            # The exact JSON the model wrote, for its own later turns; prose is the text.
+            raw=stream.raw if stream.is_json else None,
         )
-        return await self._store(message.model_dump(exclude={"seq", "notebook"}))
+        stored = await self._store(_store_dict(message))
+        proposal = None
+        if action is not None and not isinstance(action, Explain) and transcript is not None:
+            proposal = await self._propose(action, stored, transcript, role)
+        return Turn(stored, proposal), stream.raw, invalid
 
+    async def _propose(
+        self, action: Action, message: dict[str, Any], transcript: Transcript, role: Role
+    ) -> dict[str, Any]:
+        cell_code = transcript.cells.get(getattr(action, "cell", -1))
+        code = action_code(action, cell_code)
+        safe = False
+        if isinstance(action, CallPlugin):
+            spec = transcript.plugins.action(action.plugin, action.name) or {}
+            safe = bool(spec.get("safe"))
+        event = ActionProposed(
+            action_id=uuid.uuid4().hex,
+            action=action.action,
+            code=code,
+            sha256=code_sha256(code),
+            args=action_args(action),
+            text=action.text,
+            safe=safe,
+            model=message.get("model"),
+            role=role,
+            reply_to=message.get("seq"),
+        )
+        return await self._store(_store_dict(event), dedup_key=f"proposal:{message.get('reply_id')}")
+
+
+def _failure_note(event: dict[str, Any]) -> Message:
+    error = event.get("error") or {}
+    return {
+        "role": "user",
+        "content": f"Cell {event.get('execution_count')} just failed with {error.get('ename')}: "
+        f"{error.get('evalue')}. In one or two sentences, explain the likely cause, and fix it.",
+    }

@@ -20,6 +20,8 @@ __all__ = [
     "CellExecuted",
     "Event",
     "ModelError",
+    "PluginRegistered",
+    "SettingsChanged",
     "UserMessage",
     "WidgetChanged",
     "now_iso",
@@ -73,8 +75,10 @@ class WidgetChanged(_EventBase):
 class UserMessage(_EventBase):
     kind: Literal["user_message"] = "user_message"
     text: str
-    source: Literal["sidebar", "magic", "cli"] = "sidebar"
+    source: Literal["sidebar", "magic", "cli", "widget"] = "sidebar"
     client_id: str | None = None
+    to: Literal["watcher", "expert"] = "watcher"
+    """Which model the user asked (``/expert`` in the sidebar, ``%%ask --expert``)."""
 
 
 class AssistantMessage(_EventBase):
@@ -86,15 +90,29 @@ class AssistantMessage(_EventBase):
     """The seq of the event this answers (a user message or a failing cell)."""
     reply_id: str | None = None
     """Matches the ``token`` frames that streamed this reply."""
+    role: Literal["watcher", "expert"] = "watcher"
+    """The local model that watches everything, or the frontier model handed a turn."""
+    raw: str | None = None
+    """The model's exact output when it differs from ``text`` (a JSON action)."""
 
 
 class ActionProposed(_EventBase):
     kind: Literal["action_proposed"] = "action_proposed"
     action_id: str
     action: str
+    """``insert_cell``, ``edit_cell``, ``run_cell``, ``call_plugin`` or ``propose_next_cell``."""
     code: str
+    """Exactly what runs if approved: cell source, or the plugin call as ``name.action(...)``."""
     sha256: str
+    """sha256 of ``code`` (UTF-8): an approval is bound to it."""
+    args: dict[str, Any] = {}
+    """The action's other fields (``cell``, ``after``, ``plugin``, ``name``, ``args``)."""
+    text: str = ""
+    """Why, in the model's words."""
+    safe: bool = False
+    """A plugin action declared to change nothing outside its widget (needs no approval in ask mode)."""
     model: str | None = None
+    role: Literal["watcher", "expert"] = "watcher"
     reply_to: int | None = None
     """The seq of the assistant message that proposed it."""
 
@@ -104,18 +122,48 @@ class ActionDecided(_EventBase):
     action_id: str
     decision: Literal["approved", "rejected"]
     by: Literal["user", "policy"] = "user"
+    sha256: str | None = None
+    """The code hash this decision was made for (an approval is valid only for it)."""
+    reason: str | None = None
+    """Why a policy decided (``auto`` mode, a safe plugin action, no one to ask...)."""
 
 
 class ActionExecuted(_EventBase):
     kind: Literal["action_executed"] = "action_executed"
     action_id: str
     cell_event_seq: int | None = None
+    """The ``cell_executed`` event of the cell that ran (cell actions)."""
+    ok: bool = True
+    result: Any = None
+    """What a plugin action returned (bounded), for the model to read."""
+    error: str | None = None
 
 
 class ModelError(_EventBase):
     kind: Literal["model_error"] = "model_error"
     message: str
     model: str
+
+
+class PluginRegistered(_EventBase):
+    """A plugin widget now exists in the kernel; its actions are the model's to call."""
+
+    kind: Literal["plugin_registered"] = "plugin_registered"
+    plugin: str
+    """The name the model calls it by (unique in the kernel)."""
+    widget: str
+    widget_class: str
+    description: str = ""
+    actions: list[dict[str, Any]] = []
+    """``{"name", "description", "parameters" (JSON schema), "safe"}`` per action."""
+
+
+class SettingsChanged(_EventBase):
+    """The notebook's agent mode was set (from the sidebar or ``%ambient``)."""
+
+    kind: Literal["settings_changed"] = "settings_changed"
+    agent: Literal["off", "ask", "auto"]
+    by: Literal["sidebar", "magic", "widget"] = "sidebar"
 
 
 Event = Annotated[
@@ -128,6 +176,8 @@ Event = Annotated[
         ActionDecided,
         ActionExecuted,
         ModelError,
+        PluginRegistered,
+        SettingsChanged,
     ],
     Field(discriminator="kind"),
 ]

@@ -75,7 +75,7 @@ def test_ask_stores_the_question_then_the_streamed_answer(
     async def on_call_token(reply_id: str, text: str) -> None:  # async hooks are awaited too
         call_tokens.append((reply_id, text))
 
-    async def go() -> dict[str, Any]:
+    async def go() -> Any:
         backend = OllamaBackend(MODEL, host=ollama_server.url)
         assistant = Assistant(
             history, NB, backend, on_token=lambda reply_id, text: hook_tokens.append((reply_id, text))
@@ -85,7 +85,7 @@ def test_ask_stores_the_question_then_the_streamed_answer(
         finally:
             await backend.aclose()
 
-    answer = asyncio.run(go())
+    answer = asyncio.run(go()).message
 
     user, stored = history.read(NB)
     assert user["kind"] == "user_message"
@@ -158,7 +158,7 @@ def test_stream_cut_stores_the_partial_reply_as_incomplete(
         finally:
             await backend.aclose()
 
-    answer = asyncio.run(go())
+    answer = asyncio.run(go()).message
 
     assert kinds(history) == ["user_message", "model_error", "assistant_message"]
     _, error, stored = history.read(NB)
@@ -177,13 +177,13 @@ def test_server_down_is_stored_as_error_then_recovers(history: History) -> None:
         assistant = Assistant(history, NB, backend)
         try:
             started = time.monotonic()
-            failed = await assistant.ask("Hello?")
+            failed = (await assistant.ask("Hello?")).message
             elapsed = time.monotonic() - started
             # Ollama comes up on the same address; the same assistant just works.
             fake = FakeOllama(port=port).start()
             try:
                 fake.reply = REPLY
-                ok = await assistant.ask("Hello again?")
+                ok = (await assistant.ask("Hello again?")).message
             finally:
                 fake.stop()
             return failed, elapsed, ok, fake
@@ -230,7 +230,7 @@ def test_stop_during_a_slow_stream(history: History, ollama_server: FakeOllama) 
             assert assistant.streaming
             stopped_at = time.monotonic()
             assert assistant.stop() is True
-            answer = await asyncio.wait_for(task, 5)
+            answer = (await asyncio.wait_for(task, 5)).message
             elapsed = time.monotonic() - stopped_at
             return answer, elapsed, others(), assistant
         finally:
@@ -303,9 +303,10 @@ def test_react_to_a_failed_cell_once_per_cooldown(history: History, ollama_serve
     reply, again, should_second, should_ok = asyncio.run(go())
 
     assert reply is not None
-    assert reply["state"] == "complete"
-    assert reply["reply_to"] == first["seq"]
-    assert reply["text"] == REPLY
+    assert reply.state == "complete"
+    assert reply.message["reply_to"] == first["seq"]
+    assert reply.text == REPLY
+    assert reply.proposal is None
     assert again is None
     assert should_second is False
     assert should_ok is False
@@ -336,7 +337,7 @@ def test_react_again_after_the_cooldown(history: History, ollama_server: FakeOll
 
     assert one is not None
     assert two is not None
-    assert two["reply_to"] == second["seq"]
+    assert two.message["reply_to"] == second["seq"]
     assert len(ollama_server.chat_requests()) == 2
 
 
@@ -431,6 +432,6 @@ def test_resent_while_the_first_is_streaming_is_answered_once(
     one, two = asyncio.run(go())
 
     assert two == one
-    assert one["state"] == "complete"
+    assert one.state == "complete"
     assert kinds(history) == ["user_message", "assistant_message"]
     assert len(ollama_server.chat_requests()) == 1

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from ..assistant import Assistant
+from ..assistant import Assistant, Turn
 from ..history import History
 
 __all__ = ["KernelHost"]
@@ -55,11 +55,11 @@ class KernelHost:
             if self.assistant.should_react(event):
                 self._submit(self.assistant.react(event))
 
-    def ask(self, text: str, write: Callable[[str], None]) -> dict[str, Any]:
+    def ask(self, text: str, write: Callable[[str], None]) -> Turn:
         """Answer ``text``, calling ``write`` with each piece on the caller's thread."""
         pieces: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
-        async def run() -> dict[str, Any]:
+        async def run() -> Turn:
             try:
                 return await self.assistant.ask(text, source="magic", on_token=lambda _rid, t: pieces.put(t))
             finally:

@@ -53,10 +53,10 @@ class AmbientMagics(Magics):
             sys.stdout.write(piece)
             sys.stdout.flush()
 
-        reply = host.ask(question, write)
-        if reply.get("state") == "error":
-            print(f"ambient-jupyter: {reply.get('text')}", file=sys.stderr)
-        elif reply.get("state") == "incomplete":
+        turn = host.ask(question, write)
+        if turn.state == "error":
+            print(f"ambient-jupyter: {turn.text}", file=sys.stderr)
+        elif turn.state == "incomplete":
             print("\n[the reply was cut off]", file=sys.stderr)
         else:
             sys.stdout.write("\n")

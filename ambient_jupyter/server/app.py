@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -31,6 +32,14 @@ class AmbientExtension(ExtensionApp):
     def _model_default(self) -> str:
         return os.environ.get("AMBIENT_MODEL", "").strip() or "auto"
 
+    expert = Unicode(
+        help="The frontier model handed a turn with /expert (e.g. openai:gpt-4o-mini). Env: AMBIENT_EXPERT."
+    ).tag(config=True)
+
+    @default("expert")
+    def _expert_default(self) -> str:
+        return os.environ.get("AMBIENT_EXPERT", "").strip()
+
     quiet = Bool(help="Never speak unprompted. Env: AMBIENT_QUIET.").tag(config=True)
 
     @default("quiet")
@@ -39,7 +48,8 @@ class AmbientExtension(ExtensionApp):
 
     agent = CaselessStrEnum(
         ["off", "ask", "auto"],
-        help="off: never propose code; ask: propose, run only once approved. Env: AMBIENT_AGENT.",
+        help="Default agent mode of a notebook (the sidebar sets it per notebook): off: only talk; "
+        "ask: propose, run only once approved; auto: run what it proposes. Env: AMBIENT_AGENT.",
     ).tag(config=True)
 
     @default("agent")
@@ -71,6 +81,7 @@ class AmbientExtension(ExtensionApp):
         root_dir = self.serverapp.root_dir
         settings = HubSettings(
             model=self.model,
+            expert=self.expert,
             quiet=self.quiet,
             agent=self.agent,
             cooldown=self.cooldown,
@@ -83,6 +94,7 @@ class AmbientExtension(ExtensionApp):
             settings,
             resolve=lambda path: resolve_notebook(root_dir, path),
             open_notebooks=self._open_notebooks,
+            kernel_runner=self._run_in_kernel,
         )
         self.settings["ambient_hub"] = self.hub
         self.log.info("ambient-jupyter: model %s, history %s", self.model, history.path)
@@ -90,6 +102,31 @@ class AmbientExtension(ExtensionApp):
     async def _open_notebooks(self) -> set[str]:
         sessions = await self.serverapp.session_manager.list_sessions()
         return {s["path"] for s in sessions if s.get("type") in (None, "notebook") and s.get("path")}
+
+    async def _run_in_kernel(self, api_path: str, code: str) -> None:
+        """Run ``code`` silently in the kernel of the notebook's session (plugin calls)."""
+        sessions = await self.serverapp.session_manager.list_sessions()
+        kernel_id = next(
+            (s["kernel"]["id"] for s in sessions if s.get("path") == api_path and s.get("kernel")), None
+        )
+        if kernel_id is None:
+            msg = f"{api_path} has no running kernel in this server; open it and run a cell first"
+            raise LookupError(msg)
+        client = self.serverapp.kernel_manager.get_kernel(kernel_id).client()
+        client.start_channels()
+        try:
+            msg_id = client.execute(code, silent=True, store_history=False, allow_stdin=False)
+            # Wait for this request's reply so that errors reach the log; bounded.
+            deadline = asyncio.get_running_loop().time() + 60
+            while asyncio.get_running_loop().time() < deadline:
+                reply = await client.get_shell_msg(timeout=max(0.1, deadline - asyncio.get_running_loop().time()))
+                if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                    content = reply.get("content", {})
+                    if content.get("status") != "ok":
+                        self.log.warning("ambient: plugin call failed in the kernel: %s", content.get("evalue"))
+                    return
+        finally:
+            client.stop_channels()
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(

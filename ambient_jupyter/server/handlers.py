@@ -2,7 +2,7 @@
 
 Every route is authenticated by Jupyter Server's identity provider and authorized
 against the resource ``ambient``: ``read`` to follow a conversation, ``write`` to chat
-or stop, ``execute`` to approve code. Host and Origin checks are Jupyter Server's own
+or stop, ``execute`` to approve code or change the agent mode. Host and Origin checks are Jupyter Server's own
 (``JupyterHandler.prepare`` and ``WebSocketMixin.check_origin``).
 """
 
@@ -178,11 +178,15 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
         if not isinstance(frame, dict):
             raise FrameError("frames must be JSON objects")
         kind = frame.get("type")
-        handler = {"hello": self._hello, "chat": self._chat, "stop": self._stop, "decide": self._decide}.get(
-            kind  # type: ignore[arg-type]
-        )
+        handler = {
+            "hello": self._hello,
+            "chat": self._chat,
+            "stop": self._stop,
+            "decide": self._decide,
+            "mode": self._mode,
+        }.get(kind)  # type: ignore[arg-type]
         if handler is None:
-            raise FrameError(f"unknown frame type {kind!r}; expected hello, chat, decide or stop")
+            raise FrameError(f"unknown frame type {kind!r}; expected hello, chat, decide, mode or stop")
         await handler(frame)
 
     async def _room_for(self, frame: dict[str, Any], action: str) -> Room:
@@ -205,7 +209,7 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
 
     async def _chat(self, frame: dict[str, Any]) -> None:
         room = await self._room_for(frame, "write")
-        room.chat(frame.get("text"), frame.get("client_id"))
+        room.chat(frame.get("text"), frame.get("client_id"), self)
 
     async def _stop(self, frame: dict[str, Any]) -> None:
         room = await self._room_for(frame, "write")
@@ -213,4 +217,9 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
 
     async def _decide(self, frame: dict[str, Any]) -> None:
         room = await self._room_for(frame, "execute")
-        await room.decide(frame.get("action_id"), frame.get("decision"), frame.get("sha256"))
+        await room.decide(frame.get("action_id"), frame.get("decision"), frame.get("sha256"), self)
+
+    async def _mode(self, frame: dict[str, Any]) -> None:
+        # Choosing who may run code without asking is as strong as approving code.
+        room = await self._room_for(frame, "execute")
+        await room.set_agent(frame.get("agent"))

@@ -11,20 +11,19 @@ sees the same events in the same order, whoever wrote them.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import re
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..assistant import Assistant
-from ..events import ActionDecided, ActionExecuted, ActionProposed
+from ..actions import CODE_ACTIONS, code_sha256
+from ..assistant import Assistant, Role, Turn
+from ..events import SettingsChanged
+from ..gate import AGENT_MODES, NotApproved, approval, find_action
 from ..history import History
 from .paths import NotebookRef
 
-__all__ = ["FrameError", "Hub", "HubSettings", "Room", "Subscriber", "code_sha256", "proposed_code"]
+__all__ = ["FrameError", "Hub", "HubSettings", "KernelRunner", "Room", "Subscriber"]
 
 log = logging.getLogger("ambient_jupyter.server")
 
@@ -47,9 +46,14 @@ class Subscriber(Protocol):
         """Queue a frame; never blocks (a client that falls behind is dropped)."""
 
 
+KernelRunner = Callable[[str, str], Awaitable[None]]
+"""``(api_path, code)``: run code silently in the kernel of that notebook's session."""
+
+
 @dataclass
 class HubSettings:
     model: str = "auto"
+    expert: str = ""
     quiet: bool = False
     agent: str = "ask"
     cooldown: float = 30.0
@@ -58,29 +62,14 @@ class HubSettings:
     client_queue_limit: int = 2000
 
 
-def code_sha256(code: str) -> str:
-    return hashlib.sha256(code.encode("utf-8")).hexdigest()
-
-
-_FENCE = re.compile(r"```[ \t]*(?:python|py|ipython|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
-
-
-def proposed_code(reply: str) -> str | None:
-    """The first fenced code block of a reply, if it has one worth running."""
-    for match in _FENCE.finditer(reply):
-        code = match.group(1).strip("\n")
-        if code.strip():
-            return code + "\n" if not code.endswith("\n") else code
-    return None
-
-
 class Room:
     """One notebook's conversation in this server: its subscribers and its assistant."""
 
-    def __init__(self, hub: Hub, ref: NotebookRef, start_seq: int) -> None:
+    def __init__(self, hub: Hub, ref: NotebookRef, start_seq: int, agent: str) -> None:
         self.hub = hub
         self.ref = ref
-        self.subscribers: set[Subscriber] = set()
+        self.subscribers: dict[Subscriber, None] = {}
+        """In the order they arrived (a dict, as an ordered set)."""
         self.sent_seq = start_seq
         self.live_from = start_seq
         """Only failures after this seq are diagnosed (never a replayed old one)."""
@@ -88,12 +77,14 @@ class Room:
         self.reply_id: str | None = None
         self._pump_lock = asyncio.Lock()
         self._approved: dict[str, str] = {}
-        """sha256 -> action_id of approved code still waiting for its cell to run."""
+        """sha256 -> action_id of approved code handed to a tab, waiting for its cell to run."""
         settings = hub.settings
         self.assistant = Assistant(
             hub.history,
             ref.notebook_id,
             settings.model,
+            expert=settings.expert or None,
+            agent=agent,
             quiet=settings.quiet,
             cooldown=settings.cooldown,
             max_reply_tokens=settings.max_reply_tokens,
@@ -149,14 +140,14 @@ class Room:
                     sub.send({"type": "event", "event": self._public(event)})
                 after = int(page[-1]["seq"])
             sub.seen = max(after, after_seq)
-            self.subscribers.add(sub)
+            self.subscribers[sub] = None
         sub.send({"type": "ready", "notebook": self.ref.api_path, "last_seq": sub.seen, "reset": reset})
         sub.send(self._status())
         # Whatever was committed while we replayed goes out now.
         await self.pump()
 
     def unsubscribe(self, sub: Subscriber) -> None:
-        self.subscribers.discard(sub)
+        self.subscribers.pop(sub, None)
 
     def _status(self) -> Frame:
         return {
@@ -165,6 +156,8 @@ class Room:
             "state": self.state,
             "reply_id": self.reply_id,
             "model": self.assistant.model_spec,
+            "expert": self.assistant.expert_spec,
+            "agent": self.assistant.agent,
         }
 
     def _set_state(self, state: str, reply_id: str | None = None) -> None:
@@ -183,13 +176,24 @@ class Room:
     # -- reacting to what happens in the notebook ------------------------------
 
     async def _observe(self, event: dict[str, Any]) -> None:
-        if event.get("kind") != "cell_executed":
+        kind = event.get("kind")
+        if kind == "settings_changed" and event.get("agent") in AGENT_MODES:
+            # From the sidebar or a kernel's %ambient: the notebook's mode, for every host.
+            if event["agent"] != self.assistant.agent:
+                self.assistant.agent = event["agent"]
+                self.broadcast(self._status())
+            return
+        if kind != "cell_executed":
             return
         code = event.get("code")
         if isinstance(code, str) and self._approved:
             action_id = self._approved.pop(code_sha256(code), None)
             if action_id is not None:
-                self.hub.spawn(self._store(ActionExecuted(action_id=action_id, cell_event_seq=int(event["seq"]))))
+                self.hub.spawn(
+                    self.assistant.executed(
+                        action_id, cell_event_seq=int(event["seq"]), ok=event.get("status") == "ok"
+                    )
+                )
         fresh = int(event.get("seq", 0)) > self.live_from
         if fresh and self.assistant.should_react(event) and await self.hub.is_open_here(self.ref):
             self.hub.spawn(self._react(event))
@@ -197,50 +201,68 @@ class Room:
     async def _react(self, event: dict[str, Any]) -> None:
         self._set_state("thinking")
         try:
-            await self.assistant.react(event)
+            turn = await self.assistant.react(event)
         finally:
             self._set_state("idle")
-
-    async def _store(self, model: Any, dedup_key: str | None = None) -> dict[str, Any]:
-        event = model.model_dump(exclude={"seq", "notebook"})
-        stored = await asyncio.to_thread(self.hub.history.append, self.ref.notebook_id, event, dedup_key=dedup_key)
-        await self.pump()
-        return stored
+        if turn is not None:
+            await self._after_turn(turn)
 
     # -- what clients ask for ---------------------------------------------------
 
-    def chat(self, text: object, client_id: object) -> None:
+    def chat(self, text: object, client_id: object, sub: Subscriber | None = None) -> None:
         if not isinstance(text, str) or not text.strip():
             raise FrameError("a chat message needs non-empty 'text'")
         if len(text) > MAX_CHAT_CHARS:
             raise FrameError(f"a chat message can be at most {MAX_CHAT_CHARS:,} characters")
         if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 200):
             raise FrameError("'client_id' must be a short string")
-        self.hub.spawn(self._chat(text, client_id))
+        role: Role = "watcher"
+        command, _, rest = text.strip().partition(" ")
+        if command == "/expert":
+            if not rest.strip():
+                raise FrameError("write your question after /expert")
+            if not self.assistant.expert_spec:
+                raise FrameError(
+                    "No expert model is set for this server: start it with AMBIENT_EXPERT=openai:<name> "
+                    "(plus OPENAI_BASE_URL and OPENAI_API_KEY), or set c.AmbientExtension.expert."
+                )
+            role, text = "expert", rest.strip()
+        self.hub.spawn(self._chat(text, client_id, role, sub))
 
-    async def _chat(self, text: str, client_id: str | None) -> None:
+    async def _chat(self, text: str, client_id: str | None, role: Role, sub: Subscriber | None) -> None:
         if not self.assistant.streaming:
             self._set_state("thinking")
         try:
-            reply = await self.assistant.ask(text, source="sidebar", client_id=client_id)
+            turn = await self.assistant.ask(text, source="sidebar", client_id=client_id, role=role)
         finally:
             self._set_state("idle")
-        if self.hub.settings.agent == "off" or reply.get("state") != "complete":
+        await self._after_turn(turn, sub)
+
+    async def _after_turn(self, turn: Turn, sub: Subscriber | None = None) -> None:
+        """A proposal goes to the gate: the mode may decide it, else a person does."""
+        proposal = turn.proposal
+        if proposal is None or turn.state != "complete":
             return
-        code = proposed_code(str(reply.get("text", "")))
-        if code is None:
-            return
-        proposal = ActionProposed(
-            action_id=uuid.uuid4().hex, action="insert_cell", code=code, sha256=code_sha256(code),
-            model=reply.get("model"), reply_to=reply.get("seq"),
-        )
-        # Keyed by the reply, so a resent chat that returns the same reply proposes once.
-        await self._store(proposal, dedup_key=f"proposal:{reply.get('reply_id')}")
+        verdict = await self.assistant.apply_policy(proposal, person_present=True)
+        if verdict == "approve":
+            await self._run(proposal, sub)
 
     def stop(self) -> bool:
         return self.assistant.stop()
 
-    async def decide(self, action_id: object, decision: object, sha256: object) -> None:
+    async def set_agent(self, agent: object) -> None:
+        if agent not in AGENT_MODES:
+            raise FrameError("'agent' must be off, ask or auto")
+        await self._store_settings(str(agent))
+
+    async def _store_settings(self, agent: str) -> None:
+        event = SettingsChanged(agent=agent, by="sidebar")  # type: ignore[arg-type]
+        await asyncio.to_thread(
+            self.hub.history.append, self.ref.notebook_id, event.model_dump(exclude={"seq", "notebook"})
+        )
+        await self.pump()
+
+    async def decide(self, action_id: object, decision: object, sha256: object, sub: Subscriber | None = None) -> None:
         if not isinstance(action_id, str) or not action_id:
             raise FrameError("'action_id' is required")
         if decision not in ("approve", "reject"):
@@ -254,24 +276,49 @@ class Room:
             # The approval must be for exactly the code that was shown.
             raise FrameError("the code's sha256 does not match the proposal; nothing was approved or run")
         outcome = "approved" if decision == "approve" else "rejected"
+        await self.assistant.decide(proposal, outcome, by="user")
         if outcome == "approved":
-            self._approved[str(proposal["sha256"])] = action_id
-        await self._store(ActionDecided(action_id=action_id, decision=outcome, by="user"), f"decide:{action_id}")
+            await self._run(proposal, sub)
+
+    async def _run(self, proposal: dict[str, Any], approver: Subscriber | None) -> None:
+        """Hand an approved action to whoever runs it, after checking the approval once more."""
+        action_id = str(proposal["action_id"])
+        try:
+            await asyncio.to_thread(approval, self.hub.history, self.ref.notebook_id, action_id)
+        except NotApproved as exc:
+            self.broadcast({"type": "error", "message": str(exc)})
+            return
+        if proposal.get("action") == "call_plugin":
+            # Plugins live in the kernel; the kernel checks the approval again itself.
+            await self.hub.run_plugin(self, action_id)
+            return
+        if proposal.get("action") not in CODE_ACTIONS:
+            return
+        # Cells are the frontend's to insert and run: exactly one tab does it, the
+        # approver if it is still here, else the tab that arrived last.
+        tab = approver if approver in self.subscribers else next(reversed(self.subscribers), None)
+        if tab is None:
+            message = f"action {action_id} is approved but no tab shows its notebook to run it in"
+            self.broadcast({"type": "error", "message": message})
+            return
+        self._approved[str(proposal["sha256"])] = action_id
+        tab.send(
+            {
+                "type": "run",
+                "notebook": self.ref.api_path,
+                "action_id": action_id,
+                "action": proposal.get("action"),
+                "code": proposal.get("code"),
+                "sha256": proposal.get("sha256"),
+                "args": proposal.get("args") or {},
+                "model": proposal.get("model"),
+                "reply_to": proposal.get("reply_to"),
+            }
+        )
 
     def _find_action(self, action_id: str) -> tuple[dict[str, Any] | None, bool]:
-        proposal, decided = None, False
-        after = 0
-        while True:
-            page = self.hub.history.read(self.ref.notebook_id, after, limit=REPLAY_PAGE)
-            for event in page:
-                if event.get("action_id") == action_id:
-                    if event.get("kind") == "action_proposed":
-                        proposal = event
-                    elif event.get("kind") == "action_decided":
-                        decided = True
-            if len(page) < REPLAY_PAGE:
-                return proposal, decided
-            after = int(page[-1]["seq"])
+        proposal, related = find_action(self.hub.history, self.ref.notebook_id, action_id)
+        return proposal, any(e.get("kind") == "action_decided" for e in related)
 
 
 class Hub:
@@ -283,11 +330,13 @@ class Hub:
         settings: HubSettings,
         resolve: Callable[[str], NotebookRef],
         open_notebooks: Callable[[], Awaitable[set[str]]] | None = None,
+        kernel_runner: KernelRunner | None = None,
     ) -> None:
         self.history = history
         self.settings = settings
         self.resolve = resolve
         self._open_notebooks = open_notebooks
+        self._kernel_runner = kernel_runner
         self.rooms: dict[str, Room] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
@@ -300,9 +349,33 @@ class Hub:
         async with self._room_lock:
             room = self.rooms.get(ref.notebook_id)
             if room is None:
-                start = await asyncio.to_thread(self.history.last_seq, ref.notebook_id)
-                room = self.rooms[ref.notebook_id] = Room(self, ref, start)
+                start, agent = await asyncio.to_thread(self._room_state, ref.notebook_id)
+                room = self.rooms[ref.notebook_id] = Room(self, ref, start, agent)
             return room
+
+    def _room_state(self, notebook: str) -> tuple[int, str]:
+        """The last seq of a notebook, and its agent mode (the latest one set, else the default)."""
+        agent = self.settings.agent
+        after = 0
+        while True:
+            page = self.history.read(notebook, after, limit=REPLAY_PAGE)
+            for event in page:
+                if event.get("kind") == "settings_changed" and event.get("agent") in AGENT_MODES:
+                    agent = event["agent"]
+            if len(page) < REPLAY_PAGE:
+                return (int(page[-1]["seq"]) if page else after), agent
+            after = int(page[-1]["seq"])
+
+    async def run_plugin(self, room: Room, action_id: str) -> None:
+        """Ask the notebook's kernel to run an approved plugin action (it re-checks the approval)."""
+        if self._kernel_runner is None:
+            room.broadcast({"type": "error", "message": "this server cannot reach kernels"})
+            return
+        code = f"__import__('ambient_jupyter.plugins', fromlist=['dispatch']).dispatch({action_id!r})"
+        try:
+            await self._kernel_runner(room.ref.api_path, code)
+        except LookupError as exc:
+            room.broadcast({"type": "error", "message": str(exc)})
 
     async def is_open_here(self, ref: NotebookRef) -> bool:
         """True if the notebook has a kernel session in this server (so we host it)."""
