@@ -137,7 +137,12 @@ class Recorder:
         msg_id = ""
         if self._kernel is not None:
             parent = self._kernel.get_parent("shell") or {}
-            msg_id = parent.get("header", {}).get("msg_id", "")
+            header = parent.get("header", {})
+            # Only an execute_request gets an execute_reply to finish the cell on. Code
+            # run from elsewhere (a widget's comm message running approved code) is
+            # finished at post_run_cell, as in plain IPython.
+            if header.get("msg_type") == "execute_request":
+                msg_id = header.get("msg_id", "")
         capture = CellCapture(msg_id, code, time.perf_counter(), self.settings.output_limit)
         self._current = capture
         if msg_id:
