@@ -256,12 +256,16 @@ class Assistant:
             return False
         return time.monotonic() - self._last_unprompted >= self.cooldown
 
-    async def react(self, event: dict[str, Any]) -> Turn | None:
-        """Diagnose a failed cell on our own, if :meth:`should_react` allows it."""
+    async def react(self, event: dict[str, Any], *, actions: Sequence[str] = FIX_ACTIONS) -> Turn | None:
+        """Diagnose a failed cell on our own, if :meth:`should_react` allows it.
+
+        ``actions`` limits what the reaction may propose (a host that cannot ask
+        anyone passes ``("explain",)``).
+        """
         if not self.should_react(event):
             return None
         self._last_unprompted = time.monotonic()
-        return await self._run_turn(int(event.get("seq", 0)), [_failure_note(event)], self.allowed(FIX_ACTIONS))
+        return await self._run_turn(int(event.get("seq", 0)), [_failure_note(event)], self.allowed(actions))
 
     async def fix(self, event: dict[str, Any], *, attempt: int = 1) -> Turn:
         """Propose a fix for a failed cell as a new cell (the headless ``--agent`` loop).

@@ -15,15 +15,93 @@ from . import __version__
 __all__ = ["main"]
 
 
+def _positive(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = -1
+        if not value > 0:  # also refuses nan
+            msg = f"expected a number greater than 0, got {text!r}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        msg = f"expected a whole number, 0 or more, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+RUN_EPILOG = """\
+when a cell fails:
+  --agent off   the assistant explains the failure (it cannot propose code)
+  --agent ask   it proposes a fix as a new cell, shows the exact code and asks
+                "Run this cell? [y/N]"; with no terminal (stdin or stdout not a
+                TTY) nothing it proposes runs
+  --agent auto  its fix runs on its own as a new cell right after the failing one
+A fix that runs cleanly makes the failing cell count as fixed, and the run goes on.
+Agent cells carry their provenance in cell metadata ("ambient"); approvals are
+recorded in the history only, never read from the notebook.
+
+exit status: 0 if no unfixed cell error remains (cells tagged raises-exception do
+not count), 1 otherwise, 130 if stopped with Ctrl-C, 2 if the notebook is missing.
+"""
+
+
 def _add_run(sub: Any) -> None:
-    p = sub.add_parser("run", help="execute a notebook headless, with the assistant watching")
+    p = sub.add_parser(
+        "run",
+        help="execute a notebook headless, with the assistant watching (and fixing, with --agent)",
+        description="Execute a notebook cell by cell with the assistant watching; write the executed notebook.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("notebook", help="the .ipynb to run")
     p.add_argument("-o", "--output", help="where to write the executed notebook (default: NAME.run.ipynb)")
     p.add_argument("--model", default=None, help="model spec (default: $AMBIENT_MODEL or auto)")
-    p.add_argument("--agent", choices=["off", "ask", "auto"], default="ask", help="agent mode (default: ask)")
-    p.add_argument("--quiet", action="store_true", help="no unprompted diagnosis of failures")
-    p.add_argument("--allow-errors", action="store_true", help="keep running after a failing cell")
-    p.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    p.add_argument(
+        "--agent",
+        choices=["off", "ask", "auto"],
+        default="ask",
+        help="what the agent may do when a cell fails (default: ask; see below)",
+    )
+    p.add_argument(
+        "--quiet", action="store_true", help="do not consult the model on failures: no diagnosis and no fixes"
+    )
+    p.add_argument("--allow-errors", action="store_true", help="keep running after a cell that fails and is not fixed")
+    p.add_argument(
+        "--timeout",
+        type=_positive(float),
+        default=None,
+        metavar="SECONDS",
+        help="time limit for each of the notebook's cells; past it the kernel is interrupted (default: none)",
+    )
+    p.add_argument(
+        "--agent-timeout",
+        type=_positive(float),
+        default=120.0,
+        metavar="SECONDS",
+        help="time limit for each cell the agent adds; past it the kernel is interrupted and the cell "
+        "is not run again (default: 120)",
+    )
+    p.add_argument(
+        "--max-fix-attempts",
+        type=_count,
+        default=2,
+        metavar="N",
+        help="fixes the agent may try for one failing cell (default: 2)",
+    )
+    p.add_argument(
+        "--max-fixes", type=_count, default=5, metavar="N", help="fixes the agent may try in the whole run (default: 5)"
+    )
     p.add_argument("--kernel", default=None, help="kernel name (default: the notebook's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -55,8 +133,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         kernel_name=args.kernel,
         progress=not args.no_progress,
+        agent_timeout=args.agent_timeout,
+        max_fix_attempts=args.max_fix_attempts,
+        max_fixes=args.max_fixes,
     )
     status = "ok" if not result.errors else f"{len(result.errors)} failing cell(s)"
+    if result.fixed:
+        status += f", {len(result.fixed)} fixed by the agent"
+    if result.interrupted:
+        status = "stopped by Ctrl-C" + (f" ({status})" if result.errors or result.fixed else "")
     print(
         f"ran {result.cells} cells in {result.seconds:.1f}s: {status}\n"
         f"executed notebook: {result.output}\n"

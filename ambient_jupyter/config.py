@@ -32,6 +32,15 @@ class AmbientSettings(Configurable):
     def _model_default(self) -> str:
         return os.environ.get("AMBIENT_MODEL", "").strip() or "auto"
 
+    expert = Unicode(
+        help="The frontier model a turn can be handed to (%%ask --expert, /expert), e.g. openai:<name>; "
+        "empty for none. Env: AMBIENT_EXPERT."
+    ).tag(config=True)
+
+    @default("expert")
+    def _expert_default(self) -> str:
+        return os.environ.get("AMBIENT_EXPERT", "").strip()
+
     quiet = Bool(help="Never speak unprompted (no diagnosis of failures). Env: AMBIENT_QUIET.").tag(config=True)
 
     @default("quiet")

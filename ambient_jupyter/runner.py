@@ -1,54 +1,81 @@
-"""The headless host: run a notebook with nbclient, record it, let the assistant speak.
+"""The headless host: run a notebook cell by cell, record it, let the assistant speak and fix.
 
 The kernel records its own cells (the extension is loaded with ``--ext``, so the
 notebook needs no ``%load_ext``); this process hosts the assistant, reads failures
-back from the shared history and streams the diagnosis to the terminal.
+back from the shared history and streams the assistant's words to the terminal.
+With ``--agent ask|auto`` a failing cell gets a fix proposed, decided and run as a
+new cell below it (``headless_agent.py``); with ``--agent off`` it gets a diagnosis.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import sys
+import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
 import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError, DeadKernelError
 from tqdm import tqdm
 
 from .assistant import Assistant
+from .cell_driver import CellDriver, CellOutcome, wait_for_cell_event
+from .headless_agent import FixLimits, HeadlessAgent
 from .history import History, normalize_notebook
 
-__all__ = ["RunResult", "run_notebook"]
+__all__ = ["RunResult", "async_run_notebook", "run_notebook"]
 
 EXPECTED_ERROR_TAG = "raises-exception"
 """nbclient's tag for cells that are meant to fail; they do not fail the run."""
+INTERRUPTED = 130
+"""The exit code of a run stopped with Ctrl-C (128 + SIGINT), as shells use."""
 
 
 class RunResult:
-    def __init__(self, output: Path, cells: int, errors: list[int], seconds: float, notebook: str) -> None:
+    """What a run did; ``exit_code`` is what ``ambient-jupyter run`` exits with."""
+
+    def __init__(
+        self,
+        output: Path,
+        cells: int,
+        errors: list[int],
+        seconds: float,
+        notebook: str,
+        *,
+        fixed: list[int] | None = None,
+        interrupted: bool = False,
+    ) -> None:
         self.output = output
         self.cells = cells
+        """Code cells that ran (the agent's included)."""
         self.errors = errors
-        """Indices of cells that failed unexpectedly."""
+        """Indices of cells that failed unexpectedly and were not fixed (-1: the kernel was lost)."""
         self.seconds = seconds
         self.notebook = notebook
+        self.fixed = fixed or []
+        """Indices of cells that failed and were fixed by a cell the agent added."""
+        self.interrupted = interrupted
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return INTERRUPTED
         return 1 if self.errors else 0
 
 
 class _Terminal:
-    """Writes the assistant's words between progress-bar updates."""
+    """The person running the notebook: the assistant's words, progress lines, the approval prompt."""
 
     def __init__(self, bar: tqdm, out: TextIO) -> None:
         self.bar = bar
         self.out = out
         self._open = False
+        self._answer: asyncio.Future[str | None] | None = None
 
     def token(self, _reply_id: str, text: str) -> None:
         if not self._open:
@@ -65,18 +92,185 @@ class _Terminal:
             self._open = False
             self.bar.refresh()
 
+    def say(self, text: str) -> None:
+        self.end()
+        self.bar.write(f"ambient-jupyter: {text}", file=sys.stderr)
 
-async def _wait_for_cell_event(
-    history: History, notebook: str, execution_count: int | None, after: int, timeout: float = 10.0
-) -> dict[str, Any] | None:
-    """The kernel commits on its own thread; poll until this cell's event is in."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for event in await asyncio.to_thread(history.read, notebook, after):
-            if event.get("kind") == "cell_executed" and event.get("execution_count") == execution_count:
-                return event
-        await asyncio.sleep(0.01)
-    return None
+    def cell_added(self) -> None:
+        self.bar.total = (self.bar.total or 0) + 1
+        self.bar.refresh()
+
+    def cell_done(self) -> None:
+        self.bar.update(1)
+
+    async def confirm(self, header: str, code: str) -> bool | None:
+        self.end()
+        self.bar.clear()
+        shown = textwrap.indent(code.rstrip("\n"), "    | ", lambda _line: True)
+        self.out.write(f"\nambient-jupyter: {header}\n{shown}\nRun this cell? [y/N] ")
+        self.out.flush()
+        loop = asyncio.get_running_loop()
+        self._answer = answer = loop.create_future()
+
+        def read() -> None:
+            try:
+                line: str | None = sys.stdin.readline()
+            except (OSError, ValueError):
+                line = ""
+            # The run may have stopped (and its loop closed) while we waited for the person.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, answer, line)
+
+        # A daemon thread, not the default executor: a run stopped at the prompt must
+        # not wait at exit for a line nobody will type.
+        threading.Thread(target=read, name="ambient-prompt", daemon=True).start()
+        line = await answer
+        self._answer = None
+        self.bar.refresh()
+        if line is None:
+            return None
+        return line.strip().lower() in ("y", "yes")
+
+    def cancel_prompt(self) -> None:
+        if self._answer is not None:
+            _settle(self._answer, None)
+
+
+def _settle(future: asyncio.Future[str | None], value: str | None) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+class _Run:
+    """One run of one notebook: the cell loop, failures, Ctrl-C."""
+
+    def __init__(
+        self,
+        nb: nbformat.NotebookNode,
+        driver: CellDriver,
+        assistant: Assistant,
+        terminal: _Terminal,
+        *,
+        allow_errors: bool,
+        timeout: float | None,
+        quiet: bool,
+        agent: HeadlessAgent | None,
+    ) -> None:
+        self.nb = nb
+        self.driver = driver
+        self.assistant = assistant
+        self.history = assistant.history
+        self.notebook = assistant.notebook
+        self.terminal = terminal
+        self.allow_errors = allow_errors
+        self.timeout = timeout
+        self.quiet = quiet
+        self.agent = agent
+        self.ran = 0
+        self.errors: list[int] = []
+        self.fixed: list[int] = []
+        self.stop_requested = False
+        self._main: asyncio.Task[Any] | None = None
+
+    # -- Ctrl-C -------------------------------------------------------------------
+
+    def install_sigint(self) -> None:
+        """Ctrl-C stops the run: the reply being written, the prompt, the running cell."""
+        self._main = asyncio.current_task()
+        # Replaces nbclient's handler, which would shut the kernel down under the running cell.
+        with contextlib.suppress(RuntimeError, NotImplementedError):  # not the main thread / not POSIX
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self) -> None:
+        if self.stop_requested:
+            self.terminal.say("stopping now")
+            if self._main is not None:
+                self._main.cancel()
+            return
+        self.stop_requested = True
+        self.terminal.say("interrupted (Ctrl-C): stopping; press Ctrl-C again to quit at once")
+        self.assistant.stop()
+        self.terminal.cancel_prompt()
+        self.driver.interrupt()
+
+    # -- the loop -------------------------------------------------------------------
+
+    async def _diagnose(self, event: dict[str, Any]) -> None:
+        """Explain a failure unprompted; only the fix loop proposes code here."""
+        # An expected failure (or --agent off) gets words only: a proposal here would
+        # wait for a decision that nobody in a headless run is asked for.
+        mode, self.assistant.agent = self.assistant.agent, "off"
+        try:
+            await self.assistant.react(event)
+        finally:
+            self.assistant.agent = mode
+            self.terminal.end()
+
+    async def cells(self) -> None:
+        index = 0
+        while index < len(self.nb.cells) and not self.stop_requested:
+            cell = self.nb.cells[index]
+            if cell.cell_type != "code":
+                index += 1
+                continue
+            before = await asyncio.to_thread(self.history.last_seq, self.notebook)
+            outcome = await self.driver.execute(index, timeout=self.timeout)
+            self.terminal.cell_done()
+            if outcome.status != "skipped":
+                self.ran += 1
+            following = await self._after(index, cell, outcome, before)
+            if following is None:
+                return
+            index = following
+
+    async def _after(self, index: int, cell: Any, outcome: CellOutcome, before: int) -> int | None:
+        """The index of the next cell to run, or None to stop here."""
+        say = self.terminal.say
+        label = f"cell [{outcome.execution_count}]"
+        if outcome.status in ("ok", "skipped"):
+            return index + 1
+        if outcome.status == "dead":
+            say(f"the kernel died while running cell {index + 1}; the run stops here (nothing is re-run)")
+            self.errors.append(index)
+            return None
+        if outcome.status == "stuck":
+            say(f"cell {index + 1} did not stop when interrupted; the run stops here")
+            self.errors.append(index)
+            return None
+        if outcome.status == "interrupted":
+            return None
+        if outcome.status == "timeout":
+            say(f"{label} timed out after {self.timeout:g} s and was interrupted (see --timeout)")
+            self.errors.append(index)
+            return index + 1 if self.allow_errors else None
+        expected = EXPECTED_ERROR_TAG in cell.get("metadata", {}).get("tags", [])
+        event = None
+        if not self.quiet and not self.stop_requested:
+            event = await wait_for_cell_event(self.history, self.notebook, outcome.execution_count, before)
+        if self.agent is None or expected or self.quiet:
+            if event is not None and self.assistant.should_react(event) and not self.stop_requested:
+                await self._diagnose(event)
+            if expected:
+                return index + 1
+            self.errors.append(index)
+            return index + 1 if self.allow_errors else None
+        if event is None:
+            if self.stop_requested:
+                self.errors.append(index)
+                return None
+            say(f"{label} failed, but its failure is not in the history, so the agent cannot see it")
+            self.errors.append(index)
+            return index + 1 if self.allow_errors else None
+        result = await self.agent.fix(index, event)
+        self.ran += result.inserted
+        following = index + 1 + result.inserted
+        if result.fixed:
+            self.fixed.append(index)
+            return following
+        self.errors.append(index)
+        if result.kernel_lost or self.stop_requested:
+            return None
+        return following if self.allow_errors else None
 
 
 async def async_run_notebook(
@@ -87,18 +281,46 @@ async def async_run_notebook(
     agent: str = "ask",
     quiet: bool = False,
     allow_errors: bool = False,
-    timeout: int | None = None,
+    timeout: float | None = None,
     kernel_name: str | None = None,
     out: TextIO | None = None,
     progress: bool = True,
+    agent_timeout: float | None = 120.0,
+    max_fix_attempts: int = 2,
+    max_fixes: int = 5,
+    person_present: bool | None = None,
 ) -> RunResult:
-    """Execute ``path`` and write the executed notebook; see ``ambient-jupyter run``."""
+    """Execute ``path`` and write the executed notebook; see ``ambient-jupyter run``.
+
+    Parameters
+    ----------
+    path, output
+        The notebook, and where to write the executed copy (default ``NAME.run.ipynb``).
+    model
+        The model spec.
+    agent
+        ``off`` (failures are explained), ``ask`` (a fix runs once the person at the
+        terminal approves it; with no terminal nothing runs) or ``auto``.
+    quiet
+        Do not consult the model on failures at all.
+    allow_errors
+        Keep going after a cell that fails (and is not fixed).
+    timeout, agent_timeout
+        Seconds a notebook cell, and a cell the agent added, may run before the kernel
+        is interrupted (None: no limit).
+    max_fix_attempts, max_fixes
+        Fix attempts per failing cell, and in the whole run.
+    person_present
+        Whether someone can approve at the terminal (default: stdin and ``out`` are TTYs).
+    """
     out = out or sys.stdout
     source = Path(path)
     nb = nbformat.read(source, as_version=4)
     target = Path(output) if output else source.with_name(f"{source.stem}.run.ipynb")
     notebook = normalize_notebook(str(source))
     history = History()
+    if person_present is None:
+        person_present = sys.stdin.isatty() and out.isatty()
 
     env = dict(os.environ)
     env.update(
@@ -109,49 +331,55 @@ async def async_run_notebook(
         AMBIENT_AGENT=agent,
         AMBIENT_QUIET="1" if quiet else "0",
     )
-    code_cells = [c for c in nb.cells if c.cell_type == "code"]
-    bar = tqdm(total=len(code_cells), unit="cell", desc=source.name, file=sys.stderr, disable=not progress)
+    code_cells = sum(1 for c in nb.cells if c.cell_type == "code")
+    bar = tqdm(total=code_cells, unit="cell", desc=source.name, file=sys.stderr, disable=not progress)
     terminal = _Terminal(bar, out)
-    assistant = Assistant(history, notebook, model, quiet=quiet, on_token=terminal.token)
-    start_seq = history.last_seq(notebook)
-    failed: list[int] = []
-
-    async def on_cell_executed(cell: Any, cell_index: int, execute_reply: dict[str, Any]) -> None:
-        bar.update(1)
-        content = execute_reply.get("content", {})
-        if content.get("status") != "error":
-            return
-        if EXPECTED_ERROR_TAG not in cell.get("metadata", {}).get("tags", []):
-            failed.append(cell_index)
-        event = await _wait_for_cell_event(history, notebook, content.get("execution_count"), start_seq)
-        if event is not None and assistant.should_react(event):
-            try:
-                await assistant.react(event)
-            finally:
-                terminal.end()
-
-    client = NotebookClient(
+    assistant = Assistant(history, notebook, model, agent=agent, quiet=quiet, on_token=terminal.token)
+    driver = CellDriver(
         nb,
-        timeout=timeout,
         kernel_name=kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3"),
-        allow_errors=allow_errors,
-        resources={"metadata": {"path": str(source.parent.resolve())}},
-        extra_arguments=["--ext=ambient_jupyter"],
-        on_cell_executed=on_cell_executed,
+        cwd=str(source.parent.resolve()),
     )
+    fixer = None
+    if agent in ("ask", "auto"):
+        limits = FixLimits(max_fix_attempts, max_fixes, agent_timeout)
+        fixer = HeadlessAgent(
+            assistant,
+            driver,
+            limits=limits,
+            person_present=person_present,
+            console=terminal,
+            stopped=lambda: run.stop_requested,
+        )
+    run = _Run(
+        nb, driver, assistant, terminal, allow_errors=allow_errors, timeout=timeout, quiet=quiet, agent=fixer
+    )
+    if quiet and agent == "auto":
+        terminal.say("--quiet: failures are not shown to the model, so the agent will fix nothing")
     started = time.monotonic()
     try:
-        await client.async_execute(env=env)
-    except CellExecutionError:
-        pass  # recorded in `failed` by the hook; the notebook keeps the traceback
-    except DeadKernelError as exc:
-        out.write(f"\nambient-jupyter: the kernel died: {exc}\n")
-        failed.append(-1)
+        async with driver.kernel(env):
+            run.install_sigint()
+            await run.cells()
+    except asyncio.CancelledError:
+        if not run.stop_requested:
+            raise
+        # A second Ctrl-C: the kernel is shut down on the way out; write what ran.
     finally:
         bar.close()
         nbformat.write(nb, target)
         history.close()
-    return RunResult(target, len(code_cells), failed, time.monotonic() - started, notebook)
+    if run.stop_requested:
+        terminal.say("stopped by Ctrl-C; nothing else was proposed or run")
+    return RunResult(
+        target,
+        run.ran,
+        run.errors,
+        time.monotonic() - started,
+        notebook,
+        fixed=run.fixed,
+        interrupted=run.stop_requested,
+    )
 
 
 def run_notebook(*args: Any, **kwargs: Any) -> RunResult:

@@ -127,6 +127,13 @@ class LabServer:
         with urllib.request.urlopen(self.url(path), timeout=10) as response:
             return json.loads(response.read())
 
+    def shutdown_kernels(self) -> None:
+        """End every kernel session (a module's tests share one server: idle kernels add up)."""
+        for session in self.api("api/sessions"):
+            request = urllib.request.Request(self.url(f"api/sessions/{session['id']}"), method="DELETE")
+            with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=30):
+                pass
+
     def log_tail(self, lines: int = 60) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -225,10 +232,15 @@ def dismiss_notifications(page: Any) -> None:
             close.click(timeout=1000)
 
 
-def open_notebook(page: Any, lab: LabServer, notebook: str) -> Sidebar:
-    """Open ``notebook`` in JupyterLab with its kernel idle, and the Ambient sidebar shown."""
-    page.goto(lab.url(f"lab/tree/{notebook}"), wait_until="domcontentloaded", timeout=60_000)
-    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=60_000)
+def open_notebook(page: Any, lab: LabServer, notebook: str, workspace: str | None = None) -> Sidebar:
+    """Open ``notebook`` in JupyterLab with its kernel idle, and the Ambient sidebar shown.
+
+    With ``workspace``, in a JupyterLab workspace of that name (a new name starts
+    empty: tests sharing a server do not get each other's notebooks restored).
+    """
+    where = f"lab/workspaces/{workspace}/tree/{notebook}" if workspace else f"lab/tree/{notebook}"
+    page.goto(lab.url(where), wait_until="domcontentloaded", timeout=60_000)
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").first.wait_for(timeout=60_000)
     wait_kernel_idle(page)
     dismiss_notifications(page)
     sidebar = Sidebar(page)
@@ -275,3 +287,55 @@ def run_cell(page: Any, index: int, *, timeout: float = 60_000) -> None:
 
 def cell_output(page: Any, index: int) -> Any:
     return notebook_cell(page, index).locator(".jp-OutputArea-output")
+
+
+def widen_sidebar(page: Any, width: int) -> None:
+    """Drag the splitter between the notebook and the right sidebar, as a person would."""
+    handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle:not(.lm-mod-hidden)").last
+    box = handle.bounding_box()
+    panel = page.locator(Sidebar.ROOT).bounding_box()
+    if not box or not panel or panel["width"] >= width:
+        return
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x - (width - panel["width"]), y, steps=8)
+    page.mouse.up()
+
+
+class SocketTap:
+    """Routes the sidebar's WebSocket through the test (``page.route_web_socket``).
+
+    It records the frames each way and can rewrite them in flight: ``outgoing`` and
+    ``incoming`` are functions from a frame to the frame to pass on. Frames move only
+    while Playwright is working (waiting on a locator, ``page.wait_for_timeout``), not
+    during ``time.sleep``.
+    """
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.received: list[dict[str, Any]] = []
+        self.outgoing: Any = None
+        self.incoming: Any = None
+
+    def __call__(self, route: Any) -> None:
+        server = route.connect_to_server()
+
+        def from_page(message: str | bytes) -> None:
+            frame = json.loads(message)
+            self.sent.append(frame)
+            server.send(json.dumps(self.outgoing(frame)) if self.outgoing else message)
+
+        def from_server(message: str | bytes) -> None:
+            frame = json.loads(message)
+            self.received.append(frame)
+            route.send(json.dumps(self.incoming(frame)) if self.incoming else message)
+
+        route.on_message(from_page)
+        server.on_message(from_server)
+
+    def to_server(self, kind: str) -> list[dict[str, Any]]:
+        return [f for f in self.sent if f.get("type") == kind]
+
+    def to_page(self, kind: str) -> list[dict[str, Any]]:
+        return [f for f in self.received if f.get("type") == kind]

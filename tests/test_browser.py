@@ -33,6 +33,7 @@ from browser_lab import (
     open_notebook,
     require_browser,
     run_cell,
+    widen_sidebar,
 )
 from conftest import ROOT, make_notebook
 from fakes.ollama_server import FakeOllama
@@ -463,20 +464,6 @@ def test_approved_cell_is_inserted_and_run(
     (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
     (ROOT / "docs" / "img" / "sidebar.png").write_bytes(shot)
     assert page.errors == []
-
-
-def widen_sidebar(page: Any, width: int) -> None:
-    """Drag the splitter between the notebook and the right sidebar, as a person would."""
-    handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle:not(.lm-mod-hidden)").last
-    box = handle.bounding_box()
-    panel = page.locator(Sidebar.ROOT).bounding_box()
-    if not box or not panel or panel["width"] >= width:
-        return
-    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(x, y)
-    page.mouse.down()
-    page.mouse.move(x - (width - panel["width"]), y, steps=8)
-    page.mouse.up()
 
 
 # -- model output is inert ----------------------------------------------------------------

@@ -88,6 +88,29 @@ def test_json_schema_is_sent_as_response_format(openai_server: FakeOpenAI) -> No
     assert fmt["json_schema"]["schema"] == schema
 
 
+def test_server_without_structured_output_is_asked_again_without_it(openai_server: FakeOpenAI) -> None:
+    schema = {"anyOf": [{"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}]}
+    openai_server.refuse_response_format = True
+    openai_server.reply = '{"a": "b"}'
+    backend = backend_for(openai_server)
+
+    async def twice() -> tuple[list[str], list[str]]:
+        try:
+            one = [p async for p in backend.stream(MESSAGES, json_schema=schema)]
+            two = [p async for p in backend.stream(MESSAGES, json_schema=schema)]
+            return one, two
+        finally:
+            await backend.aclose()
+
+    first, second = run(twice)
+
+    assert "".join(first) == "".join(second) == '{"a": "b"}'
+    sent = openai_server.chat_requests()
+    # Refused once, asked again without it, and not offered again afterwards.
+    assert ["response_format" in body for body in sent] == [True, False, False]
+    assert sent[0]["response_format"]["json_schema"]["strict"] is False  # a union is not strict-able
+
+
 def test_base_url_from_environment(openai_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from http.cookies import SimpleCookie
 from typing import Any
 
 import pytest
+from fakes.ollama_server import FakeOllama, ollama_server_fixture  # noqa: F401 (the `ollama_server` fixture)
 from jupyter_server.auth.authorizer import Authorizer
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
@@ -171,4 +174,59 @@ class TestAReadOnlyUser:
             assert "not allowed" in reply["message"]
         with History(ambient_db) as h:
             assert h.notebooks() == []
+        conn.close()
+
+
+class ReadWrite(Authorizer):
+    """May follow and chat, but not approve code, set the agent mode, or run anything."""
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        return resource != "ambient" or action in ("read", "write")
+
+
+class TestAReadWriteUser:
+    @pytest.fixture
+    def jp_server_config(self, ollama_server: FakeOllama, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+        monkeypatch.setenv("OLLAMA_HOST", ollama_server.url)
+        return {
+            "ServerApp": {"jpserver_extensions": {"ambient_jupyter": True}, "authorizer_class": ReadWrite},
+            "AmbientExtension": {"model": "ollama:tiny:1b", "poll_interval": 0.02},
+        }
+
+    async def test_cannot_set_the_mode_decide_or_be_handed_code(self, jp_ws_fetch, jp_root_dir, ollama_server,
+                                                                 ambient_db):
+        conn = await jp_ws_fetch("ambient", "ws")
+
+        async def until(kind: str) -> dict[str, Any]:
+            while True:
+                frame = json.loads(await asyncio.wait_for(conn.read_message(), 30))
+                if frame["type"] == kind or (frame["type"] == "event" and frame["event"]["kind"] == kind):
+                    return frame
+
+        conn.write_message(json.dumps({"type": "hello", "notebook": NB, "after_seq": 0}))
+        await until("ready")
+        for frame in (
+            {"type": "mode", "notebook": NB, "agent": "auto"},
+            {"type": "decide", "notebook": NB, "action_id": "a", "decision": "approve", "sha256": "0"},
+            {"type": "run_failed", "notebook": NB, "action_id": "a", "error": "no"},
+        ):
+            conn.write_message(json.dumps(frame))
+            assert "not allowed: execute" in (await until("error"))["message"]
+        with History(ambient_db) as h:
+            assert h.notebooks() == [], "a refused frame changed the history"
+
+        # The notebook is in auto mode (set from the kernel): the proposal is approved
+        # by policy, but this tab may not run code, so it is not handed the cell.
+        notebook_id = str(jp_root_dir / NB)
+        with History(ambient_db) as h:
+            h.append(notebook_id, {"kind": "settings_changed", "agent": "auto", "by": "magic"})
+        ollama_server.reply = json.dumps({"action": "insert_cell", "text": "Go.", "code": "print(1)\n", "after": None})
+        conn.write_message(json.dumps({"type": "chat", "notebook": NB, "text": "go", "client_id": "rw"}))
+        executed = (await until("action_executed"))["event"]
+        assert executed["ok"] is False and "no JupyterLab tab" in executed["error"]
+        frames = []
+        with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+            while True:
+                frames.append(json.loads(await asyncio.wait_for(conn.read_message(), 0.5)))
+        assert not [f for f in frames if f["type"] == "run"], "code was handed to a tab that may not approve code"
         conn.close()

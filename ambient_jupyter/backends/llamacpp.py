@@ -15,9 +15,11 @@ Why it is shaped like this:
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.resources
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -55,6 +57,27 @@ def _import_llama() -> Any:
         msg = f"llama-cpp-python is not installed. {_EMBEDDED_HINT}"
         raise BackendNotInstalledError(msg) from None
     return llama_cpp
+
+
+# JSON strings may not hold raw control characters. llama-cpp-python's converter
+# allows them (llama.cpp's own converter does not), and a small model happily writes
+# a raw newline inside "code", which no JSON parser accepts.
+_JSON_CHAR = (
+    r'char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
+)
+
+
+@functools.lru_cache(maxsize=32)
+def _grammar(schema_json: str) -> Any:
+    """The llama.cpp grammar for a JSON schema (cached: a notebook's schemas repeat)."""
+    from llama_cpp import LlamaGrammar
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    gbnf = json_schema_to_gbnf(schema_json)
+    gbnf, n = re.subn(r"^char ::= .*$", lambda _m: _JSON_CHAR, gbnf, flags=re.MULTILINE)
+    if n != 1:  # the converter changed shape: fall back to its own grammar
+        gbnf = json_schema_to_gbnf(schema_json)
+    return LlamaGrammar.from_string(gbnf, verbose=False)
 
 
 def usable_cpus() -> int:
@@ -214,11 +237,7 @@ class LlamaCppBackend(Backend):
                     usage.prompt_evaluated = len(tokens) - max(0, min(cached, len(tokens) - 1))
                     usage.completion_tokens = 0
                     usage.first_token_s = None
-                    grammar = None
-                    if json_schema is not None:
-                        from llama_cpp import LlamaGrammar
-
-                        grammar = LlamaGrammar.from_json_schema(json.dumps(json_schema), verbose=False)
+                    grammar = None if json_schema is None else _grammar(json.dumps(json_schema, sort_keys=True))
                     budget = min(max_tokens or 512, self.n_ctx - len(tokens) - 1)
                     chunks = llm.create_completion(
                         tokens,

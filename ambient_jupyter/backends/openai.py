@@ -51,6 +51,8 @@ class OpenAIBackend(Backend):
         # A local OpenAI-compatible server often needs no key, but the client insists on one.
         key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
         self._context = context or int(os.environ.get("AMBIENT_OPENAI_CONTEXT", "32768"))
+        self._schemas = True
+        """False once the server refused ``response_format``: output is then validated only."""
         self._client = openai.AsyncOpenAI(
             base_url=self.base_url,
             api_key=key,
@@ -82,10 +84,13 @@ class OpenAIBackend(Backend):
         self, messages: list[Message], *, json_schema: dict[str, Any] | None, max_tokens: int | None
     ) -> AsyncIterator[str]:
         kwargs: dict[str, Any] = {}
-        if json_schema is not None:
+        if json_schema is not None and self._schemas:
+            # Strict mode takes only an object at the root; a union of actions goes as
+            # guidance, and the assistant validates what comes back.
+            strict = json_schema.get("type") == "object" and "anyOf" not in json_schema
             kwargs["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": "action", "schema": json_schema, "strict": True},
+                "json_schema": {"name": "action", "schema": json_schema, "strict": strict},
             }
         if max_tokens is not None:
             kwargs["max_tokens"] = max_tokens
@@ -96,9 +101,20 @@ class OpenAIBackend(Backend):
         finished = False
         stream = None
         try:
-            stream = await self._client.chat.completions.create(
-                model=self.model, messages=list(messages), stream=True, **kwargs
-            )
+            try:
+                stream = await self._client.chat.completions.create(
+                    model=self.model, messages=list(messages), stream=True, **kwargs
+                )
+            except openai.BadRequestError as exc:
+                if "response_format" not in kwargs or "response_format" not in str(exc).lower():
+                    raise
+                # Many OpenAI-compatible servers have no structured output: ask again
+                # without it (once per backend); the assistant validates the reply.
+                self._schemas = False
+                del kwargs["response_format"]
+                stream = await self._client.chat.completions.create(
+                    model=self.model, messages=list(messages), stream=True, **kwargs
+                )
             async for chunk in stream:
                 if chunk.usage is not None:
                     self.usage.prompt_tokens = chunk.usage.prompt_tokens

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import atexit
+import sys
 from typing import Any
 
 from .recorder import Recorder
 
-__all__ = ["load", "unload"]
+__all__ = ["current", "load", "plugins_announce", "unload"]
 
 _recorders: dict[int, Recorder] = {}
 
@@ -23,10 +24,29 @@ def load(shell: Any) -> Recorder:
     recorder.start()
     shell.register_magics(AmbientMagics(shell, recorder))
     _recorders[id(shell)] = recorder
+    # Plugins created before recording started are announced now.
+    plugins_announce(recorder)
     # At kernel exit: commit what is queued and let a reply in flight finish or be
     # stored as incomplete.
     atexit.register(recorder.close)
     return recorder
+
+
+def plugins_announce(recorder: Recorder) -> None:
+    """Record ``plugin_registered`` for every plugin in this kernel, through ``recorder``."""
+    # Only if the plugin module was ever imported: otherwise there are no plugins,
+    # and no anywidget to import.
+    registry = sys.modules.get("ambient_jupyter.plugins._registry")
+    if registry is not None:
+        registry.announce_all(recorder)
+
+
+def current() -> Recorder | None:
+    """The recorder of the running IPython shell, if ``%load_ext ambient_jupyter`` ran in it."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return _recorders.get(id(shell)) if shell is not None else None
 
 
 def unload(shell: Any) -> None:

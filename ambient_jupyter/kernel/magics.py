@@ -8,13 +8,21 @@ from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
+from ..events import SettingsChanged
+from ..gate import AGENT_MODES
 from ..history import normalize_notebook
+from .recorder import notebook_agent
 
 __all__ = ["AmbientMagics"]
 
 _USAGE = (
-    "Usage: %ambient [model=SPEC] [quiet=on|off] [agent=off|ask|auto] [notebook=PATH]\n"
+    "Usage: %ambient [model=SPEC] [expert=SPEC] [quiet=on|off] [agent=off|ask|auto] [notebook=PATH]\n"
     "With no arguments, shows the current settings."
+)
+_ASK_USAGE = "Usage: %%ask [--expert], then the question on the lines below"
+NO_EXPERT = (
+    "No expert model is set. Set one with %ambient expert=openai:<name> (or AMBIENT_EXPERT=openai:<name> "
+    "before the kernel starts), plus OPENAI_BASE_URL and OPENAI_API_KEY."
 )
 
 
@@ -28,6 +36,10 @@ def _flag(value: str) -> bool:
     raise ValueError(msg)
 
 
+def _say(text: str) -> None:
+    print(f"ambient-jupyter: {text}", file=sys.stderr)
+
+
 @magics_class
 class AmbientMagics(Magics):
     def __init__(self, shell: Any, recorder: Any) -> None:
@@ -38,32 +50,50 @@ class AmbientMagics(Magics):
     def ask(self, line: str, cell: str) -> None:
         """Ask the assistant about this notebook; the answer streams into this cell.
 
-        ``%%ask`` on its first line, the question below (or on the same line).
+        ``%%ask`` on its first line, the question below (IPython needs a cell body;
+        words after ``%%ask`` are put before it). ``%%ask --expert`` hands the turn
+        to the expert model. What the answer proposes is carried out as far as the
+        notebook's agent mode allows (see :meth:`KernelHost.act`).
         """
-        question = "\n".join(part for part in (line.strip(), cell.strip()) if part)
+        role = "watcher"
+        words = line.split()
+        while words and words[0].startswith("--"):
+            option = words.pop(0)
+            if option != "--expert":
+                _say(f"unknown option {option}\n{_ASK_USAGE}")
+                return
+            role = "expert"
+        question = "\n".join(part for part in (" ".join(words), cell.strip()) if part)
         if not question:
-            print("Write your question after %%ask, e.g.  %%ask why is my plot empty?", file=sys.stderr)
+            _say("write your question after %%ask, e.g.  %%ask why is my plot empty?")
             return
         recorder = self.recorder
+        host = recorder.ensure_host()
+        if role == "expert" and not host.assistant.expert_spec:
+            _say(NO_EXPERT)
+            return
         # Everything run so far must be in the history before the model reads it.
         recorder.writer.flush()
-        host = recorder.ensure_host()
 
         def write(piece: str) -> None:
             sys.stdout.write(piece)
             sys.stdout.flush()
 
-        turn = host.ask(question, write)
+        turn = host.ask(question, write, role=role)
         if turn.state == "error":
-            print(f"ambient-jupyter: {turn.text}", file=sys.stderr)
-        elif turn.state == "incomplete":
-            print("\n[the reply was cut off]", file=sys.stderr)
-        else:
-            sys.stdout.write("\n")
+            _say(turn.text)
+            return
+        if turn.state == "incomplete":
+            _say("the reply was cut off")
+            return
+        sys.stdout.write("\n")
+        outcome = host.act(turn, recorder)
+        if outcome:
+            print(outcome)
 
     @line_magic
     def ambient(self, line: str) -> None:
-        """Show or set the model, quiet mode, agent mode and notebook identity."""
+        """Show or set the model, the expert, quiet mode, agent mode and notebook identity."""
         recorder = self.recorder
         settings = recorder.settings
         try:
@@ -75,25 +105,55 @@ class AmbientMagics(Magics):
                     settings.model = value
                     if recorder.host is not None:
                         recorder.host.assistant.set_model(value)
+                elif key == "expert":
+                    settings.expert = value
+                    if recorder.host is not None:
+                        recorder.host.assistant.set_model(value, role="expert")
                 elif key == "quiet":
                     settings.quiet = _flag(value)
                     if recorder.host is not None:
                         recorder.host.assistant.quiet = settings.quiet
                 elif key == "agent":
-                    settings.agent = value
+                    self._set_agent(value)
                 elif key == "notebook":
-                    recorder.writer.flush()
-                    recorder.notebook = normalize_notebook(value)
+                    self._set_notebook(value)
                 else:
                     raise ValueError(f"unknown setting {key!r}")
         except Exception as exc:  # noqa: BLE001 (traitlets and our parser: one message for the user)
-            print(f"ambient-jupyter: {exc}\n{_USAGE}", file=sys.stderr)
+            _say(f"{exc}\n{_USAGE}")
             return
-        db = recorder.writer.history.path
+        history = recorder.writer.history
+        agent, _ = notebook_agent(history, recorder.notebook, settings.agent)
         print(
             f"notebook: {recorder.notebook}\n"
             f"model:    {settings.model}\n"
+            f"expert:   {settings.expert or 'none'}\n"
+            f"agent:    {agent}\n"
             f"quiet:    {'on' if settings.quiet else 'off'}\n"
-            f"agent:    {settings.agent}\n"
-            f"history:  {db}"
+            f"history:  {history.path}"
         )
+
+    def _set_agent(self, value: str) -> None:
+        mode = value.strip().lower()
+        if mode not in AGENT_MODES:
+            raise ValueError(f"agent must be off, ask or auto, not {value!r}")
+        recorder = self.recorder
+        recorder.settings.agent = mode
+        # The mode is the notebook's, for every host (the sidebar, a runner): an event.
+        event = SettingsChanged(agent=mode, by="magic").model_dump(exclude={"seq", "notebook"})  # type: ignore[arg-type]
+        recorder.writer.submit(lambda: event)
+        recorder.writer.flush()
+        if recorder.host is not None:
+            recorder.host.agent_mode()
+
+    def _set_notebook(self, value: str) -> None:
+        recorder = self.recorder
+        recorder.writer.flush()
+        recorder.notebook = normalize_notebook(value)
+        if recorder.host is not None:
+            # The host's transcript belongs to the old notebook: start a new one on demand.
+            recorder.host.close()
+            recorder.host = None
+        from . import plugins_announce
+
+        plugins_announce(recorder)

@@ -12,16 +12,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 from typing import Any
 
 from ..config import AmbientSettings
+from ..gate import AGENT_MODES
 from ..history import History, normalize_notebook
 from .capture import OUTPUT_TYPES, CellCapture
 from .widgets import WidgetWatcher
 from .writer import Writer
 
-__all__ = ["Recorder", "detect_notebook"]
+__all__ = ["Recorder", "detect_notebook", "notebook_agent"]
 
 log = logging.getLogger("ambient_jupyter.kernel")
 
@@ -58,6 +60,20 @@ def detect_notebook(shell: Any) -> tuple[str, bool]:
     return f"ipython:{os.getcwd()}", False
 
 
+def notebook_agent(history: History, notebook: str, default: str, after: int = 0) -> tuple[str, int]:
+    """The notebook's agent mode (the latest ``settings_changed`` after ``after``, else
+    ``default``), and the last seq read: pass it back as ``after`` to read on from there."""
+    mode, last = default, after
+    while True:
+        page = history.read(notebook, last, limit=1000)
+        for event in page:
+            if event.get("kind") == "settings_changed" and event.get("agent") in AGENT_MODES:
+                mode = event["agent"]
+        if not page:
+            return mode, last
+        last = int(page[-1]["seq"])
+
+
 class Recorder:
     """Records one shell's activity; created by ``%load_ext``, closed by ``%unload_ext``."""
 
@@ -70,6 +86,8 @@ class Recorder:
         self._kernel = kernel if self._session is not None else None
         self._captures: dict[str, CellCapture] = {}
         self._current: CellCapture | None = None
+        self._agent_running = False
+        self._agent_capture: CellCapture | None = None
         self.host: Any = None
         self.writer = Writer(History, lambda: self.notebook, self._committed)
         self.widgets = WidgetWatcher(self.writer.submit)
@@ -145,6 +163,8 @@ class Recorder:
                 msg_id = header.get("msg_id", "")
         capture = CellCapture(msg_id, code, time.perf_counter(), self.settings.output_limit)
         self._current = capture
+        if self._agent_running and self._agent_capture is None:
+            self._agent_capture = capture
         if msg_id:
             if len(self._captures) >= _MAX_OPEN_CAPTURES:
                 self._captures.pop(next(iter(self._captures)))
@@ -161,7 +181,17 @@ class Recorder:
             exc = result.error_in_exec or result.error_before_exec
             if exc is not None:
                 capture.error = {"ename": type(exc).__name__, "evalue": str(exc), "traceback": []}
-        if not capture.msg_id:
+        if capture is self._agent_capture:
+            # Agent code run inside the asking cell: it shares that cell's execute
+            # request, so finish it now rather than at that request's reply.
+            self._agent_capture = None
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):  # a replaced stream may not flush
+                    stream.flush()  # ipykernel sends what is buffered, and we see it
+            if capture.msg_id and self._captures.get(capture.msg_id) is capture:
+                del self._captures[capture.msg_id]
+            self.writer.submit(capture.event)
+        elif not capture.msg_id:
             # Not in ipykernel (plain IPython): there is no reply to wait for.
             self.writer.submit(capture.event)
 
@@ -195,6 +225,34 @@ class Recorder:
         """React to failures here only when no other host (runner, server) does."""
         return os.environ.get("AMBIENT_HOST", "").strip() in ("", "kernel") and not self.settings.quiet
 
+    def run_agent_cell(self, code: str) -> tuple[Any, dict[str, Any] | None]:
+        """Run approved agent code as a cell of its own, from inside the cell that asked.
+
+        Returns IPython's result and the committed ``cell_executed`` event (``None``
+        if it did not arrive), so the host can link the action to it.
+        """
+        history = self.writer.history
+        before = history.last_seq(self.notebook)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()  # the asking cell's own text is not the agent cell's output
+        self._agent_running = True
+        try:
+            result = self.shell.run_cell(code, store_history=True)
+        finally:
+            self._agent_running = False
+            self._agent_capture = None
+        self.writer.flush()
+        cell = next(
+            (
+                e
+                for e in history.read(self.notebook, before)
+                if e.get("kind") == "cell_executed" and e.get("execution_count") == result.execution_count
+            ),
+            None,
+        )
+        return result, cell
+
     def ensure_host(self) -> Any:
         if self.host is None:
             from .host import KernelHost
@@ -204,6 +262,8 @@ class Recorder:
                 self.writer.history,
                 self.notebook,
                 model=s.model,
+                expert=s.expert,
+                agent=s.agent,
                 quiet=s.quiet,
                 react=self._should_host(),
                 cooldown=s.cooldown,

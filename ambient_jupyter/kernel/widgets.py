@@ -85,6 +85,10 @@ class WidgetWatcher:
     def _watch(self, widget: Any) -> None:
         if type(widget).__name__.endswith(_SKIP_CLASSES):
             return
+        if getattr(type(widget), "_ambient_record", True) is False:
+            # A widget that is our own plumbing (the chat widget): its state is the
+            # conversation itself, so recording it would feed the history back into itself.
+            return
         widget.observe(self._changed)
         self._watched.append(widget)
 

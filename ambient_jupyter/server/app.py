@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
@@ -12,7 +13,7 @@ from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode, default
 from ..config import env_flag
 from ..history import History
 from .handlers import AmbientSocket, HistoryHandler, ModelsHandler, StatusHandler
-from .hub import Hub, HubSettings
+from .hub import Hub, HubSettings, KernelCallError
 from .paths import resolve_notebook
 
 __all__ = ["AmbientExtension"]
@@ -67,6 +68,9 @@ class AmbientExtension(ExtensionApp):
     client_queue_limit = Int(
         2000, help="Frames a client may fall behind by before it is disconnected (it then catches up with after_seq)."
     ).tag(config=True)
+    plugin_timeout = Float(
+        60.0, help="Seconds to wait for the kernel to run an approved plugin call before it counts as failed."
+    ).tag(config=True)
     db = Unicode("", help="The history file. Default: $AMBIENT_DB, else the Jupyter data dir.").tag(config=True)
 
     hub: Hub | None = None
@@ -116,15 +120,23 @@ class AmbientExtension(ExtensionApp):
         client.start_channels()
         try:
             msg_id = client.execute(code, silent=True, store_history=False, allow_stdin=False)
-            # Wait for this request's reply so that errors reach the log; bounded.
-            deadline = asyncio.get_running_loop().time() + 60
-            while asyncio.get_running_loop().time() < deadline:
-                reply = await client.get_shell_msg(timeout=max(0.1, deadline - asyncio.get_running_loop().time()))
-                if reply.get("parent_header", {}).get("msg_id") == msg_id:
-                    content = reply.get("content", {})
-                    if content.get("status") != "ok":
-                        self.log.warning("ambient: plugin call failed in the kernel: %s", content.get("evalue"))
-                    return
+            # Wait for this request's reply, bounded, so that a failure is recorded.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.plugin_timeout
+            while (left := deadline - loop.time()) > 0:
+                try:
+                    reply = await client.get_shell_msg(timeout=left)
+                except queue.Empty:
+                    break
+                if reply.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                content = reply.get("content", {})
+                if content.get("status") != "ok":
+                    msg = f"the kernel raised {content.get('ename')}: {content.get('evalue')}"
+                    raise KernelCallError(msg)
+                return
+            msg = f"the kernel did not answer within {self.plugin_timeout:g} s (is it busy running a cell?)"
+            raise KernelCallError(msg)
         finally:
             client.stop_channels()
 

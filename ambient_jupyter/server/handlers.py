@@ -2,8 +2,8 @@
 
 Every route is authenticated by Jupyter Server's identity provider and authorized
 against the resource ``ambient``: ``read`` to follow a conversation, ``write`` to chat
-or stop, ``execute`` to approve code or change the agent mode. Host and Origin checks are Jupyter Server's own
-(``JupyterHandler.prepare`` and ``WebSocketMixin.check_origin``).
+or stop, ``execute`` to approve code, change the agent mode, or be handed approved cells to run. Host and Origin
+checks are Jupyter Server's own (``JupyterHandler.prepare`` and ``WebSocketMixin.check_origin``).
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
     """``ambient/ws``: one client following one notebook's conversation."""
 
     seen = 0
+    can_run = False
 
     async def pre_get(self) -> None:
         # The kernel-style order: authenticate (decorator), then authorize, then upgrade.
@@ -184,9 +185,10 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
             "stop": self._stop,
             "decide": self._decide,
             "mode": self._mode,
+            "run_failed": self._run_failed,
         }.get(kind)  # type: ignore[arg-type]
         if handler is None:
-            raise FrameError(f"unknown frame type {kind!r}; expected hello, chat, decide, mode or stop")
+            raise FrameError(f"unknown frame type {kind!r}; expected hello, chat, decide, mode, run_failed or stop")
         await handler(frame)
 
     async def _room_for(self, frame: dict[str, Any], action: str) -> Room:
@@ -203,6 +205,8 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
         after = frame.get("after_seq", 0)
         if not isinstance(after, int) or isinstance(after, bool) or after < 0:
             raise FrameError("'after_seq' must be a non-negative integer")
+        # Approved cells are handed only to tabs whose user may approve code.
+        self.can_run = await self._allowed("execute")
         self._leave()
         self._room = room
         await room.subscribe(self, after)
@@ -223,3 +227,7 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
         # Choosing who may run code without asking is as strong as approving code.
         room = await self._room_for(frame, "execute")
         await room.set_agent(frame.get("agent"))
+
+    async def _run_failed(self, frame: dict[str, Any]) -> None:
+        room = await self._room_for(frame, "execute")
+        await room.run_failed(frame.get("action_id"), frame.get("error"), self)

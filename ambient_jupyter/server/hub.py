@@ -12,28 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..actions import CODE_ACTIONS, code_sha256
 from ..assistant import Assistant, Role, Turn
 from ..events import SettingsChanged
-from ..gate import AGENT_MODES, NotApproved, approval, find_action
+from ..gate import AGENT_MODES
 from ..history import History
+from .handoff import FrameError, Handoff
 from .paths import NotebookRef
 
-__all__ = ["FrameError", "Hub", "HubSettings", "KernelRunner", "Room", "Subscriber"]
+__all__ = ["FrameError", "Hub", "HubSettings", "KernelCallError", "KernelRunner", "Room", "Subscriber"]
 
 log = logging.getLogger("ambient_jupyter.server")
 
 Frame = dict[str, Any]
 MAX_CHAT_CHARS = 20_000
 REPLAY_PAGE = 1000
-
-
-class FrameError(ValueError):
-    """A client frame was refused; the message goes back to the client as is."""
+_EXPERT = re.compile(r"/expert(?:\s+|$)")
+"""``/expert question``: the question goes to the expert model."""
 
 
 class Subscriber(Protocol):
@@ -41,13 +40,22 @@ class Subscriber(Protocol):
 
     seen: int
     """The highest event seq this client has; events at or below it are not resent."""
+    can_run: bool
+    """Its user may approve code, so it may be handed approved cells to run."""
 
     def send(self, frame: Frame) -> None:
         """Queue a frame; never blocks (a client that falls behind is dropped)."""
 
 
 KernelRunner = Callable[[str, str], Awaitable[None]]
-"""``(api_path, code)``: run code silently in the kernel of that notebook's session."""
+"""``(api_path, code)``: run code silently in the kernel of that notebook's session.
+
+Raises :class:`LookupError` when the notebook has no kernel here, and
+:class:`KernelCallError` when the kernel answered with an error or not at all."""
+
+
+class KernelCallError(RuntimeError):
+    """The kernel did not run the code (its error, or no answer in time)."""
 
 
 @dataclass
@@ -76,8 +84,7 @@ class Room:
         self.state = "idle"
         self.reply_id: str | None = None
         self._pump_lock = asyncio.Lock()
-        self._approved: dict[str, str] = {}
-        """sha256 -> action_id of approved code handed to a tab, waiting for its cell to run."""
+        self.handoff = Handoff(self)
         settings = hub.settings
         self.assistant = Assistant(
             hub.history,
@@ -185,15 +192,7 @@ class Room:
             return
         if kind != "cell_executed":
             return
-        code = event.get("code")
-        if isinstance(code, str) and self._approved:
-            action_id = self._approved.pop(code_sha256(code), None)
-            if action_id is not None:
-                self.hub.spawn(
-                    self.assistant.executed(
-                        action_id, cell_event_seq=int(event["seq"]), ok=event.get("status") == "ok"
-                    )
-                )
+        self.handoff.cell_ran(event)
         fresh = int(event.get("seq", 0)) > self.live_from
         if fresh and self.assistant.should_react(event) and await self.hub.is_open_here(self.ref):
             self.hub.spawn(self._react(event))
@@ -217,16 +216,17 @@ class Room:
         if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 200):
             raise FrameError("'client_id' must be a short string")
         role: Role = "watcher"
-        command, _, rest = text.strip().partition(" ")
-        if command == "/expert":
-            if not rest.strip():
-                raise FrameError("write your question after /expert")
+        expert = _EXPERT.match(text.lstrip())
+        if expert:
             if not self.assistant.expert_spec:
                 raise FrameError(
                     "No expert model is set for this server: start it with AMBIENT_EXPERT=openai:<name> "
                     "(plus OPENAI_BASE_URL and OPENAI_API_KEY), or set c.AmbientExtension.expert."
                 )
-            role, text = "expert", rest.strip()
+            text = text.lstrip()[expert.end() :].strip()
+            if not text:
+                raise FrameError("write your question after /expert")
+            role = "expert"
         self.hub.spawn(self._chat(text, client_id, role, sub))
 
     async def _chat(self, text: str, client_id: str | None, role: Role, sub: Subscriber | None) -> None:
@@ -243,17 +243,15 @@ class Room:
         proposal = turn.proposal
         if proposal is None or turn.state != "complete":
             return
-        verdict = await self.assistant.apply_policy(proposal, person_present=True)
-        if verdict == "approve":
-            await self._run(proposal, sub)
+        await self.handoff.apply_policy(proposal, sub)
 
     def stop(self) -> bool:
         return self.assistant.stop()
 
     async def set_agent(self, agent: object) -> None:
-        if agent not in AGENT_MODES:
+        if not isinstance(agent, str) or agent not in AGENT_MODES:
             raise FrameError("'agent' must be off, ask or auto")
-        await self._store_settings(str(agent))
+        await self._store_settings(agent)
 
     async def _store_settings(self, agent: str) -> None:
         event = SettingsChanged(agent=agent, by="sidebar")  # type: ignore[arg-type]
@@ -263,62 +261,10 @@ class Room:
         await self.pump()
 
     async def decide(self, action_id: object, decision: object, sha256: object, sub: Subscriber | None = None) -> None:
-        if not isinstance(action_id, str) or not action_id:
-            raise FrameError("'action_id' is required")
-        if decision not in ("approve", "reject"):
-            raise FrameError("'decision' must be 'approve' or 'reject'")
-        proposal, decided = await asyncio.to_thread(self._find_action, action_id)
-        if proposal is None:
-            raise FrameError(f"no proposed action {action_id!r} in this notebook")
-        if decided:
-            raise FrameError(f"action {action_id!r} was already decided")
-        if decision == "approve" and sha256 != proposal.get("sha256"):
-            # The approval must be for exactly the code that was shown.
-            raise FrameError("the code's sha256 does not match the proposal; nothing was approved or run")
-        outcome = "approved" if decision == "approve" else "rejected"
-        await self.assistant.decide(proposal, outcome, by="user")
-        if outcome == "approved":
-            await self._run(proposal, sub)
+        await self.handoff.decide(action_id, decision, sha256, sub)
 
-    async def _run(self, proposal: dict[str, Any], approver: Subscriber | None) -> None:
-        """Hand an approved action to whoever runs it, after checking the approval once more."""
-        action_id = str(proposal["action_id"])
-        try:
-            await asyncio.to_thread(approval, self.hub.history, self.ref.notebook_id, action_id)
-        except NotApproved as exc:
-            self.broadcast({"type": "error", "message": str(exc)})
-            return
-        if proposal.get("action") == "call_plugin":
-            # Plugins live in the kernel; the kernel checks the approval again itself.
-            await self.hub.run_plugin(self, action_id)
-            return
-        if proposal.get("action") not in CODE_ACTIONS:
-            return
-        # Cells are the frontend's to insert and run: exactly one tab does it, the
-        # approver if it is still here, else the tab that arrived last.
-        tab = approver if approver in self.subscribers else next(reversed(self.subscribers), None)
-        if tab is None:
-            message = f"action {action_id} is approved but no tab shows its notebook to run it in"
-            self.broadcast({"type": "error", "message": message})
-            return
-        self._approved[str(proposal["sha256"])] = action_id
-        tab.send(
-            {
-                "type": "run",
-                "notebook": self.ref.api_path,
-                "action_id": action_id,
-                "action": proposal.get("action"),
-                "code": proposal.get("code"),
-                "sha256": proposal.get("sha256"),
-                "args": proposal.get("args") or {},
-                "model": proposal.get("model"),
-                "reply_to": proposal.get("reply_to"),
-            }
-        )
-
-    def _find_action(self, action_id: str) -> tuple[dict[str, Any] | None, bool]:
-        proposal, related = find_action(self.hub.history, self.ref.notebook_id, action_id)
-        return proposal, any(e.get("kind") == "action_decided" for e in related)
+    async def run_failed(self, action_id: object, error: object, sub: Subscriber) -> None:
+        await self.handoff.run_failed(action_id, error, sub)
 
 
 class Hub:
@@ -368,14 +314,18 @@ class Hub:
 
     async def run_plugin(self, room: Room, action_id: str) -> None:
         """Ask the notebook's kernel to run an approved plugin action (it re-checks the approval)."""
+        error: str | None = None
         if self._kernel_runner is None:
-            room.broadcast({"type": "error", "message": "this server cannot reach kernels"})
-            return
-        code = f"__import__('ambient_jupyter.plugins', fromlist=['dispatch']).dispatch({action_id!r})"
-        try:
-            await self._kernel_runner(room.ref.api_path, code)
-        except LookupError as exc:
-            room.broadcast({"type": "error", "message": str(exc)})
+            error = "this server cannot reach kernels"
+        else:
+            code = f"__import__('ambient_jupyter.plugins', fromlist=['dispatch']).dispatch({action_id!r})"
+            try:
+                await self._kernel_runner(room.ref.api_path, code)
+            except (LookupError, KernelCallError) as exc:
+                error = str(exc)
+        if error is not None:
+            room.broadcast({"type": "error", "message": f"action {action_id}: {error}"})
+            await room.handoff.plugin_failed(action_id, error)
 
     async def is_open_here(self, ref: NotebookRef) -> bool:
         """True if the notebook has a kernel session in this server (so we host it)."""

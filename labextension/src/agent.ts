@@ -1,57 +1,152 @@
 /**
- * Running an approved cell: inserted below the active cell of its notebook,
- * tagged with where it came from, and executed through the notebook's own
- * session, exactly as if the user had pressed Shift+Enter on it.
+ * Running an approved action in its notebook: a cell inserted, edited or run
+ * again, tagged with where it came from, and executed through the notebook's
+ * own session, exactly as if the user had pressed Shift+Enter on it. The
+ * kernel records it as an ordinary `cell_executed`, which the server links
+ * back to the action.
+ *
+ * Nothing runs unless the code hashes to the sha256 the approval was given
+ * for (the server checked that too; this is the tab's own check).
  */
+import type { Cell } from '@jupyterlab/cells';
 import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 
+import { int, IRunFrame } from './protocol';
+import { sha256Hex } from './sha256';
+
+/** Provenance, in the cell's metadata under `ambient`. Never read back as an approval. */
 export interface IAmbientCellMetadata {
   action_id: string;
+  action: string;
   model: string | null;
+  role: string;
   reply_to: number | null;
   sha256: string;
   approved_at: string;
+  decided_by: string;
   [key: string]: string | number | null;
 }
 
-export type InsertOutcome = 'ran' | 'error' | 'failed' | 'not-open' | 'already-inserted';
+export type RunOutcome =
+  | { ran: true; ok: boolean; where: string }
+  /** Nothing ran; `reason` says why, for people and for the server's record. */
+  | { ran: false; reason: string };
 
 /** The notebook identifier the server knows: the contents path, without a drive prefix. */
 export function notebookPath(panel: NotebookPanel): string {
   return panel.context.localPath;
 }
 
-export async function insertAndRun(
-  tracker: INotebookTracker,
-  notebook: string,
-  code: string,
-  metadata: IAmbientCellMetadata
-): Promise<InsertOutcome> {
-  const panel = tracker.find(p => notebookPath(p) === notebook);
-  const model = panel?.content.model;
-  if (!panel || !model) {
-    return 'not-open';
+function refuse(reason: string): RunOutcome {
+  return { ran: false, reason };
+}
+
+function executionCount(cell: Cell): number | null {
+  if (cell.model.type !== 'code') {
+    return null;
   }
-  for (const cell of model.cells) {
-    const existing = cell.getMetadata('ambient') as Partial<IAmbientCellMetadata> | undefined;
-    if (existing?.action_id === metadata.action_id) {
-      return 'already-inserted';
+  const count = (cell.model as unknown as { executionCount?: number | null }).executionCount;
+  return typeof count === 'number' ? count : null;
+}
+
+/** Indices of the code cells that show `[count]`. */
+function cellsShowing(panel: NotebookPanel, count: number): number[] {
+  const found: number[] = [];
+  panel.content.widgets.forEach((cell, index) => {
+    if (executionCount(cell) === count) {
+      found.push(index);
     }
+  });
+  return found;
+}
+
+export function provenance(frame: IRunFrame): IAmbientCellMetadata {
+  return {
+    action_id: frame.actionId,
+    action: frame.action,
+    model: frame.model,
+    role: frame.role,
+    reply_to: frame.replyTo,
+    sha256: frame.sha256,
+    approved_at: frame.approvedAt,
+    decided_by: frame.decidedBy
+  };
+}
+
+/**
+ * Do what an approved `run` frame asks, in the tab's open copy of its notebook.
+ *
+ * - insert_cell: a new cell below the cell showing `[after]` (else below the active cell);
+ * - edit_cell: the source of the cell showing `[cell]` is replaced;
+ * - run_cell: the cell showing `[cell]` runs again, only if its source is still the approved code;
+ * - propose_next_cell: a new cell at the end of the notebook.
+ */
+export async function runApproved(tracker: INotebookTracker, frame: IRunFrame): Promise<RunOutcome> {
+  const panel = tracker.find(p => notebookPath(p) === frame.notebook);
+  if (!panel) {
+    return refuse('its notebook is not open in this tab');
+  }
+  await panel.context.ready;
+  const model = panel.content.model;
+  if (!model) {
+    return refuse('its notebook is not loaded in this tab');
+  }
+  if ((await sha256Hex(frame.code)) !== frame.sha256) {
+    return refuse('the code does not match the sha256 it was approved for');
   }
   const content = panel.content;
-  const index = content.activeCellIndex >= 0 ? content.activeCellIndex + 1 : model.cells.length;
-  model.sharedModel.insertCell(index, {
-    cell_type: 'code',
-    source: code,
-    metadata: { ambient: metadata }
-  });
+  let index: number;
+  if (frame.action === 'insert_cell' || frame.action === 'propose_next_cell') {
+    if (frame.action === 'propose_next_cell') {
+      index = model.cells.length;
+    } else {
+      const after = int(frame.args, 'after');
+      const below = after !== null ? cellsShowing(panel, after) : [];
+      const anchor = below.length ? below[below.length - 1] : content.activeCellIndex;
+      index = anchor >= 0 ? anchor + 1 : model.cells.length;
+    }
+    model.sharedModel.insertCell(index, {
+      cell_type: 'code',
+      source: frame.code,
+      metadata: { ambient: provenance(frame) }
+    });
+  } else {
+    const target = int(frame.args, 'cell');
+    if (target === null) {
+      return refuse('the action names no cell');
+    }
+    const showing = cellsShowing(panel, target);
+    if (frame.action === 'edit_cell') {
+      if (showing.length !== 1) {
+        return refuse(showing.length ? `several cells show [${target}]` : `no cell shows [${target}] any more`);
+      }
+      index = showing[0];
+      const cell = content.widgets[index];
+      cell.model.sharedModel.setSource(frame.code);
+      cell.model.setMetadata('ambient', provenance(frame));
+    } else {
+      // run_cell: the approval is for the code the cell had when it was proposed.
+      const hashes = await Promise.all(showing.map(i => sha256Hex(content.widgets[i].model.sharedModel.getSource())));
+      const same = showing.filter((_, k) => hashes[k] === frame.sha256);
+      if (!same.length) {
+        return refuse(
+          showing.length
+            ? `cell [${target}] changed since the proposal, so it was not run`
+            : `no cell shows [${target}] any more`
+        );
+      }
+      index = same[0];
+    }
+  }
+  const cell = content.widgets[index];
+  // The last check, on what is about to run: exactly the approved code.
+  if (!cell || (await sha256Hex(cell.model.sharedModel.getSource())) !== frame.sha256) {
+    return refuse('the cell does not hold the approved code');
+  }
   content.activeCellIndex = index;
   content.deselectAll();
-  const cell = content.widgets[index];
-  if (!cell || cell.model.sharedModel.getSource() !== code) {
-    return 'failed';
-  }
   const ok = await NotebookActions.runCells(content, [cell], panel.sessionContext);
+  const count = executionCount(cell);
   // `runCells` is false when the cell raised: it still ran, through the kernel.
-  return ok ? 'ran' : 'error';
+  return { ran: true, ok, where: count !== null ? `[${count}]` : `cell ${index + 1}` };
 }

@@ -101,11 +101,23 @@ export function assistantNode(event: IAmbientEvent, render: MarkdownRenderer): H
     [
       body,
       h('div', { className: 'jp-Ambient-meta' }, [
-        str(event, 'model'),
+        roleBadge(str(event, 'role', 'watcher')),
+        h('span', { className: 'jp-Ambient-modelName', text: str(event, 'model') }),
         note ? h('span', { className: 'jp-Ambient-note', text: ` · ${note}` }) : null
       ])
     ]
   );
+}
+
+/** Which of the two models spoke: the local watcher, or the expert handed the turn. */
+function roleBadge(role: string): HTMLElement {
+  const expert = role === 'expert';
+  return h('span', {
+    className: `jp-Ambient-role jp-mod-${expert ? 'expert' : 'watcher'}`,
+    text: expert ? 'expert' : 'watcher',
+    title: expert ? 'The frontier model (/expert) wrote this' : 'The local model that watches the notebook wrote this',
+    attrs: { 'data-role': expert ? 'expert' : 'watcher' }
+  });
 }
 
 /** The bubble a streaming reply grows in, until its stored message replaces it. */
@@ -165,31 +177,95 @@ export function modelErrorCard(event: IAmbientEvent): HTMLElement {
   ]);
 }
 
+
+/** How a decision reads on a card: "approved by you", "approved by policy: agent mode is auto", "rejected: …". */
+export function decisionText(decision: string, by: string, reason: string): string {
+  const approved = decision === 'approved';
+  if (by === 'policy') {
+    return `${approved ? 'approved' : 'rejected'} by policy${reason ? `: ${reason}` : ''}`;
+  }
+  return approved ? 'approved by you' : 'rejected by you';
+}
+
 export function decidedCard(event: IAmbientEvent): HTMLElement {
   const decision = str(event, 'decision');
-  const by = str(event, 'by', 'user');
+  const text = decisionText(decision, str(event, 'by', 'user'), str(event, 'reason'));
   return card(event, `jp-Ambient-decided jp-mod-${decision === 'approved' ? 'approved' : 'rejected'}`, [
-    h('span', {
-      className: 'jp-Ambient-badge',
-      text: `${decision === 'approved' ? '✓ approved' : '✗ rejected'} by ${by}`
-    }),
+    h('span', { className: 'jp-Ambient-badge', text: `${decision === 'approved' ? '✓' : '✗'} ${text}` }),
     h('span', { className: 'jp-Ambient-meta', text: ` · action ${str(event, 'action_id').slice(0, 8)}` })
   ]);
 }
 
-export function executedCard(event: IAmbientEvent): HTMLElement {
+/** How an execution reads: "ran as event #12", "did not run: …". */
+export function executedText(event: IAmbientEvent, count: number | null = null): string {
   const cellSeq = num(event, 'cell_event_seq');
-  return card(event, 'jp-Ambient-executed', [
-    h('span', { className: 'jp-Ambient-badge', text: '▶ ran' }),
+  const ok = event.ok !== false;
+  const error = str(event, 'error');
+  if (cellSeq !== null) {
+    const where = count !== null ? `[${count}]` : `event #${cellSeq}`;
+    return `ran as ${where}${ok ? '' : ` and raised${error ? ` ${error}` : ' an error'}`}`;
+  }
+  if (!ok) {
+    return `did not run: ${error || 'unknown error'}`;
+  }
+  return event.result !== undefined && event.result !== null ? `done: ${shortValue(event.result)}` : 'done';
+}
+
+export function executedCard(event: IAmbientEvent, count: number | null = null): HTMLElement {
+  const ok = event.ok !== false;
+  return card(event, `jp-Ambient-executed jp-mod-${ok ? 'ok' : 'failed'}`, [
+    h('span', { className: 'jp-Ambient-badge', text: ok ? '▶ ran' : '✗ not run' }),
     h('span', {
       className: 'jp-Ambient-meta',
-      text: ` · action ${str(event, 'action_id').slice(0, 8)}${cellSeq !== null ? ` as event #${cellSeq}` : ''}`
+      text: ` · action ${str(event, 'action_id').slice(0, 8)}: ${executedText(event, count)}`
     })
+  ]);
+}
+
+export function settingsCard(event: IAmbientEvent): HTMLElement {
+  const where: Record<string, string> = { sidebar: 'in the sidebar', magic: 'with %ambient', widget: 'in the chat widget' };
+  const by = str(event, 'by', 'sidebar');
+  return card(event, 'jp-Ambient-settings', [
+    h('span', { className: 'jp-Ambient-badge', text: `⚙ agent mode: ${str(event, 'agent')}` }),
+    h('span', { className: 'jp-Ambient-meta', text: ` · set ${where[by] ?? by}` })
+  ]);
+}
+
+export function pluginCard(event: IAmbientEvent): HTMLElement {
+  const actions = Array.isArray(event.actions) ? event.actions : [];
+  const names = actions
+    .map(a => (typeof a === 'object' && a !== null ? (a as Record<string, unknown>).name : null))
+    .filter((n): n is string => typeof n === 'string');
+  return card(event, 'jp-Ambient-plugin', [
+    h('span', { className: 'jp-Ambient-badge', text: `⚙ plugin ${str(event, 'plugin')}` }),
+    h('span', { className: 'jp-Ambient-meta', text: names.length ? ` · actions: ${names.join(', ')}` : '' })
   ]);
 }
 
 export function unknownCard(event: IAmbientEvent): HTMLElement {
   return card(event, 'jp-Ambient-other', [h('span', { className: 'jp-Ambient-meta', text: event.kind })]);
+}
+
+/** What a proposed action will do, in a few words. */
+export function describeAction(event: IAmbientEvent): string {
+  const args = obj(event, 'args') ?? {};
+  const ref = (key: string) => (typeof args[key] === 'number' ? `[${args[key]}]` : null);
+  switch (str(event, 'action')) {
+    case 'insert_cell': {
+      const after = ref('after');
+      return after ? `insert a cell below ${after} and run it` : 'insert a cell below the active cell and run it';
+    }
+    case 'edit_cell':
+      return `edit cell ${ref('cell') ?? '?'} and run it`;
+    case 'run_cell':
+      return `run cell ${ref('cell') ?? '?'} again`;
+    case 'call_plugin':
+      return `call ${firstLine(str(event, 'code'))}`;
+    case 'propose_next_cell':
+      return 'add the next cell and run it';
+    default:
+      return str(event, 'action', 'act');
+  }
 }
 
 /** What the proposal card asks of its owner. */
@@ -198,36 +274,64 @@ export interface IProposalHandlers {
   reject(card: ProposalCard): void;
 }
 
+export type OutcomeKind = 'ok' | 'error' | 'refused' | 'pending';
+
 /**
- * A proposed cell: the exact code as text, its hash, and Approve / Reject.
+ * A proposed action: what it will do, who proposed it, the exact code (as
+ * text) that would run, and Approve / Reject; then its decision and outcome.
  *
- * Approve stays disabled until the code's sha256 has been checked here
- * (where WebCrypto exists): the hash sent back is the one of the code shown.
+ * Approve stays disabled until the code's sha256 has been checked here: the
+ * hash sent back is the one of the code shown.
  */
 export class ProposalCard {
   readonly node: HTMLElement;
   readonly actionId: string;
+  readonly action: string;
   readonly code: string;
   readonly sha256: string;
 
   constructor(readonly event: IAmbientEvent, handlers: IProposalHandlers, hashCheck: Promise<string | null>) {
     this.actionId = str(event, 'action_id');
+    this.action = str(event, 'action');
     this.code = str(event, 'code');
     this.sha256 = str(event, 'sha256');
-    this._approve = button('jp-Ambient-approve jp-mod-accept', 'Approve', () => handlers.approve(this), 'Insert this cell below the active cell and run it');
-    this._reject = button('jp-Ambient-reject', 'Reject', () => handlers.reject(this));
+    const what = describeAction(event);
+    const plugin = this.action === 'call_plugin';
+    this._approve = button('jp-Ambient-approve jp-mod-accept', 'Approve', () => handlers.approve(this), `Approve: ${what}`);
+    this._reject = button('jp-Ambient-reject', 'Reject', () => handlers.reject(this), 'Reject: nothing runs');
     this._approve.disabled = true;
-    this._state = h('span', { className: 'jp-Ambient-actionState', text: 'proposed' });
+    this._state = h('div', { className: 'jp-Ambient-actionState', text: 'waiting for you' });
+    this._outcome = h('div', { className: 'jp-Ambient-outcome', attrs: { role: 'status' } });
+    this._outcome.hidden = true;
+    const safe = plugin && event.safe === true;
+    const model = str(event, 'model');
+    const role = str(event, 'role', 'watcher');
     this.node = card(event, 'jp-Ambient-proposal', [
       h('div', { className: 'jp-Ambient-cardHead' }, [
-        h('span', { className: 'jp-Ambient-badge', text: '✎ proposed cell' }),
-        this._state
+        h('span', { className: 'jp-Ambient-badge', text: plugin ? '⚙ plugin call' : '✎ proposed cell' }),
+        safe
+          ? h('span', {
+              className: 'jp-Ambient-safe',
+              text: 'safe',
+              title: 'The plugin declares that this action changes nothing outside its widget'
+            })
+          : null
+      ]),
+      h('div', { className: 'jp-Ambient-what', text: what }),
+      h('div', { className: 'jp-Ambient-who' }, [
+        'proposed by ',
+        h('span', { className: `jp-Ambient-role jp-mod-${role === 'expert' ? 'expert' : 'watcher'}`, text: role }),
+        model ? h('span', { className: 'jp-Ambient-modelName', text: model }) : null
       ]),
       h('pre', { className: 'jp-Ambient-proposedCode', text: this.code }),
       h('div', { className: 'jp-Ambient-hash', text: `sha256 ${this.sha256.slice(0, 16)}…`, title: this.sha256 }),
-      h('div', { className: 'jp-Ambient-actions' }, [this._approve, this._reject])
+      h('div', { className: 'jp-Ambient-actions' }, [this._approve, this._reject]),
+      this._state,
+      this._outcome
     ]);
     this.node.setAttribute('data-action-id', this.actionId);
+    this.node.setAttribute('data-action', this.action);
+    this.node.dataset.state = 'proposed';
     void hashCheck.then(actual => {
       if (actual !== null && actual !== this.sha256) {
         this._hashOk = false;
@@ -241,18 +345,26 @@ export class ProposalCard {
   /** Waiting for the server to record our decision. */
   setWaiting(waiting: boolean): void {
     this._waiting = waiting;
+    if (!this._decided) {
+      this._state.textContent = waiting ? 'sending…' : this._hashOk ? 'waiting for you' : this._state.textContent;
+    }
     this._refresh();
   }
 
-  setDecided(decision: string, by: string): void {
+  setDecided(decision: string, by: string, reason: string): void {
     this._decided = true;
-    this._state.textContent = `${decision} by ${by}`;
-    this.node.classList.add(decision === 'approved' ? 'jp-mod-approved' : 'jp-mod-rejected');
+    this._state.textContent = decisionText(decision, by, reason);
+    const approved = decision === 'approved';
+    this.node.classList.add(approved ? 'jp-mod-approved' : 'jp-mod-rejected');
+    this.node.dataset.state = approved ? 'approved' : 'rejected';
     this._refresh();
   }
 
-  setNote(note: string): void {
-    this._state.textContent = note;
+  /** What became of it (running here, ran, refused, failed). */
+  setOutcome(text: string, kind: OutcomeKind): void {
+    this._outcome.hidden = false;
+    this._outcome.textContent = text;
+    this._outcome.dataset.kind = kind;
   }
 
   get decided(): boolean {
@@ -270,6 +382,7 @@ export class ProposalCard {
   private readonly _approve: HTMLButtonElement;
   private readonly _reject: HTMLButtonElement;
   private readonly _state: HTMLElement;
+  private readonly _outcome: HTMLElement;
   private _decided = false;
   private _waiting = false;
   private _hashChecked = false;

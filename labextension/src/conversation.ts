@@ -10,18 +10,22 @@ import {
   cellCard,
   decidedCard,
   executedCard,
+  executedText,
   IProposalHandlers,
   liveReplyNode,
   MarkdownRenderer,
   modelErrorCard,
   pendingMessageNode,
+  pluginCard,
   ProposalCard,
+  settingsCard,
   unknownCard,
   userMessageNode,
   widgetCard
 } from './cards';
 import { h } from './dom';
-import { AssistantState, IAmbientEvent, sha256Hex, str } from './protocol';
+import { AgentMode, AssistantState, IAmbientEvent, num, str } from './protocol';
+import { sha256Hex } from './sha256';
 
 export interface IPendingChat {
   clientId: string;
@@ -42,6 +46,10 @@ export class Conversation {
   state: AssistantState = 'idle';
   replyId: string | null = null;
   model = '';
+  /** The notebook's agent mode, as the server last said (null until it has). */
+  agent: AgentMode | null = null;
+  /** The expert model a `/expert` question goes to, if the server has one. */
+  expert: string | null = null;
 
   constructor(readonly notebook: string, private readonly _owner: IConversationOwner) {
     this._log = h('div', { className: 'jp-Ambient-log', attrs: { role: 'log' } });
@@ -89,12 +97,22 @@ export class Conversation {
     live.text.textContent = live.content;
   }
 
-  setStatus(state: AssistantState, replyId: string | null, model: string): void {
+  setStatus(
+    state: AssistantState,
+    replyId: string | null,
+    model: string,
+    agent: AgentMode | null,
+    expert: string | null
+  ): void {
     this.state = state;
     this.replyId = replyId;
     if (model) {
       this.model = model;
     }
+    if (agent) {
+      this.agent = agent;
+    }
+    this.expert = expert;
     this._thinking.remove();
     if (state === 'thinking') {
       this._live.append(this._thinking);
@@ -131,6 +149,7 @@ export class Conversation {
     this._replies.clear();
     this._finished.clear();
     this.proposals.clear();
+    this._counts.clear();
     this._lastSeq = 0;
     this._count = 0;
   }
@@ -155,8 +174,13 @@ export class Conversation {
         }
         return assistantNode(event, this._owner.render);
       }
-      case 'cell_executed':
+      case 'cell_executed': {
+        const count = num(event, 'execution_count');
+        if (count !== null) {
+          this._counts.set(event.seq, count);
+        }
         return cellCard(event);
+      }
       case 'widget_changed':
         return widgetCard(event);
       case 'model_error':
@@ -167,11 +191,22 @@ export class Conversation {
         return proposal.node;
       }
       case 'action_decided': {
-        this.proposals.get(str(event, 'action_id'))?.setDecided(str(event, 'decision'), str(event, 'by', 'user'));
+        this.proposals
+          .get(str(event, 'action_id'))
+          ?.setDecided(str(event, 'decision'), str(event, 'by', 'user'), str(event, 'reason'));
         return decidedCard(event);
       }
-      case 'action_executed':
-        return executedCard(event);
+      case 'action_executed': {
+        const count = this._counts.get(num(event, 'cell_event_seq') ?? -1) ?? null;
+        this.proposals
+          .get(str(event, 'action_id'))
+          ?.setOutcome(executedText(event, count), event.ok === false ? 'error' : 'ok');
+        return executedCard(event, count);
+      }
+      case 'settings_changed':
+        return settingsCard(event);
+      case 'plugin_registered':
+        return pluginCard(event);
       default:
         return unknownCard(event);
     }
@@ -183,6 +218,8 @@ export class Conversation {
   private readonly _thinking = h('div', { className: 'jp-Ambient-thinking', text: 'thinking…' });
   private readonly _replies = new Map<string, { node: HTMLElement; text: HTMLElement; content: string }>();
   private readonly _finished = new Set<string>();
+  /** seq of a cell_executed event -> its execution count, to say where an action ran. */
+  private readonly _counts = new Map<number, number>();
   private _lastSeq = 0;
   private _count = 0;
 }

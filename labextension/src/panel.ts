@@ -2,9 +2,11 @@
  * The "Ambient" sidebar: the active notebook's conversation, live.
  *
  * It follows the notebook tracker, holds one `Conversation` per notebook in
- * memory, speaks the `ambient/ws` protocol over one `AmbientConnection`, and
- * runs the cells this tab approved.
+ * memory, speaks the `ambient/ws` protocol over one `AmbientConnection`,
+ * shows and sets the notebook's agent mode, and runs the approved actions the
+ * server hands to this tab (`run` frames).
  */
+import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import {
   IRenderMimeRegistry,
@@ -14,18 +16,13 @@ import {
 } from '@jupyterlab/rendermime';
 import { Widget } from '@lumino/widgets';
 
-import { insertAndRun, InsertOutcome, notebookPath } from './agent';
+import { notebookPath, runApproved, RunOutcome } from './agent';
 import { MarkdownRenderer, ProposalCard } from './cards';
 import { AmbientConnection, ConnectionState } from './connection';
 import { Conversation, IConversationOwner } from './conversation';
 import { button, h } from './dom';
-import { IAmbientEvent, newClientId, num, ServerFrame, str } from './protocol';
+import { AGENT_MODES, AgentMode, IAmbientEvent, IRunFrame, newClientId, ServerFrame } from './protocol';
 import { AmbientSanitizer } from './sanitize';
-
-interface IApproval {
-  notebook: string;
-  card: ProposalCard;
-}
 
 const CONNECTION_TEXT: Record<ConnectionState, string> = {
   open: 'connected',
@@ -33,13 +30,13 @@ const CONNECTION_TEXT: Record<ConnectionState, string> = {
   closed: 'disconnected'
 };
 
-const OUTCOME_TEXT: Record<InsertOutcome, string> = {
-  ran: 'inserted and run',
-  error: 'inserted and run (it raised an error)',
-  failed: 'could not be inserted',
-  'not-open': 'approved, but its notebook is not open here',
-  'already-inserted': 'already inserted'
+const MODE_TEXT: Record<AgentMode, string> = {
+  off: 'off: only talk',
+  ask: 'ask: run once approved',
+  auto: 'auto: run without asking'
 };
+
+const PLACEHOLDER = 'Ask about this notebook… (start with /expert to ask the expert model)';
 
 export namespace AmbientPanel {
   export interface IOptions {
@@ -62,6 +59,15 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     this._notebookName = h('span', { className: 'jp-Ambient-notebook' });
     this._model = h('span', { className: 'jp-Ambient-model', title: 'The model answering in this notebook' });
     this._connectionNode = button('jp-Ambient-connection', '', () => this._connection.reconnect(), 'Reconnect');
+    this._mode = h('select', {
+      className: 'jp-Ambient-mode',
+      title: 'Agent mode for this notebook: what the assistant may run',
+      attrs: { 'aria-label': 'Agent mode' }
+    }) as HTMLSelectElement;
+    for (const mode of AGENT_MODES) {
+      this._mode.append(h('option', { text: MODE_TEXT[mode], attrs: { value: mode } }));
+    }
+    this._mode.addEventListener('change', () => void this._onModeChange());
     this._body = h('div', { className: 'jp-Ambient-body' });
     this._body.addEventListener('scroll', () => {
       const body = this._body;
@@ -72,7 +78,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     this._stop = button('jp-Ambient-stop', 'Stop', () => this._sendStop(), 'Stop the reply');
     this._input = h('textarea', {
       className: 'jp-Ambient-input',
-      attrs: { rows: '2', placeholder: 'Ask about this notebook…', title: 'Enter sends; Shift+Enter starts a new line' }
+      attrs: { rows: '2', placeholder: PLACEHOLDER, title: 'Enter sends; Shift+Enter starts a new line' }
     }) as HTMLTextAreaElement;
     this._input.addEventListener('keydown', event => this._onKeyDown(event));
     this._send = button('jp-Ambient-send jp-mod-accept', 'Send', () => this._sendChat());
@@ -88,6 +94,10 @@ export class AmbientPanel extends Widget implements IConversationOwner {
           this._notebookName,
           h('span', { className: 'jp-Ambient-spacer' }),
           this._model
+        ]),
+        h('label', { className: 'jp-Ambient-headerRow jp-Ambient-modeRow' }, [
+          h('span', { className: 'jp-Ambient-modeLabel', text: 'Agent' }),
+          this._mode
         ])
       ]),
       this._body,
@@ -124,9 +134,6 @@ export class AmbientPanel extends Widget implements IConversationOwner {
   // -- IConversationOwner ----------------------------------------------------
 
   eventAdded(conversation: Conversation, event: IAmbientEvent): void {
-    if (event.kind === 'action_decided') {
-      this._maybeRunApproved(conversation, event);
-    }
     if (conversation === this._current) {
       this._scrollSoon();
     }
@@ -145,9 +152,8 @@ export class AmbientPanel extends Widget implements IConversationOwner {
       this._conversation(notebook).showError('Not connected: the approval was not sent.');
       return;
     }
-    // Only the tab that approved inserts the cell, once, when the server has
-    // recorded the decision (a reload forgets this, so it never re-runs).
-    this._approvals.set(card.actionId, { notebook, card });
+    // The server records the decision and hands the action to one tab (this
+    // one, if it is still here) as a `run` frame.
     card.setWaiting(true);
   }
 
@@ -218,7 +224,15 @@ export class AmbientPanel extends Widget implements IConversationOwner {
         break;
       }
       case 'status':
-        this._conversations.get(frame.notebook)?.setStatus(frame.state, frame.replyId, frame.model);
+        this._conversations
+          .get(frame.notebook)
+          ?.setStatus(frame.state, frame.replyId, frame.model, frame.agent, frame.expert);
+        if (frame.notebook === this._current?.notebook && frame.agent === this._pendingMode) {
+          this._pendingMode = null;
+        }
+        break;
+      case 'run':
+        void this._run(frame);
         break;
       case 'token':
         this._conversations.get(frame.notebook)?.addToken(frame.replyId, frame.text);
@@ -228,6 +242,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
         break;
       case 'error':
         this._current?.showError(frame.message);
+        this._pendingMode = null; // a refused mode change shows the mode as it is
         // A refused decision leaves its card usable again. (An approval stays
         // remembered: if the server did record it, the cell is still run.)
         for (const conv of this._conversations.values()) {
@@ -242,30 +257,74 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     this._refresh();
   }
 
-  private _maybeRunApproved(conversation: Conversation, event: IAmbientEvent): void {
-    const actionId = str(event, 'action_id');
-    const approval = this._approvals.get(actionId);
-    if (!approval || str(event, 'decision') !== 'approved' || this._inserted.has(actionId)) {
+  /**
+   * Run an approved action the server handed to this tab, once. It must be the
+   * action this tab was shown (same code, same hash), and its code must hash
+   * to the approved sha256; otherwise nothing runs and the server is told.
+   */
+  private async _run(frame: IRunFrame): Promise<void> {
+    if (this._handled.has(frame.actionId)) {
+      return; // an approval is good for one run
+    }
+    this._handled.add(frame.actionId);
+    const conversation = this._conversations.get(frame.notebook);
+    const card = conversation?.proposals.get(frame.actionId);
+    let outcome: RunOutcome;
+    if (!card) {
+      outcome = { ran: false, reason: 'this tab was not shown the proposal' };
+    } else if (card.code !== frame.code || card.sha256 !== frame.sha256 || card.action !== frame.action) {
+      outcome = { ran: false, reason: 'the code to run is not the code that was proposed' };
+    } else {
+      card.setOutcome('running in this notebook…', 'pending');
+      try {
+        outcome = await runApproved(this._tracker, frame);
+      } catch (reason) {
+        console.error('ambient-jupyter: could not run an approved action', reason);
+        outcome = { ran: false, reason: `it could not be run here (${String(reason)})` };
+      }
+    }
+    if (outcome.ran) {
+      card?.setOutcome(`ran as ${outcome.where}${outcome.ok ? '' : ' and raised an error'}`, outcome.ok ? 'ok' : 'error');
       return;
     }
-    this._inserted.add(actionId);
-    this._approvals.delete(actionId);
-    const { card } = approval;
-    const proposal = card.event;
-    const metadata = {
-      action_id: actionId,
-      model: str(proposal, 'model') || conversation.model || null,
-      reply_to: num(proposal, 'reply_to'),
-      sha256: card.sha256,
-      approved_at: event.at || new Date().toISOString()
-    };
-    card.setNote('approved: inserting…');
-    insertAndRun(this._tracker, approval.notebook, card.code, metadata)
-      .then(outcome => card.setNote(OUTCOME_TEXT[outcome]))
-      .catch(reason => {
-        console.error('ambient-jupyter: could not run the approved cell', reason);
-        card.setNote(OUTCOME_TEXT.failed);
+    card?.setOutcome(`not run: ${outcome.reason}`, 'refused');
+    conversation?.showError(`An approved action was not run: ${outcome.reason}.`);
+    this._connection.send({
+      type: 'run_failed',
+      notebook: frame.notebook,
+      action_id: frame.actionId,
+      error: outcome.reason
+    });
+  }
+
+  // -- the agent mode ----------------------------------------------------------------
+
+  private async _onModeChange(): Promise<void> {
+    const conversation = this._current;
+    const agent = this._mode.value as AgentMode;
+    if (!conversation || agent === conversation.agent || !AGENT_MODES.includes(agent)) {
+      this._refresh();
+      return;
+    }
+    if (agent === 'auto') {
+      const result = await showDialog({
+        title: 'Let the assistant run code without asking?',
+        body: new Widget({ node: autoWarning(conversation.notebook) }),
+        buttons: [Dialog.cancelButton({ label: 'Keep asking' }), Dialog.warnButton({ label: 'Run without asking' })]
       });
+      if (!result.button.accept || conversation !== this._current) {
+        this._refresh();
+        return;
+      }
+    }
+    const sent = this._connection.send({ type: 'mode', notebook: conversation.notebook, agent });
+    if (!sent) {
+      conversation.showError('Not connected: the agent mode was not changed.');
+    } else {
+      // Shown until the server's status confirms it (or an error refuses it).
+      this._pendingMode = agent;
+    }
+    this._refresh();
   }
 
   // -- the composer --------------------------------------------------------------
@@ -337,7 +396,13 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     this._connectionNode.dataset.state = state;
     this._notebookName.textContent = conversation?.notebook ?? '';
     this._notebookName.title = conversation?.notebook ?? '';
-    this._model.textContent = conversation?.model ? `model: ${conversation.model}` : '';
+    const models = [conversation?.model ? `model: ${conversation.model}` : '', conversation?.expert ? `expert: ${conversation.expert}` : ''];
+    this._model.textContent = models.filter(Boolean).join(' · ');
+    const mode = this._pendingMode ?? conversation?.agent ?? null;
+    this._mode.value = mode ?? '';
+    this._mode.disabled = !conversation || !conversation.agent;
+    this._mode.dataset.agent = conversation?.agent ?? '';
+    this._mode.dataset.pending = this._pendingMode ? 'true' : 'false';
     const busy = conversation ? conversation.state !== 'idle' : false;
     this._activity.textContent = busy ? `${conversation?.state}…` : '';
     this._activity.dataset.state = conversation?.state ?? 'idle';
@@ -361,8 +426,10 @@ export class AmbientPanel extends Widget implements IConversationOwner {
   private readonly _tracker: INotebookTracker;
   private readonly _connection: AmbientConnection;
   private readonly _conversations = new Map<string, Conversation>();
-  private readonly _approvals = new Map<string, IApproval>();
-  private readonly _inserted = new Set<string>();
+  /** Actions this tab was handed to run (each runs at most once). */
+  private readonly _handled = new Set<string>();
+  private _pendingMode: AgentMode | null = null;
+  private readonly _mode: HTMLSelectElement;
   private _current: Conversation | null = null;
   private _followed: NotebookPanel | null = null;
   private _resendPending = false;
@@ -400,4 +467,19 @@ function markdownRenderer(rendermime: IRenderMimeRegistry): (host: HTMLElement, 
       renderer.node.textContent = markdown;
     }
   };
+}
+
+/** What auto mode risks, said before it is switched on. */
+function autoWarning(notebook: string): HTMLElement {
+  return h('div', { className: 'jp-Ambient-autoWarning' }, [
+    h('p', {
+      text: `In auto mode, every cell and plugin call the assistant proposes for ${notebook} runs at once, with no approval.`
+    }),
+    h('p', {
+      text:
+        'The model reads cell outputs, files, data and widget values. Text planted in any of them can make it ' +
+        'propose harmful code, such as code that deletes or sends away your files, and it would run.'
+    }),
+    h('p', { text: 'Use auto only with notebooks and data you trust. You can switch back to ask at any time.' })
+  ]);
 }

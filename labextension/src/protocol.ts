@@ -17,6 +17,29 @@ export interface IAmbientEvent {
 
 export type AssistantState = 'idle' | 'thinking' | 'streaming';
 
+export type AgentMode = 'off' | 'ask' | 'auto';
+export const AGENT_MODES: readonly AgentMode[] = ['off', 'ask', 'auto'];
+
+/** The actions that run a notebook cell once approved. */
+export type CellAction = 'insert_cell' | 'edit_cell' | 'run_cell' | 'propose_next_cell';
+const CELL_ACTIONS: readonly string[] = ['insert_cell', 'edit_cell', 'run_cell', 'propose_next_cell'];
+
+/** An approved cell action this tab is asked to run (the server hands each to one tab). */
+export interface IRunFrame {
+  type: 'run';
+  notebook: string;
+  actionId: string;
+  action: CellAction;
+  code: string;
+  sha256: string;
+  args: Record<string, unknown>;
+  model: string | null;
+  role: 'watcher' | 'expert';
+  replyTo: number | null;
+  decidedBy: 'user' | 'policy';
+  approvedAt: string;
+}
+
 export type ServerFrame =
   | { type: 'event'; event: IAmbientEvent }
   | { type: 'ready'; notebook: string; lastSeq: number; reset: boolean }
@@ -26,8 +49,11 @@ export type ServerFrame =
       state: AssistantState;
       replyId: string | null;
       model: string;
+      expert: string | null;
+      agent: AgentMode | null;
     }
   | { type: 'token'; notebook: string; replyId: string; text: string }
+  | IRunFrame
   | { type: 'error'; message: string };
 
 export type ClientFrame =
@@ -40,7 +66,9 @@ export type ClientFrame =
       decision: 'approve' | 'reject';
       sha256: string;
     }
-  | { type: 'stop'; notebook: string };
+  | { type: 'stop'; notebook: string }
+  | { type: 'mode'; notebook: string; agent: AgentMode }
+  | { type: 'run_failed'; notebook: string; action_id: string; error: string };
 
 type Json = Record<string, unknown>;
 
@@ -103,9 +131,13 @@ export function parseServerFrame(data: unknown): ServerFrame | null {
         notebook: raw.notebook,
         state,
         replyId: typeof raw.reply_id === 'string' ? raw.reply_id : null,
-        model: typeof raw.model === 'string' ? raw.model : ''
+        model: typeof raw.model === 'string' ? raw.model : '',
+        expert: typeof raw.expert === 'string' && raw.expert ? raw.expert : null,
+        agent: AGENT_MODES.includes(raw.agent as AgentMode) ? (raw.agent as AgentMode) : null
       };
     }
+    case 'run':
+      return parseRun(raw);
     case 'token':
       if (
         typeof raw.notebook !== 'string' ||
@@ -128,6 +160,43 @@ export function parseServerFrame(data: unknown): ServerFrame | null {
     default:
       return null;
   }
+}
+
+function parseRun(raw: Json): IRunFrame | null {
+  const { notebook, action_id, action, code, sha256, args } = raw;
+  if (
+    typeof notebook !== 'string' ||
+    typeof action_id !== 'string' ||
+    !action_id ||
+    typeof action !== 'string' ||
+    !CELL_ACTIONS.includes(action) ||
+    typeof code !== 'string' ||
+    typeof sha256 !== 'string' ||
+    !/^[0-9a-f]{64}$/.test(sha256) ||
+    (args !== undefined && args !== null && !isObject(args))
+  ) {
+    return null;
+  }
+  return {
+    type: 'run',
+    notebook,
+    actionId: action_id,
+    action: action as CellAction,
+    code,
+    sha256,
+    args: isObject(args) ? args : {},
+    model: typeof raw.model === 'string' ? raw.model : null,
+    role: raw.role === 'expert' ? 'expert' : 'watcher',
+    replyTo: typeof raw.reply_to === 'number' && Number.isInteger(raw.reply_to) ? raw.reply_to : null,
+    decidedBy: raw.decided_by === 'policy' ? 'policy' : 'user',
+    approvedAt: typeof raw.approved_at === 'string' ? raw.approved_at : new Date().toISOString()
+  };
+}
+
+/** An integer field of an object, or `null`. */
+export function int(record: Record<string, unknown>, key: string): number | null {
+  const value = record[key];
+  return typeof value === 'number' && Number.isInteger(value) ? value : null;
 }
 
 /** A string field of an event, or `fallback`. */
@@ -163,19 +232,4 @@ export function newClientId(): string {
   bytes[8] = (bytes[8] & 0x3f) | 0x80;
   const hex = Array.from(bytes, b => b.toString(16).padStart(2, '0')).join('');
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-}
-
-/**
- * The hex sha256 of `text` (UTF-8), or `null` where WebCrypto is unavailable
- * (insecure contexts): the caller then relies on the server's check alone.
- */
-export async function sha256Hex(text: string): Promise<string | null> {
-  const subtle = globalThis.crypto?.subtle;
-  if (!subtle) {
-    return null;
-  }
-  const digest = await subtle.digest('SHA-256', new TextEncoder().encode(text));
-  return Array.from(new Uint8Array(digest), b =>
-    b.toString(16).padStart(2, '0')
-  ).join('');
 }

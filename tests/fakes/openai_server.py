@@ -30,6 +30,8 @@ class FakeOpenAI(FakeModelServer):
     def __init__(self, models: list[str] | None = None, *, port: int = 0) -> None:
         super().__init__(port=port)
         self.models: list[str] = list(models) if models is not None else [DEFAULT_MODEL]
+        self.refuse_response_format = False
+        """Answer 400 to requests with ``response_format``, as servers without structured output do."""
 
     @property
     def base_url(self) -> str:
@@ -59,6 +61,10 @@ class FakeOpenAI(FakeModelServer):
         if self.fail_with is not None:
             status, message = self.fail_with
             self._error(h, status, message, type_="server_error", code=None)
+            return
+        if self.refuse_response_format and "response_format" in body:
+            message = "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model."
+            self._error(h, 400, message, type_="invalid_request_error", code=None)
             return
         if model not in self.models:
             self._error(

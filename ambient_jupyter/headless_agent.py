@@ -1,0 +1,257 @@
+"""The headless fix loop of ``ambient-jupyter run --agent ask|auto``.
+
+On an unexpected cell error the agent proposes a fix as a new cell
+(:meth:`Assistant.fix`), the gate's policy or the person at the terminal decides,
+and an approved fix runs as a new cell right after the failing one, with its
+provenance in the cell's metadata. If it runs cleanly the failing cell counts as
+fixed; if it fails, the agent may try again, within a bound per cell and per run.
+
+Nothing runs without :func:`~ambient_jupyter.gate.approval`, checked right before
+the cell runs, and only the proposed code (whose hash was approved) is run. A fix
+that timed out, was interrupted or took the kernel with it is reported and never
+run again on our own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import nbformat
+
+from .assistant import Assistant
+from .cell_driver import CellDriver, CellOutcome, wait_for_cell_event
+from .gate import Approval, NotApproved, approval, policy
+
+__all__ = ["FixLimits", "FixResult", "HeadlessAgent"]
+
+
+class Console(Protocol):
+    """Where the loop talks to the person running it (the runner's terminal)."""
+
+    def say(self, text: str) -> None:
+        """One line of progress."""
+
+    def end(self) -> None:
+        """End the reply that was streaming, if any."""
+
+    def cell_added(self) -> None:
+        """A cell was inserted (one more to run)."""
+
+    def cell_done(self) -> None:
+        """An inserted cell ran."""
+
+    async def confirm(self, header: str, code: str) -> bool | None:
+        """Show ``code`` and ask whether to run it; None if the question was cut short."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FixLimits:
+    """How far the agent may go (``--max-fix-attempts``, ``--max-fixes``, ``--agent-timeout``)."""
+
+    attempts_per_cell: int = 2
+    fixes_per_run: int = 5
+    cell_timeout: float | None = 120.0
+
+
+@dataclasses.dataclass
+class FixResult:
+    fixed: bool = False
+    """A fix cell ran cleanly: the failing cell no longer fails the run."""
+    inserted: int = 0
+    """Cells inserted after the failing one."""
+    kernel_lost: bool = False
+    """The kernel died or would not stop: the run cannot go on."""
+
+
+def _short(action_id: str) -> str:
+    return f"{action_id[:8]}…"
+
+
+class HeadlessAgent:
+    """Fixes failing cells of one run, one proposal at a time.
+
+    Parameters
+    ----------
+    assistant
+        The notebook's assistant (its ``agent`` mode is ``ask`` or ``auto``).
+    driver
+        Runs the inserted cells in the notebook's kernel.
+    limits
+        The bounds of the loop.
+    person_present
+        Whether someone can be asked (stdin and stdout are a terminal).
+    console
+        Progress lines and the approval prompt.
+    stopped
+        True once the run is being stopped (Ctrl-C): nothing more is proposed or run.
+    """
+
+    def __init__(
+        self,
+        assistant: Assistant,
+        driver: CellDriver,
+        *,
+        limits: FixLimits,
+        person_present: bool,
+        console: Console,
+        stopped: Callable[[], bool],
+    ) -> None:
+        self.assistant = assistant
+        self.history = assistant.history
+        self.notebook = assistant.notebook
+        self.driver = driver
+        self.limits = limits
+        self.person_present = person_present
+        self.console = console
+        self.stopped = stopped
+        self.attempts = 0
+        """Fix attempts so far in this run (bounded by ``limits.fixes_per_run``)."""
+        self.failed_code: set[str] = set()
+        """sha256 of every fix that failed in this run: the same code is not run twice."""
+
+    async def fix(self, index: int, event: dict[str, Any]) -> FixResult:
+        """Try to fix the failing cell at ``index`` whose ``cell_executed`` event is ``event``."""
+        result = FixResult()
+        error = event.get("error") or {}
+        label = f"cell [{event.get('execution_count')}]"
+        say = self.console.say
+        position = index  # each fix goes right below the cell (or fix) before it
+        for attempt in range(1, self.limits.attempts_per_cell + 1):
+            if self.stopped():
+                break
+            if self.attempts >= self.limits.fixes_per_run:
+                say(f"{label} stays failed: the run's {self.limits.fixes_per_run} fix attempts (--max-fixes) are used")
+                break
+            self.attempts += 1
+            what = "a fix" if attempt == 1 else f"another fix (attempt {attempt} of {self.limits.attempts_per_cell})"
+            say(f"{label} failed ({error.get('ename')}: {error.get('evalue')}); asking the agent for {what}")
+            try:
+                turn = await self.assistant.fix(event, attempt=attempt)
+            finally:
+                self.console.end()
+            proposal = turn.proposal
+            if self.stopped():
+                if proposal is not None:  # proposed just before Ctrl-C: settle it, so it never runs later
+                    await self.assistant.decide(proposal, "rejected", by="user", reason="the run was stopped")
+                break
+            if proposal is None:
+                say(f"the agent proposed no fix (its reply is {turn.state}); {label} stays failed")
+                break
+            say(f"the agent proposes a fix for {label} (action {_short(proposal['action_id'])})")
+            if proposal["sha256"] in self.failed_code:
+                reason = "the same code already failed in this run"
+                await self.assistant.decide(proposal, "rejected", by="policy", reason=reason)
+                say(f"rejected: {reason}; nothing runs")
+                break
+            if not await self._decide(proposal, label) or self.stopped():
+                break
+            outcome = await self._run(proposal, position + 1)
+            if outcome is None:
+                break
+            result.inserted += 1
+            position += 1
+            if outcome.status == "ok":
+                say(f"fix ran ok; {label} counts as fixed")
+                result.fixed = True
+                break
+            self.failed_code.add(str(proposal["sha256"]))
+            if outcome.status != "error":
+                # Timed out, interrupted, or the kernel is gone: never run again on our own.
+                result.kernel_lost = outcome.kernel_lost
+                break
+            say(f"the fix failed too ({outcome.ename}: {outcome.evalue})")
+        return result
+
+    async def _decide(self, proposal: dict[str, Any], label: str) -> bool:
+        """Record the decision on ``proposal``: by policy, or by the person at the terminal."""
+        verdict = await self.assistant.apply_policy(proposal, person_present=self.person_present)
+        if verdict != "ask":
+            safe = bool(proposal.get("safe"))
+            _, reason = policy(self.assistant.agent, safe=safe, person_present=self.person_present)
+            if verdict == "approve":
+                self.console.say(f"approved by policy ({reason})")
+                return True
+            self.console.say(f"rejected by policy ({reason}); nothing the agent proposes runs")
+            return False
+        header = f"the agent proposes this new cell below {label} (action {_short(proposal['action_id'])}):"
+        answer = await self.console.confirm(header, str(proposal["code"]))
+        if answer is None:
+            await self.assistant.decide(proposal, "rejected", by="user", reason="the run was stopped")
+            return False
+        await self.assistant.decide(proposal, "approved" if answer else "rejected", by="user")
+        self.console.say("approved; running it" if answer else "rejected; nothing runs")
+        return answer
+
+    async def _run(self, proposal: dict[str, Any], position: int) -> CellOutcome | None:
+        """Insert and run an approved fix at ``position``; None if the gate refuses it."""
+        action_id = str(proposal["action_id"])
+        try:
+            approved = await asyncio.to_thread(approval, self.history, self.notebook, action_id)
+        except NotApproved as exc:
+            self.console.say(f"not run: {exc}")
+            return None
+        # Only the approved proposal's code runs: approval() checked its sha256 just now.
+        cell = nbformat.v4.new_code_cell(approved.code, metadata={"ambient": _provenance(approved)})
+        self.driver.insert(position, cell)
+        self.console.cell_added()
+        before = await asyncio.to_thread(self.history.last_seq, self.notebook)
+        outcome = await self.driver.execute(position, timeout=self.limits.cell_timeout)
+        self.console.cell_done()
+        event = None
+        if outcome.replied:
+            event = await wait_for_cell_event(self.history, self.notebook, outcome.execution_count, before)
+        error, message = self._describe(outcome, action_id)
+        await self.assistant.executed(
+            action_id, cell_event_seq=event["seq"] if event else None, ok=outcome.status == "ok", error=error
+        )
+        if message:
+            self.console.say(message)
+        return outcome
+
+    def _describe(self, outcome: CellOutcome, action_id: str) -> tuple[str | None, str]:
+        """The ``error`` stored with the execution, and what to tell the person."""
+        short = _short(action_id)
+        if outcome.status == "ok":
+            return None, ""
+        if outcome.status == "error":
+            return f"{outcome.ename}: {outcome.evalue}", ""
+        if outcome.status == "timeout":
+            limit = f"{self.limits.cell_timeout:g}"
+            return (
+                f"timed out after {limit} s; interrupted",
+                f"the agent's cell (action {short}) timed out after {limit} s and was interrupted; "
+                "it is not run again (raise --agent-timeout to give it longer)",
+            )
+        if outcome.status == "interrupted":
+            return "interrupted (Ctrl-C)", f"the agent's cell (action {short}) was interrupted"
+        if outcome.status == "dead":
+            return (
+                "the kernel died while the cell ran; nothing was re-run",
+                f"the kernel died while running the agent's cell (action {short}); nothing was re-run "
+                "and the run stops here",
+            )
+        return (
+            "the kernel did not stop after an interrupt; nothing was re-run",
+            f"the agent's cell (action {short}) did not stop when interrupted; the run stops here",
+        )
+
+
+def _provenance(approved: Approval) -> dict[str, Any]:
+    """Where an agent-written cell came from, for anyone reading the notebook later.
+
+    Informational only: approvals are read from the history, never from here.
+    """
+    proposal, decision = approved.proposal, approved.decision
+    return {
+        "action_id": proposal["action_id"],
+        "action": proposal.get("action"),
+        "model": proposal.get("model"),
+        "role": proposal.get("role"),
+        "reply_to": proposal.get("reply_to"),
+        "sha256": proposal["sha256"],
+        "approved_at": decision.get("at"),
+        "decided_by": decision.get("by"),
+    }

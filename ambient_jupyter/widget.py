@@ -1,0 +1,313 @@
+"""``ambient_jupyter.chat()``: the notebook's conversation in a cell's output.
+
+For frontends without the Ambient sidebar (Notebook 7, VS Code, Colab-style), hosted
+by the in-kernel host: the same assistant as ``%%ask``, the same history as the sidebar.
+
+Wire: anywidget custom messages, JSON objects discriminated by ``type``.
+
+* view → kernel: ``hello{view, after_seq}``, ``chat{text, client_id}``, ``stop``,
+  ``decide{action_id, decision, sha256}``, ``run{action_id}``;
+* kernel → view: ``replay{view, events, done}`` (the answer to one view's hello),
+  ``events{events}`` (live, to every view), ``token{reply_id, text}``,
+  ``error{message, action_id?, client_id?}`` and ``run{action_id}``.
+
+Comm handlers run on the kernel's main thread, so they never wait on the model: a
+chat is handed to the host's own event loop, and tokens come back from there.
+Approved code runs on the main thread, inside a comm handler, as the user's cells do.
+A turn the mode approves on its own (``auto``) is finished on the host's loop, so
+its run is handed back to the main thread through the view (``run``), and accepted
+only for actions this kernel asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from IPython.utils.capture import capture_output
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from traitlets import Unicode
+
+from ._trim import clean_text, strip_ansi, trim_text
+from .actions import CODE_ACTIONS
+from .assistant import NO_EXPERT_HELP, Role
+from .chat_feed import Feed, join, leave
+from .gate import NotApproved, approval, find_action
+
+try:
+    import anywidget
+except ImportError as exc:  # anywidget is optional for the recorder, required here
+    msg = "ambient_jupyter.chat() needs anywidget: pip install anywidget"
+    raise ImportError(msg) from exc
+
+__all__ = ["ChatWidget", "chat"]
+
+log = logging.getLogger("ambient_jupyter.widget")
+
+_STATIC = Path(__file__).parent / "static"
+STORE_TIMEOUT = 30.0
+OUTPUT_LIMIT = 2000
+"""Characters kept of what approved code printed (head and tail)."""
+
+
+# -- what a view may send ------------------------------------------------------------
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Hello(_Msg):
+    type: Literal["hello"]
+    view: str = Field(min_length=1, max_length=100)
+    after_seq: int = Field(0, ge=0)
+
+
+class Chat(_Msg):
+    type: Literal["chat"]
+    text: str = Field(min_length=1, max_length=20_000)
+    client_id: str = Field(min_length=1, max_length=200)
+
+
+class Stop(_Msg):
+    type: Literal["stop"]
+
+
+class Decide(_Msg):
+    type: Literal["decide"]
+    action_id: str = Field(min_length=1, max_length=200)
+    decision: Literal["approve", "reject"]
+    sha256: str = Field("", max_length=128)
+
+
+class Run(_Msg):
+    type: Literal["run"]
+    action_id: str = Field(min_length=1, max_length=200)
+
+
+ViewMessage = Annotated[Union[Hello, Chat, Stop, Decide, Run], Field(discriminator="type")]
+_view_message: TypeAdapter[ViewMessage] = TypeAdapter(ViewMessage)
+
+
+class Refused(ValueError):
+    """A view's request was refused; the message goes back to the view as is."""
+
+    def __init__(self, message: str, **about: str) -> None:
+        super().__init__(message)
+        self.about = about
+
+
+# -- the widget -----------------------------------------------------------------------
+
+
+class ChatWidget(anywidget.AnyWidget):  # type: ignore[misc]
+    """The notebook's conversation, with a box to ask and buttons to decide.
+
+    Create it with :func:`chat`. Its traits describe what it shows; the
+    conversation itself travels as custom messages (see the module docstring).
+    """
+
+    _esm = _STATIC / "chat.js"
+    _css = _STATIC / "chat.css"
+    _ambient_record = False
+    """Its traits are the conversation's own state, not something the user did."""
+
+    notebook = Unicode("", help="The notebook whose conversation this is.").tag(sync=True)
+    model_spec = Unicode("", help="The watcher model.").tag(sync=True)
+    expert_spec = Unicode("", help="The expert model, if one is set.").tag(sync=True)
+    mode = Unicode("ask", help="The notebook's agent mode: off, ask or auto.").tag(sync=True)
+    status = Unicode("idle", help="idle, thinking or streaming.").tag(sync=True)
+
+    def __init__(self, recorder: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._recorder = recorder
+        self._host = recorder.ensure_host()
+        self._assistant = self._host.assistant
+        feed = join(self, self._assistant.history.path, self._assistant.notebook, recorder.settings.agent)
+        self._feed: Feed | None = feed
+        self.notebook, self.mode, self.status = self._assistant.notebook, feed.mode, feed.status
+        self._show_models()
+        self.on_msg(self._on_msg)
+
+    def close(self) -> None:
+        """Close the widget; the last one of a notebook stops its poller."""
+        feed, self._feed = getattr(self, "_feed", None), None
+        if feed is not None:
+            leave(self, feed)
+        super().close()
+
+    def _show_models(self) -> None:
+        self.model_spec = self._assistant.model_spec
+        self.expert_spec = self._assistant.expert_spec or ""
+
+    # -- messages from a view ------------------------------------------------------
+
+    def _on_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        feed = self._feed
+        if feed is None:
+            return
+        try:
+            message = _view_message.validate_python(content)
+        except ValidationError as exc:
+            problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+            self.send({"type": "error", "message": f"The chat sent a message the kernel cannot use ({problem}); "
+                       "reload the page."})
+            return
+        try:
+            if isinstance(message, Hello):
+                feed.replay(self, message.view, message.after_seq)
+            elif isinstance(message, Chat):
+                self._chat(feed, message)
+            elif isinstance(message, Stop):
+                self._host.stop()
+            elif isinstance(message, Decide):
+                self._decide(feed, message)
+            elif message.action_id in feed.awaiting_run:
+                # A run the mode approved, handed back by a view; the first view's wins.
+                feed.awaiting_run.discard(message.action_id)
+                proposal, _related = find_action(self._assistant.history, feed.notebook, message.action_id)
+                if proposal is not None:
+                    self._run(feed, proposal)
+        except Refused as exc:
+            self.send({"type": "error", "message": str(exc), **exc.about})
+
+    def _chat(self, feed: Feed, message: Chat) -> None:
+        text, role, about = message.text.strip(), "watcher", {"client_id": message.client_id}
+        command, *rest = text.split(maxsplit=1) or [""]
+        if command == "/expert":
+            if not rest:
+                raise Refused("Write your question after /expert.", **about)
+            if not self._assistant.expert_spec:
+                raise Refused(NO_EXPERT_HELP, **about)
+            text, role = rest[0].strip(), "expert"
+        if not text:
+            raise Refused("Write a question first.", **about)
+        feed.set_status("thinking")
+        future = self._host.submit(self._turn(feed, text, message.client_id, role))  # type: ignore[arg-type]
+        future.add_done_callback(lambda f: self._turn_done(feed, f))
+
+    async def _turn(self, feed: Feed, text: str, client_id: str, role: Role) -> None:
+        """On the host's loop: answer, stream, and let the mode decide what the model proposed."""
+        # Everything run so far must be in the history before the model reads it.
+        await asyncio.to_thread(self._recorder.writer.flush, 5.0)
+        await asyncio.to_thread(self._host.agent_mode)  # the notebook's mode: what may be proposed
+        try:
+            turn = await self._assistant.ask(text, source="widget", client_id=client_id, on_token=feed.token, role=role)
+        finally:
+            feed.set_status("idle")
+            feed.wake()
+        self._show_models()
+        proposal = turn.proposal
+        if proposal is None or turn.state != "complete":
+            return
+        verdict = await self._assistant.apply_policy(proposal, person_present=True)
+        feed.wake()
+        if verdict == "approve":
+            # Code runs on the kernel's main thread, which only a comm message reaches.
+            feed.awaiting_run.add(str(proposal["action_id"]))
+            feed.broadcast({"type": "run", "action_id": proposal["action_id"]})
+
+    def _turn_done(self, feed: Feed, future: Future[Any]) -> None:
+        exc = None if future.cancelled() else future.exception()
+        if exc is not None:
+            # The assistant stores model failures itself; this is anything else.
+            log.error("the chat widget's turn failed", exc_info=exc)
+            feed.set_status("idle")
+            feed.broadcast({"type": "error", "message": f"The assistant failed: {exc}. See the kernel's log."})
+
+    def _store(self, coro: Any, **about: str) -> None:
+        """Store a decision or an outcome through the assistant (on its loop); wait for the commit."""
+        try:
+            self._host.submit(coro).result(STORE_TIMEOUT)
+        except FutureTimeout:
+            raise Refused("The history did not answer in time; nothing more was done. Try again.", **about) from None
+
+    def _decide(self, feed: Feed, message: Decide) -> None:
+        about = {"action_id": message.action_id}
+        proposal, related = find_action(self._assistant.history, feed.notebook, message.action_id)
+        if proposal is None:
+            raise Refused(f"No proposed action {message.action_id!r} in this notebook.", **about)
+        if any(e.get("kind") == "action_decided" for e in related):
+            raise Refused("This action was already decided.", **about)
+        if message.decision == "approve" and message.sha256 != proposal.get("sha256"):
+            # The approval must be for exactly the code the person was shown.
+            raise Refused("Refused: the code's sha256 does not match the proposal. Nothing was approved or run.",
+                          **about)
+        outcome = "approved" if message.decision == "approve" else "rejected"
+        self._store(self._assistant.decide(proposal, outcome, by="user"), **about)
+        feed.wake()
+        if outcome == "approved":
+            self._run(feed, proposal)
+
+    def _run(self, feed: Feed, proposal: dict[str, Any]) -> None:
+        """Run an approved action once, here on the kernel's main thread."""
+        action_id = str(proposal["action_id"])
+        about = {"action_id": action_id}
+        if action_id in feed.claimed:
+            return
+        if proposal.get("action") == "call_plugin":
+            self._dispatch(feed, action_id)
+            return
+        if proposal.get("action") not in CODE_ACTIONS:
+            raise Refused(f"This kernel cannot run a {proposal.get('action')!r} action.", **about)
+        try:
+            code = approval(self._assistant.history, feed.notebook, action_id).code
+        except NotApproved as exc:
+            raise Refused(str(exc), **about) from None
+        feed.claimed.add(action_id)
+        # What it prints would go to no cell (its parent is this comm message): keep it
+        # as the action's result, for the card and for the model.
+        with capture_output(display=False) as printed:
+            # Recorded as a cell_executed of its own (this is a comm message, not an execute_request).
+            result, cell = self._recorder.run_agent_cell(code)
+        error = result.error_in_exec or result.error_before_exec
+        text = clean_text(strip_ansi(printed.stdout + printed.stderr))
+        outcome = self._assistant.executed(
+            action_id,
+            ok=bool(result.success),
+            cell_event_seq=int(cell["seq"]) if cell else None,
+            result=trim_text(text, OUTPUT_LIMIT) if text else None,
+            error=f"{type(error).__name__}: {error}" if error is not None else None,
+        )
+        self._store(outcome, **about)
+        feed.wake()
+
+    def _dispatch(self, feed: Feed, action_id: str) -> None:
+        from .plugins import dispatch  # loaded on first use: it needs the plugin machinery
+
+        feed.claimed.add(action_id)
+        try:
+            dispatch(action_id)  # checks the approval itself and records the outcome
+        except NotApproved as exc:
+            raise Refused(str(exc), action_id=action_id) from None
+        except Exception as exc:  # noqa: BLE001 (the plugin's own failure, recorded by dispatch: shown on its card)
+            raise Refused(f"The plugin action failed: {type(exc).__name__}: {exc}", action_id=action_id) from None
+        finally:
+            feed.wake()
+
+
+def chat() -> ChatWidget:
+    """Show this notebook's conversation with the assistant, in the cell's output.
+
+    Works in any frontend that renders anywidget widgets (JupyterLab, Notebook 7,
+    VS Code, Colab). Loads the ``ambient_jupyter`` kernel extension if it is not
+    loaded yet, so what runs is recorded.
+
+    Returns
+    -------
+    ChatWidget
+        Display it (make it the cell's last expression).
+    """
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:
+        msg = "ambient_jupyter.chat() needs IPython: call it from a notebook cell"
+        raise RuntimeError(msg)
+    from .kernel import load
+
+    return ChatWidget(load(shell))
