@@ -41,6 +41,7 @@ __all__ = [
     "EditCell",
     "Explain",
     "InsertCell",
+    "Limits",
     "PluginCatalog",
     "ProposeNextCell",
     "RunCell",
@@ -150,25 +151,56 @@ class PluginCatalog:
 # -- the schema given to the model ------------------------------------------------------
 
 
-# No maxLength in the schema: llama.cpp turns it into one nested grammar rule per
-# character. A turn's length is bounded by max_tokens; a cut-off action is refused.
-_STRING: dict[str, Any] = {"type": "string"}
-_TEXT: dict[str, Any] = {"type": "string", "minLength": 1}
-"""People read ``text``: never empty."""
+STRUCTURE_TOKENS = 48
+"""Tokens a turn needs besides its strings: keys, punctuation, numbers (generously)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Longest strings, in characters, so that a whole action fits in ``max_tokens``.
+
+    A token holds at least one character, so strings totalling ``max_tokens -
+    STRUCTURE_TOKENS`` characters always leave room to close the object: a
+    constrained model can ramble, but never past the end of a valid action.
+    """
+
+    explain: int
+    text: int
+    code: int
+    argument: int
+
+    @classmethod
+    def for_tokens(cls, max_tokens: int) -> Limits:
+        chars = max(64, max_tokens - STRUCTURE_TOKENS)
+        text = max(32, chars // 4)
+        return cls(explain=chars, text=text, code=max(32, chars - text), argument=max(16, min(200, chars // 4)))
+
+
+def _string(limit: int | None, *, min_length: int = 0) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if min_length:
+        schema["minLength"] = min_length
+    if limit is not None:
+        schema["maxLength"] = limit
+    return schema
 
 
 def _object(props: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
-def _variant(action: str, catalog: PluginCatalog, cells: list[int] | None) -> list[dict[str, Any]]:
+def _variant(
+    action: str, catalog: PluginCatalog, cells: list[int] | None, limits: Limits | None
+) -> list[dict[str, Any]]:
     const = {"const": action}
     # Cell references are execution counts that exist, where they are known.
     cell: dict[str, Any] = {"enum": cells} if cells else {"type": "integer"}
     after: dict[str, Any] = {"enum": [*cells, None]} if cells else {"type": ["integer", "null"]}
-    text, code = _TEXT, _STRING
+    # People read ``text``: never empty.
     if action == "explain":
-        return [_object({"action": const, "text": text})]
+        return [_object({"action": const, "text": _string(limits and limits.explain, min_length=1)})]
+    text = _string(limits and limits.text, min_length=1)
+    code = _string(limits and limits.code)
     if action == "insert_cell":
         return [_object({"action": const, "text": text, "code": code, "after": after})]
     if action == "edit_cell":
@@ -191,7 +223,7 @@ def _variant(action: str, catalog: PluginCatalog, cells: list[int] | None) -> li
                             "text": text,
                             "plugin": {"const": plugin},
                             "name": {"const": name},
-                            "args": _closed(params),
+                            "args": _closed(params, limits),
                         }
                     )
                 )
@@ -200,22 +232,35 @@ def _variant(action: str, catalog: PluginCatalog, cells: list[int] | None) -> li
     raise ValueError(msg)
 
 
-def _closed(params: dict[str, Any]) -> dict[str, Any]:
-    """An arguments schema where every property is present (grammars need a fixed shape)."""
+def _closed(params: dict[str, Any], limits: Limits | None) -> dict[str, Any]:
+    """An arguments schema where every property is present (grammars need a fixed shape),
+    and every string argument has a length limit (see :class:`Limits`)."""
     props = dict(params.get("properties") or {})
+    if limits is not None:
+        strings = [k for k, v in props.items() if isinstance(v, dict) and v.get("type") == "string" and "enum" not in v]
+        # The strings share what the code would have had, each at most ``limits.argument``.
+        each = max(8, min(limits.argument, limits.code // max(1, len(strings))))
+        for key in strings:
+            spec = props[key]
+            props[key] = {**spec, "maxLength": min(int(spec.get("maxLength", each)), each)}
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
 def action_schema(
-    allowed: Sequence[str], catalog: PluginCatalog | None = None, cells: Iterable[int] | None = None
+    allowed: Sequence[str],
+    catalog: PluginCatalog | None = None,
+    cells: Iterable[int] | None = None,
+    max_tokens: int | None = None,
 ) -> dict[str, Any]:
     """The JSON schema of one turn, restricted to ``allowed`` actions.
 
     ``call_plugin`` is offered only when there are plugins, and ``edit_cell`` /
     ``run_cell`` only when cells have run. With ``cells`` (the execution counts
-    that exist), cell references are limited to them.
+    that exist), cell references are limited to them. With ``max_tokens``, strings
+    are limited so that a whole action always fits (:class:`Limits`).
     """
     catalog = catalog or PluginCatalog()
+    limits = Limits.for_tokens(max_tokens) if max_tokens is not None else None
     known = sorted(set(cells)) if cells is not None else None
     variants: list[dict[str, Any]] = []
     for action in dict.fromkeys(allowed):
@@ -223,9 +268,9 @@ def action_schema(
             continue
         if action in ("edit_cell", "run_cell") and known == []:
             continue
-        variants.extend(_variant(action, catalog, known))
+        variants.extend(_variant(action, catalog, known, limits))
     if not variants:
-        variants = _variant("explain", catalog, known)
+        variants = _variant("explain", catalog, known, limits)
     return variants[0] if len(variants) == 1 else {"anyOf": variants}
 
 

@@ -57,7 +57,7 @@ TokenCallback = Callable[[str, str], Any]
 EventCallback = Callable[[dict[str, Any]], Any]
 
 REPLY_RESERVE = 512
-"""Tokens kept free in the context for the reply itself."""
+"""Tokens kept free in the context for the reply itself, at least (``max_reply_tokens`` if more)."""
 ATTEMPTS = 2
 """Tries a model gets to produce a valid action before the turn fails (or escalates)."""
 NO_EXPERT_HELP = (
@@ -132,7 +132,7 @@ class Assistant:
         agent: str = "ask",
         quiet: bool = False,
         cooldown: float = 30.0,
-        max_reply_tokens: int = 400,
+        max_reply_tokens: int = 1024,
         on_token: TokenCallback | None = None,
         on_event: EventCallback | None = None,
     ) -> None:
@@ -189,7 +189,7 @@ class Assistant:
         transcript = self._transcripts.get(role)
         if transcript is None:
             backend = await self.backend(role)
-            budget = await backend.context_length() - REPLY_RESERVE
+            budget = await backend.context_length() - max(REPLY_RESERVE, self.max_reply_tokens)
             transcript = self._transcripts[role] = Transcript(budget=budget, count_tokens=backend.count_tokens)
         new = await asyncio.to_thread(self.history.read, self.notebook, transcript.last_seq)
         transcript.extend(new)
@@ -396,7 +396,7 @@ class Assistant:
             backend = await self.backend(role)
             spec = backend.spec
             transcript = await self.transcript(role)
-            schema = action_schema(allowed, transcript.plugins, transcript.cells)
+            schema = action_schema(allowed, transcript.plugins, transcript.cells, max_tokens=self.max_reply_tokens)
             async for piece in backend.stream(
                 transcript.messages(tail), json_schema=schema, max_tokens=self.max_reply_tokens
             ):

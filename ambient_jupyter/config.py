@@ -66,4 +66,6 @@ class AmbientSettings(Configurable):
         8000, help="Characters kept of each output (head and tail) when a cell is recorded."
     ).tag(config=True)
 
-    max_reply_tokens = Int(400, help="Longest reply the model may write, in tokens.").tag(config=True)
+    max_reply_tokens = Int(
+        1024, help="Longest turn the model may write, in tokens (its strings are limited to fit)."
+    ).tag(config=True)

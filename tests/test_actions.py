@@ -285,3 +285,21 @@ def test_approval_is_read_from_the_history_and_bound_to_the_hash(tmp_path: Path)
             approval(history, NB, "a4")
         with pytest.raises(NotApproved, match="no proposed action"):
             approval(history, NB, "nope")
+
+
+def test_string_limits_leave_room_for_a_whole_action() -> None:
+    """Strings are limited so that, even at one character per token, an action fits its budget."""
+    for max_tokens in (128, 400, 1024, 4096):
+        schema = action_schema(ACTIONS, catalog(), cells=[1, 2], max_tokens=max_tokens)
+        for variant in schema["anyOf"]:
+            props = variant["properties"]
+            strings = [p["maxLength"] for p in props.values() if p.get("type") == "string"]
+            strings += [
+                p["maxLength"]
+                for p in (props.get("args") or {}).get("properties", {}).values()
+                if p.get("type") == "string"
+            ]
+            assert strings and all(strings), variant
+            assert sum(strings) + 48 <= max(max_tokens, 112), (max_tokens, variant)
+    explain = action_schema(("explain",), max_tokens=1024)
+    assert explain["properties"]["text"] == {"type": "string", "minLength": 1, "maxLength": 976}

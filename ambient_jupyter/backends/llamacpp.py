@@ -237,7 +237,7 @@ class LlamaCppBackend(Backend):
                     usage.prompt_evaluated = len(tokens) - max(0, min(cached, len(tokens) - 1))
                     usage.completion_tokens = 0
                     usage.first_token_s = None
-                    grammar = None if json_schema is None else _grammar(json.dumps(json_schema, sort_keys=True))
+                    grammar = None if json_schema is None else _grammar(json.dumps(json_schema))
                     budget = min(max_tokens or 512, self.n_ctx - len(tokens) - 1)
                     chunks = llm.create_completion(
                         tokens,

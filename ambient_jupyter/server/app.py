@@ -61,7 +61,7 @@ class AmbientExtension(ExtensionApp):
     cooldown = Float(30.0, help="Seconds after an unprompted reply during which failures are left alone.").tag(
         config=True
     )
-    max_reply_tokens = Int(400, help="Longest reply, in tokens.").tag(config=True)
+    max_reply_tokens = Int(1024, help="Longest turn, in tokens (its strings are limited to fit).").tag(config=True)
     poll_interval = Float(
         0.05, help="Seconds between checks for events committed by kernels (a cheap SQLite probe)."
     ).tag(config=True)

@@ -65,7 +65,7 @@ class HubSettings:
     quiet: bool = False
     agent: str = "ask"
     cooldown: float = 30.0
-    max_reply_tokens: int = 400
+    max_reply_tokens: int = 1024
     poll_interval: float = 0.05
     client_queue_limit: int = 2000
 
