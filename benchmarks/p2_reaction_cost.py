@@ -36,7 +36,7 @@ from typing import Any
 
 import llama_cpp
 
-from ambient_jupyter.assistant import Assistant
+from ambient_jupyter.assistant import Assistant, _failure_note
 from ambient_jupyter.backends.llamacpp import LlamaCppBackend
 from ambient_jupyter.context import MESSAGE_OVERHEAD, Transcript
 from ambient_jupyter.history import History
@@ -131,13 +131,13 @@ def make_event(i: int, count: int, rng: random.Random) -> dict[str, Any]:
 
 
 def reaction_instruction(event: dict[str, Any]) -> str:
-    """The tail ``Assistant.react`` adds (same words, so the same size)."""
-    error = event.get("error") or {"ename": "KeyError", "evalue": "'regoin'"}
-    return (
-        f"Cell {event.get('execution_count')} just failed with {error.get('ename')}: "
-        f"{error.get('evalue')}. In one or two sentences, explain the likely cause, "
-        "then show the corrected code."
-    )
+    """The tail ``Assistant.react`` adds (its own words, so the same size)."""
+    return str(_failure_note(event)["content"])
+
+
+def watcher(assistant: Assistant) -> Transcript | None:
+    """The watcher's transcript, once the assistant has built it."""
+    return assistant._transcripts.get("watcher")
 
 
 def would_cut(transcript: Transcript, new: list[dict[str, Any]], event: dict[str, Any]) -> tuple[bool, bool]:
@@ -188,7 +188,7 @@ async def main() -> int:
     history = History(tmp / "history.sqlite")
     notebook = str(tmp / "analysis.ipynb")
     backend = LlamaCppBackend()
-    assistant = Assistant(history, notebook, backend, cooldown=0, max_reply_tokens=16)
+    assistant = Assistant(history, notebook, backend, cooldown=0, max_reply_tokens=96)
     counter = Counter(backend)
     n_ctx = await backend.context_length()
     print(f"P2 model={backend.path.name} n_ctx={n_ctx} threads={backend._model().context_params.n_threads}")
@@ -213,7 +213,7 @@ async def main() -> int:
         kinds[event["kind"]] = kinds.get(event["kind"], 0) + 1
         stored = await asyncio.to_thread(history.append, notebook, event)
 
-        transcript = assistant.transcript
+        transcript = watcher(assistant)
         if transcript is not None:
             new = await asyncio.to_thread(history.read, notebook, transcript.last_seq)
             prefill_cut, reaction_cut = would_cut(transcript, new, stored)
@@ -232,7 +232,7 @@ async def main() -> int:
                 return 1
             after = counter.read()
             usage = backend.usage
-            assert assistant.transcript is not None
+            assert watcher(assistant) is not None
             reactions[i] = Reaction(
                 at=i,
                 seq=stored["seq"],
@@ -241,8 +241,8 @@ async def main() -> int:
                 completion_tokens=usage.completion_tokens,
                 first_token_s=usage.first_token_s,
                 n_p_eval=after[0] - before[0],
-                cut=assistant.transcript.cuts != cuts_before,
-                reply=str(reply.get("text", "")),
+                cut=watcher(assistant).cuts != cuts_before,
+                reply=reply.text if reply.state == "complete" else f"[{reply.state}] {reply.text}",
             )
             r = reactions[i]
             print(
@@ -258,14 +258,14 @@ async def main() -> int:
             prefill_eval.append((after[0] - before[0]) + (after[1] - before[1]))
             prefill_s.append(time.perf_counter() - t0)
         if i % 50 == 0:
-            assert assistant.transcript is not None
+            assert watcher(assistant) is not None
             print(
-                f"P2 ... event {i}: cuts={assistant.transcript.cuts} window_start={assistant.transcript.start} "
+                f"P2 ... event {i}: cuts={watcher(assistant).cuts} window_start={watcher(assistant).start} "
                 f"prefill tokens so far={sum(prefill_eval)} elapsed={time.perf_counter() - started:.0f}s",
                 flush=True,
             )
 
-    transcript = assistant.transcript
+    transcript = watcher(assistant)
     assert transcript is not None
     first, last = reactions[REACT_AT[0]], reactions[REACT_AT[1]]
     eval_rate = sum(prefill_eval) / sum(prefill_s) if sum(prefill_s) else float("nan")

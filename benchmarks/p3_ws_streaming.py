@@ -7,12 +7,13 @@ Two sides, same model (SmolLM2-135M through ``LlamaCppBackend``), same prompts:
   round a ``chat`` with a fresh ``client_id``; it times sending the chat -> the first
   ``token`` frame (ws TTFT), and the token frames' rate (first -> last frame).
 * **backend**: ``create_backend("embedded")`` in this process, streamed directly
-  (``Backend.stream``, as the server's Assistant calls it) with the *identical*
-  messages list: the server builds its prompt with ``context.Transcript`` from the
-  history, so we do the same from the same history file (the round's question
-  appended as the server will store it; after the round we rebuild the server's
-  prompt from what it stored and check that it is the one we used). Timed from
-  the call to the first piece, and first -> last piece.
+  (``Backend.stream`` with the same action schema, the text read out of the JSON by
+  ``TextStream``, as the server's Assistant does) with the *identical* messages
+  list: the server builds its prompt with ``context.Transcript`` from the history,
+  so we do the same from the same history file (the round's question appended as
+  the server will store it; after the round we rebuild the server's prompt from
+  what it stored and check that it is the one we used). Timed from the call to the
+  first piece of text, and first -> last piece.
 
 Both sides keep their own model and KV cache, in different processes, and go
 through the same sequence of prompts with the same seed, so their caches hold the
@@ -43,6 +44,7 @@ from typing import Any
 
 from _server import JupyterServer, WsClient, install_deadline
 
+from ambient_jupyter.actions import TextStream, action_schema
 from ambient_jupyter.assistant import REPLY_RESERVE
 from ambient_jupyter.backends import create_backend
 from ambient_jupyter.backends.base import Message
@@ -112,12 +114,18 @@ async def server_round(client: WsClient, text: str, client_id: str) -> tuple[Gen
 
 
 async def backend_round(backend: Any, messages: list[Message], max_tokens: int) -> Gen:
+    """The backend called as the server's assistant calls it: the same action schema, and
+    the text read out of the JSON as it streams (what a person sees is the text)."""
+    schema = action_schema(("explain",), max_tokens=max_tokens)  # the server runs with AMBIENT_AGENT=off
+    stream = TextStream()
     stamps: list[float] = []
     pieces: list[str] = []
     t0 = time.perf_counter()
-    async for piece in backend.stream(messages, max_tokens=max_tokens):
-        stamps.append(time.perf_counter())
-        pieces.append(piece)
+    async for piece in backend.stream(messages, json_schema=schema, max_tokens=max_tokens):
+        text = stream.feed(piece)
+        if text:
+            stamps.append(time.perf_counter())
+            pieces.append(text)
     return Gen(stamps[0] - t0, stamps, "".join(pieces))
 
 
@@ -145,7 +153,7 @@ async def main() -> int:
         exec(compile(config_py, args.server_config_py, "exec"), {"__name__": "server_config"})
 
     backend = create_backend("embedded")
-    budget = await backend.context_length() - REPLY_RESERVE
+    budget = await backend.context_length() - max(REPLY_RESERVE, args.max_tokens)
     transcript = Transcript(budget=budget, count_tokens=backend.count_tokens)
     started = time.monotonic()
     env = {"AMBIENT_MODEL": "embedded", "AMBIENT_AGENT": "off"}
