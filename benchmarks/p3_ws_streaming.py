@@ -35,6 +35,7 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import os
 import statistics
 import sys
 import time
@@ -48,6 +49,7 @@ from ambient_jupyter.actions import TextStream, action_schema
 from ambient_jupyter.assistant import REPLY_RESERVE
 from ambient_jupyter.backends import create_backend
 from ambient_jupyter.backends.base import Message
+from ambient_jupyter.backends.llamacpp import usable_cpus
 from ambient_jupyter.context import Transcript
 from ambient_jupyter.history import History
 from ambient_jupyter.server.paths import resolve_notebook
@@ -152,11 +154,15 @@ async def main() -> int:
     if config_py:
         exec(compile(config_py, args.server_config_py, "exec"), {"__name__": "server_config"})
 
+    # The server gives an in-process model every CPU but one (AmbientExtension.model_threads);
+    # the direct side gets the same, so both decode alike.
+    threads = str(max(1, usable_cpus() - 1))
+    os.environ["AMBIENT_THREADS"] = threads
     backend = create_backend("embedded")
     budget = await backend.context_length() - max(REPLY_RESERVE, args.max_tokens)
     transcript = Transcript(budget=budget, count_tokens=backend.count_tokens)
     started = time.monotonic()
-    env = {"AMBIENT_MODEL": "embedded", "AMBIENT_AGENT": "off"}
+    env = {"AMBIENT_MODEL": "embedded", "AMBIENT_AGENT": "off", "AMBIENT_THREADS": threads}
     with JupyterServer(
         env=env, args=[f"--AmbientExtension.max_reply_tokens={args.max_tokens}"], config_py=config_py
     ) as server:

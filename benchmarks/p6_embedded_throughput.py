@@ -5,13 +5,14 @@ Ours streams through its async interface (worker thread -> asyncio queue ->
 stream=True)`` on its own ``Llama`` instance (so the two never share a KV cache).
 Both get the same prompt token ids (rendered once with the GGUF's chat template),
 the same sampling settings (temperature, repeat_penalty, seed, stop strings) and
-the same ``max_tokens``; both KV caches are cleared before every generation, so
+the same ``max_tokens`` and the same decode/prompt threads (``--raw-defaults``
+gives raw llama-cpp-python its own defaults instead); both KV caches are cleared before every generation, so
 both do the same prefill, which is excluded anyway: tokens/s is measured from the
 first streamed token to the last one, as the consumer sees them, over
 ``tokens - 1`` intervals. Rounds alternate (ABBA) and the figure is the ratio of
 the medians.
 
-Usage: python benchmarks/p6_embedded_throughput.py [--rounds 7] [--max-tokens 128]
+Usage: python benchmarks/p6_embedded_throughput.py [--rounds 7] [--max-tokens 128] [--raw-defaults]
 """
 
 from __future__ import annotations
@@ -106,12 +107,21 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument(
+        "--raw-defaults",
+        action="store_true",
+        help="raw llama-cpp-python with its own thread defaults (half the CPUs) instead of ours",
+    )
     args = parser.parse_args()
 
     backend = LlamaCppBackend()
-    ours_llm = await asyncio.to_thread(backend._model)
+    await backend.context_length()  # loads the model on its compute thread, as a host does
+    ours_llm = backend._model()
     prompt, stop = backend.render(MESSAGES)
-    raw = llama_cpp.Llama(model_path=str(embedded_model_path()), n_ctx=backend.n_ctx, verbose=False)
+    # By default both sides use the same threads, so the figure is what our streaming
+    # path costs; --raw-defaults compares with llama-cpp-python as it comes.
+    threads = {} if args.raw_defaults else {"n_threads": backend.n_threads, "n_threads_batch": backend.n_threads}
+    raw = llama_cpp.Llama(model_path=str(embedded_model_path()), n_ctx=backend.n_ctx, verbose=False, **threads)
     print(f"P6 model={backend.path.name} n_ctx={backend.n_ctx} prompt_tokens={len(prompt)} stop={stop}")
     print(
         f"P6 threads: ours {ours_llm.context_params.n_threads}/{ours_llm.context_params.n_threads_batch}, "

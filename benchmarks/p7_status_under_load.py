@@ -262,10 +262,10 @@ async def main() -> int:
         prober = Prober(server.port)
         try:
             # Warm-up (untimed): the server loads the model on the first chat.
+            # (Replies are JSON actions now, often shorter than a window: busy windows
+            # chain chats, so only the first reply is awaited here.)
             await driver.chat()
-            await driver.wait(lambda: driver.tokens >= 20, timeout=180)
-            await driver.stop()
-            await driver.wait(lambda: driver.replies >= 1 and driver.state == "idle")
+            await driver.wait(lambda: driver.replies >= 1 and driver.state == "idle", timeout=180)
             prober.start()
             per_pair: list[tuple[float, float]] = []
             for p in range(args.pairs):

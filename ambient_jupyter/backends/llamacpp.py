@@ -15,9 +15,11 @@ Why it is shaped like this:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import importlib.resources
 import json
+import logging
 import os
 import re
 import threading
@@ -28,12 +30,26 @@ from typing import Any
 
 from .base import Backend, BackendError, BackendNotInstalledError, Message, ModelNotFoundError
 
-__all__ = ["LlamaCppBackend", "embedded_model_path", "usable_cpus"]
+__all__ = ["LlamaCppBackend", "embedded_model_path", "threads_from_env", "usable_cpus"]
+
+log = logging.getLogger("ambient_jupyter.backends")
 
 _EMBEDDED_HINT = 'Install it with: pip install "ambient-jupyter[embedded]"'
 
 _models: dict[tuple[str, int], Any] = {}
 _models_lock = threading.Lock()
+
+# Every llama.cpp call that computes (loading, prompt evaluation, generation) runs on
+# this one thread. llama.cpp parallelises with OpenMP, and OpenMP keeps a team of
+# threads per calling thread: a new thread per reply (or the event loop's default
+# pool) leaves several teams spinning against each other, ~12% slower decoding on
+# two cores (benchmark P6). One long-lived thread also skips the team's start-up at
+# every reply.
+_compute = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ambient-llamacpp")
+
+
+async def _on_compute_thread(fn: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(_compute, fn)
 
 
 def embedded_model_path() -> Path:
@@ -80,6 +96,21 @@ def _grammar(schema_json: str) -> Any:
     return LlamaGrammar.from_string(gbnf, verbose=False)
 
 
+def threads_from_env() -> int | None:
+    """``AMBIENT_THREADS`` as a positive int, or None (unset or not a positive number)."""
+    value = os.environ.get("AMBIENT_THREADS", "").strip()
+    if not value:
+        return None
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        log.warning("AMBIENT_THREADS=%r is not a positive number of threads; using every CPU", value)
+        return None
+    return threads
+
+
 def usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask, e.g. a container's limit)."""
     try:
@@ -124,8 +155,8 @@ class LlamaCppBackend(Backend):
     n_ctx
         Context window to allocate (capped at the model's training context).
     n_threads
-        Threads for decoding and prompt evaluation; by default every CPU this
-        process may use (:func:`usable_cpus`).
+        Threads for decoding and prompt evaluation; by default ``AMBIENT_THREADS``
+        if set, else every CPU this process may use (:func:`usable_cpus`).
     temperature
         Sampling temperature; small models stay coherent when this is low.
     """
@@ -150,7 +181,7 @@ class LlamaCppBackend(Backend):
                 msg = f"No GGUF file at {self.path}. Check the path in llamacpp:<path.gguf>."
                 raise ModelNotFoundError(msg)
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or usable_cpus()
+        self.n_threads = n_threads or threads_from_env() or usable_cpus()
         self.temperature = temperature
         self.seed = seed
         self._llm: Any = None
@@ -196,7 +227,7 @@ class LlamaCppBackend(Backend):
         return tokens, stop
 
     async def context_length(self) -> int:
-        llm = await asyncio.to_thread(self._model)
+        llm = await _on_compute_thread(self._model)
         return int(min(llm.n_ctx(), llm.context_params.n_ctx))
 
     def count_tokens(self, text: str) -> int:
@@ -214,7 +245,7 @@ class LlamaCppBackend(Backend):
     async def _stream(
         self, messages: list[Message], *, json_schema: dict[str, Any] | None, max_tokens: int | None
     ) -> AsyncIterator[str]:
-        llm = await asyncio.to_thread(self._model)
+        llm = await _on_compute_thread(self._model)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         cancel = threading.Event()
@@ -225,6 +256,9 @@ class LlamaCppBackend(Backend):
             loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
 
         def work() -> None:
+            if cancel.is_set():  # stopped while waiting for the compute thread
+                put("done", None)
+                return
             try:
                 with llm._ambient_lock:  # noqa: SLF001
                     tokens, stop = self.render(messages)
@@ -275,8 +309,7 @@ class LlamaCppBackend(Backend):
             except Exception as exc:  # noqa: BLE001 (translated once, here, at the llama.cpp edge)
                 put("error", BackendError(f"llama.cpp failed: {exc}"))
 
-        worker = threading.Thread(target=work, name="ambient-llamacpp", daemon=True)
-        worker.start()
+        _compute.submit(work)
         try:
             while True:
                 kind, value = await queue.get()
@@ -304,4 +337,4 @@ class LlamaCppBackend(Backend):
                 for _ in llm.create_completion(tokens, max_tokens=1, temperature=0.0, stream=True):
                     break
 
-        await asyncio.to_thread(work)
+        await _on_compute_thread(work)

@@ -10,6 +10,7 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode, default
 
+from ..backends.llamacpp import usable_cpus
 from ..config import env_flag
 from ..history import History
 from .handlers import AmbientSocket, HistoryHandler, ModelsHandler, StatusHandler
@@ -62,6 +63,11 @@ class AmbientExtension(ExtensionApp):
         config=True
     )
     max_reply_tokens = Int(1024, help="Longest turn, in tokens (its strings are limited to fit).").tag(config=True)
+    model_threads = Int(
+        0,
+        help="Threads for an in-process model (embedded, llamacpp:). 0: every CPU but one, so that "
+        "Jupyter and the kernels stay responsive while it writes. Env: AMBIENT_THREADS.",
+    ).tag(config=True)
     poll_interval = Float(
         0.05, help="Seconds between checks for events committed by kernels (a cheap SQLite probe)."
     ).tag(config=True)
@@ -79,6 +85,10 @@ class AmbientExtension(ExtensionApp):
         # Kernels started by this server inherit its environment: tell their recorder
         # that a host (us) diagnoses failures, so the kernel doesn't answer as well.
         os.environ["AMBIENT_HOST"] = "server"
+        if self.model_threads > 0 or not os.environ.get("AMBIENT_THREADS", "").strip():
+            # An in-process model would otherwise take every core from the server and
+            # the user's kernels (benchmark P7); kernels inherit this too.
+            os.environ["AMBIENT_THREADS"] = str(self.model_threads or max(1, usable_cpus() - 1))
         if self.db:
             os.environ["AMBIENT_DB"] = self.db
         history = History(self.db or None)
