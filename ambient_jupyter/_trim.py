@@ -30,11 +30,15 @@ def trim_marker(total_chars: int, total_bytes: int | None = None) -> str:
     return f"\n[... trimmed by ambient-jupyter: original size {size} ...]\n"
 
 
-def trim_text(text: str, limit: int, *, total_bytes: int | None = None) -> str:
-    """``text`` if it fits in ``limit`` chars, else its head and tail around a marker."""
+def trim_text(text: str, limit: int, *, total_bytes: int | None = None, total_chars: int | None = None) -> str:
+    """``text`` if it fits in ``limit`` chars, else its head and tail around a marker.
+
+    ``total_chars``: the size ``text`` had before an earlier trim (the marker gives it).
+    """
     if len(text) <= limit and total_bytes is None:
         return text
+    total = max(len(text), total_chars or 0)
     if len(text) <= limit:
-        return text + trim_marker(len(text), total_bytes)
+        return text + trim_marker(total, total_bytes)
     half = max(1, limit // 2)
-    return text[:half] + trim_marker(len(text), total_bytes) + text[-half:]
+    return text[:half] + trim_marker(total, total_bytes) + text[-half:]

@@ -142,7 +142,8 @@ class PluginCatalog:
         return catalog
 
     def action(self, plugin: str, name: str) -> dict[str, Any] | None:
-        return (self.plugins.get(plugin) or {}).get("actions", {}).get(name)
+        actions: dict[str, dict[str, Any]] = (self.plugins.get(plugin) or {}).get("actions", {})
+        return actions.get(name)
 
     def __bool__(self) -> bool:
         return bool(self.plugins)
@@ -198,9 +199,9 @@ def _variant(
     after: dict[str, Any] = {"enum": [*cells, None]} if cells else {"type": ["integer", "null"]}
     # People read ``text``: never empty.
     if action == "explain":
-        return [_object({"action": const, "text": _string(limits and limits.explain, min_length=1)})]
-    text = _string(limits and limits.text, min_length=1)
-    code = _string(limits and limits.code)
+        return [_object({"action": const, "text": _string(limits.explain if limits else None, min_length=1)})]
+    text = _string(limits.text if limits else None, min_length=1)
+    code = _string(limits.code if limits else None)
     if action == "insert_cell":
         return [_object({"action": const, "text": text, "code": code, "after": after})]
     if action == "edit_cell":

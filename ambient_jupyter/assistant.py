@@ -43,7 +43,15 @@ from .actions import (
 from .backends import Backend, BackendError, StreamInterruptedError, resolve_backend
 from .backends.base import Message
 from .context import Transcript
-from .events import ActionDecided, ActionExecuted, ActionProposed, AssistantMessage, ModelError, UserMessage
+from .events import (
+    ActionDecided,
+    ActionExecuted,
+    ActionProposed,
+    AssistantMessage,
+    MessageSource,
+    ModelError,
+    UserMessage,
+)
 from .gate import Verdict, policy
 from .history import History
 
@@ -216,7 +224,7 @@ class Assistant:
         self,
         text: str,
         *,
-        source: str = "cli",
+        source: MessageSource = "cli",
         client_id: str | None = None,
         on_token: TokenCallback | None = None,
         role: Role = "watcher",
@@ -296,6 +304,12 @@ class Assistant:
             self._reply_task.cancel()
             return True
         return False
+
+    async def stopped(self) -> None:
+        """:meth:`stop`, then wait until the cut turn has been stored (a host shutting down)."""
+        task = self._reply_task
+        if self.stop() and task is not None:
+            await asyncio.gather(task, return_exceptions=True)
 
     async def prefill(self) -> None:
         """Let the model read new events while idle, so the next reaction is cheap."""

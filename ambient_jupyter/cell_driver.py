@@ -127,7 +127,7 @@ class CellDriver:
         assert self.client.km is not None
         # A kernel that is already gone cannot be interrupted; the alive check reports it.
         with contextlib.suppress(RuntimeError):
-            await self.client.km.interrupt_kernel()
+            await ensure_async(self.client.km.interrupt_kernel())
 
     def _on_cell_executed(self, cell: Any, cell_index: int, execute_reply: dict[str, Any]) -> None:
         self._reply = execute_reply

@@ -53,18 +53,20 @@ def _fmt_value(value: Any, limit: int = 200) -> str:
 
 
 def _render_outputs(outputs: list[dict[str, Any]], limit: int) -> str:
-    parts: list[str] = []
+    # Each output as the model reads it, and its size before the kernel trimmed it (``chars``).
+    parts: list[tuple[str, int]] = []
     for out in outputs:
         kind = out.get("type")
         if kind == "image":
-            parts.append(f"[image {out.get('mime')} {out.get('bytes', 0):,} bytes]")
-        elif kind == "stream":
-            parts.append(str(out.get("text", "")))
-        elif kind in ("result", "display"):
+            parts.append((f"[image {out.get('mime')} {out.get('bytes', 0):,} bytes]", 0))
+        elif kind in ("stream", "result", "display"):
             label = "Out: " if kind == "result" else ""
-            parts.append(label + str(out.get("text", "")))
-    text = "\n".join(p.rstrip("\n") for p in parts if p)
-    return trim_text(text, limit) if text else ""
+            parts.append((label + str(out.get("text", "")), len(label) + int(out.get("chars") or 0)))
+    parts = [(p, max(len(p), size)) for p, size in parts if p]
+    text = "\n".join(p.rstrip("\n") for p, _ in parts)
+    # Trimmed again here, the marker still gives the size the kernel saw.
+    original = sum(size for _, size in parts) + len(parts) - 1
+    return trim_text(text, limit, total_chars=original) if text else ""
 
 
 def render_event(event: dict[str, Any], *, limit: int = 2000) -> Message | None:
@@ -85,7 +87,7 @@ def render_event(event: dict[str, Any], *, limit: int = 2000) -> Message | None:
         error = event.get("error")
         if error:
             tb = "\n".join(error.get("traceback") or [])
-            body.append(f"Error: {error.get('ename')}: {error.get('evalue')}")
+            body.append(f"Error: {error.get('ename')}: {trim_text(str(error.get('evalue')), limit)}")
             if tb:
                 # The end of a traceback names the failing line; keep more of it.
                 body.append(trim_text(tb, limit // 2)[-(limit // 2) :])

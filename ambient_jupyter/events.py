@@ -19,6 +19,7 @@ __all__ = [
     "CellError",
     "CellExecuted",
     "Event",
+    "MessageSource",
     "ModelError",
     "PluginRegistered",
     "SettingsChanged",
@@ -72,10 +73,14 @@ class WidgetChanged(_EventBase):
     new: Any = None
 
 
+MessageSource = Literal["sidebar", "magic", "cli", "widget"]
+"""Where a user message was written."""
+
+
 class UserMessage(_EventBase):
     kind: Literal["user_message"] = "user_message"
     text: str
-    source: Literal["sidebar", "magic", "cli", "widget"] = "sidebar"
+    source: MessageSource = "sidebar"
     client_id: str | None = None
     to: Literal["watcher", "expert"] = "watcher"
     """Which model the user asked (``/expert`` in the sidebar, ``%%ask --expert``)."""

@@ -104,7 +104,7 @@ class Refused(ValueError):
 # -- the widget -----------------------------------------------------------------------
 
 
-class ChatWidget(anywidget.AnyWidget):  # type: ignore[misc]
+class ChatWidget(anywidget.AnyWidget):
     """The notebook's conversation, with a box to ask and buttons to decide.
 
     Create it with :func:`chat`. Its traits describe what it shows; the

@@ -1,5 +1,8 @@
 """P1: kernel overhead of the recorder on 2,000 tiny cells, with vs without, in one kernel.
 
+Baseline: plain nbclient, the same cells in the same kernel with the extension
+unloaded (``%unload_ext`` removes its IPython hooks and its ``Session.send`` observer).
+
 One nbclient run of one notebook: 2,000 measured cells with the extension loaded and
 the same 2,000 cells without it, in alternating blocks (``--block`` cells each; the
 order of each pair of blocks alternates, ABBA), switched by untimed
@@ -161,8 +164,12 @@ async def run(cells: list[str], block: int, env: dict[str, str]) -> Measure:
             m.cpu[variant] += (_cpu_seconds(pid) if pid else float("nan")) - cpu_at[first]
 
     client = NotebookClient(
-        nb, timeout=120, kernel_name="python3", allow_errors=True,
-        on_cell_start=on_cell_start, on_cell_executed=on_cell_executed,
+        nb,
+        timeout=120,
+        kernel_name="python3",
+        allow_errors=True,
+        on_cell_start=on_cell_start,
+        on_cell_executed=on_cell_executed,
     )
     await client.async_execute(env=env)
     return m
@@ -247,13 +254,19 @@ async def main() -> int:
     n = len(cells)
     print(f"P1 measured cells: with {len(m.latencies['with'])}, without {len(m.latencies['without'])}")
     print(f"P1 total: with {m.seconds['with']:.3f}s, without {m.seconds['without']:.3f}s")
-    print(f"P1 median cell latency: with {lat['with'] * 1000:.3f} ms, without {lat['without'] * 1000:.3f} ms "
-          f"(ratio {lat['with'] / lat['without']:.3f})")
-    print(f"P1 kernel CPU: with {m.cpu['with']:.2f}s, without {m.cpu['without']:.2f}s "
-          f"(+{(m.cpu['with'] - m.cpu['without']) / n * 1e6:.0f} us/cell)")
+    print(
+        f"P1 median cell latency: with {lat['with'] * 1000:.3f} ms, without {lat['without'] * 1000:.3f} ms "
+        f"(ratio {lat['with'] / lat['without']:.3f})"
+    )
+    print(
+        f"P1 kernel CPU: with {m.cpu['with']:.2f}s, without {m.cpu['without']:.2f}s "
+        f"(+{(m.cpu['with'] - m.cpu['without']) / n * 1e6:.0f} us/cell)"
+    )
     print(f"P1 added wall time per cell: {(m.seconds['with'] - m.seconds['without']) / n * 1e6:.0f} us")
-    print(f"P1 history: {counts.get('cell_executed', 0)} cell_executed events for {n} cells with the extension, "
-          f"{stats['errors']} errors, all in {lag:.2f}s after the last cell")
+    print(
+        f"P1 history: {counts.get('cell_executed', 0)} cell_executed events for {n} cells with the extension, "
+        f"{stats['errors']} errors, all in {lag:.2f}s after the last cell"
+    )
     for problem in problems:
         print(f"P1 PROBLEM: {problem}")
     print(

@@ -56,40 +56,94 @@ def cell(count: int, code: str, out: str = "", error: tuple[str, str] | None = N
 
 
 def widget(cls: str, desc: str, trait: str, old: Any, new: Any) -> dict[str, Any]:
-    return {"kind": "widget_changed", "widget": "w1", "widget_class": cls, "description": desc,
-            "trait": trait, "old": old, "new": new}
+    return {
+        "kind": "widget_changed",
+        "widget": "w1",
+        "widget_class": cls,
+        "description": desc,
+        "trait": trait,
+        "old": old,
+        "new": new,
+    }
 
 
 TODO_PLUGIN = {
-    "kind": "plugin_registered", "plugin": "todo", "widget": "p1", "widget_class": "TodoList",
+    "kind": "plugin_registered",
+    "plugin": "todo",
+    "widget": "p1",
+    "widget_class": "TodoList",
     "description": "A todo list",
     "actions": [
-        {"name": "add", "description": "Add an item.", "safe": True,
-         "parameters": {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]}},
-        {"name": "complete", "description": "Mark item number index as done.", "safe": True,
-         "parameters": {"type": "object", "properties": {"index": {"type": "integer"}}, "required": ["index"]}},
-        {"name": "remove", "description": "Remove item number index.", "safe": True,
-         "parameters": {"type": "object", "properties": {"index": {"type": "integer"}}, "required": ["index"]}},
-        {"name": "list_items", "description": "All items.", "safe": True,
-         "parameters": {"type": "object", "properties": {}}},
+        {
+            "name": "add",
+            "description": "Add an item.",
+            "safe": True,
+            "parameters": {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]},
+        },
+        {
+            "name": "complete",
+            "description": "Mark item number index as done.",
+            "safe": True,
+            "parameters": {"type": "object", "properties": {"index": {"type": "integer"}}, "required": ["index"]},
+        },
+        {
+            "name": "remove",
+            "description": "Remove item number index.",
+            "safe": True,
+            "parameters": {"type": "object", "properties": {"index": {"type": "integer"}}, "required": ["index"]},
+        },
+        {
+            "name": "list_items",
+            "description": "All items.",
+            "safe": True,
+            "parameters": {"type": "object", "properties": {}},
+        },
     ],
 }
 EXPLORER_PLUGIN = {
-    "kind": "plugin_registered", "plugin": "explorer", "widget": "p2", "widget_class": "DataFrameExplorer",
+    "kind": "plugin_registered",
+    "plugin": "explorer",
+    "widget": "p2",
+    "widget_class": "DataFrameExplorer",
     "description": "Browse a DataFrame",
     "actions": [
-        {"name": "filter", "description": "Keep rows where column op value.", "safe": True,
-         "parameters": {"type": "object", "properties": {
-             "column": {"type": "string", "enum": ["year", "region", "sales"]},
-             "op": {"type": "string", "enum": ["==", "!=", "<", "<=", ">", ">="]},
-             "value": {"type": ["string", "number"]}}, "required": ["column", "op", "value"]}},
-        {"name": "sort", "description": "Sort by a column.", "safe": True,
-         "parameters": {"type": "object", "properties": {
-             "column": {"type": "string", "enum": ["year", "region", "sales"]},
-             "ascending": {"type": "boolean"}}, "required": ["column", "ascending"]}},
-        {"name": "plot", "description": "Plot a column.", "safe": True,
-         "parameters": {"type": "object", "properties": {
-             "column": {"type": "string", "enum": ["year", "region", "sales"]}}, "required": ["column"]}},
+        {
+            "name": "filter",
+            "description": "Keep rows where column op value.",
+            "safe": True,
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "column": {"type": "string", "enum": ["year", "region", "sales"]},
+                    "op": {"type": "string", "enum": ["==", "!=", "<", "<=", ">", ">="]},
+                    "value": {"type": ["string", "number"]},
+                },
+                "required": ["column", "op", "value"],
+            },
+        },
+        {
+            "name": "sort",
+            "description": "Sort by a column.",
+            "safe": True,
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "column": {"type": "string", "enum": ["year", "region", "sales"]},
+                    "ascending": {"type": "boolean"},
+                },
+                "required": ["column", "ascending"],
+            },
+        },
+        {
+            "name": "plot",
+            "description": "Plot a column.",
+            "safe": True,
+            "parameters": {
+                "type": "object",
+                "properties": {"column": {"type": "string", "enum": ["year", "region", "sales"]}},
+                "required": ["column"],
+            },
+        },
     ],
 }
 
@@ -204,8 +258,11 @@ async def main() -> int:
             if done % 10 == 0:
                 c = sum(results["constrained"])
                 f = sum(results["free"])
-                print(f"P8 {done}/{len(jobs)}: constrained valid {c}/{done}, free valid {f}/{done} "
-                      f"({time.monotonic() - started:.0f} s)", flush=True)
+                print(
+                    f"P8 {done}/{len(jobs)}: constrained valid {c}/{done}, free valid {f}/{done} "
+                    f"({time.monotonic() - started:.0f} s)",
+                    flush=True,
+                )
         history.close()
     n = len(results["constrained"])
     c_rate = sum(results["constrained"]) / n

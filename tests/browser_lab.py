@@ -55,10 +55,15 @@ def require_browser() -> None:
 
 
 class LabServer:
-    """``python -m jupyterlab`` in its own process group, with everything in ``base``."""
+    """``python -m jupyterlab`` in its own process group, with everything in ``base``.
 
-    def __init__(self, base: Path, env: dict[str, str] | None = None) -> None:
+    ``python`` is the interpreter to run it with (another venv's, say); by default
+    the one running the tests.
+    """
+
+    def __init__(self, base: Path, env: dict[str, str] | None = None, *, python: str | Path | None = None) -> None:
         self.base = base
+        self.python = str(python or sys.executable)
         self.root = base / "root"
         self.db = base / "history.sqlite"
         self.log_path = base / "jupyterlab.log"
@@ -85,7 +90,7 @@ class LabServer:
         }
         env.pop("JPY_SESSION_NAME", None)
         cmd = [
-            sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+            self.python, "-m", "jupyterlab", "--no-browser", "--allow-root",
             f"--IdentityProvider.token={self.token}",
             "--ServerApp.ip=127.0.0.1",
             f"--port={self.port}",

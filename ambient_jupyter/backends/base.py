@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal, TypedDict
 
 __all__ = [
@@ -100,7 +100,7 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def _stream(
         self, messages: list[Message], *, json_schema: dict[str, Any] | None, max_tokens: int | None
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Yield pieces of the reply; raise :class:`BackendError` subclasses only."""
 
     async def stream(

@@ -24,7 +24,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +209,8 @@ class LlamaCppBackend(Backend):
             ident = meta.get(key)
             if ident is None:
                 return ""
-            return llm.detokenize([int(ident)], special=True).decode("utf-8", "replace")
+            text: str = llm.detokenize([int(ident)], special=True).decode("utf-8", "replace")
+            return text
 
         return Jinja2ChatFormatter(
             template=template,
@@ -244,7 +245,7 @@ class LlamaCppBackend(Backend):
 
     async def _stream(
         self, messages: list[Message], *, json_schema: dict[str, Any] | None, max_tokens: int | None
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         llm = await _on_compute_thread(self._model)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -105,7 +105,7 @@ class OllamaBackend(Backend):
 
     async def _stream(
         self, messages: list[Message], *, json_schema: dict[str, Any] | None, max_tokens: int | None
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         num_ctx = await self.context_length()
         options: dict[str, Any] = {"num_ctx": num_ctx}
         if max_tokens is not None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any, cast
 
 import openai
 
@@ -21,7 +21,16 @@ from .base import (
     StreamInterruptedError,
 )
 
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
+
 __all__ = ["OpenAIBackend"]
+
+
+def _chat_messages(messages: list[Message]) -> list[ChatCompletionMessageParam]:
+    # Each Message is already one of the client's message shapes (system, user or
+    # assistant, by its role); mypy cannot match a TypedDict to one arm by its role.
+    return [cast("ChatCompletionMessageParam", message) for message in messages]
 
 
 class OpenAIBackend(Backend):
@@ -82,7 +91,7 @@ class OpenAIBackend(Backend):
 
     async def _stream(
         self, messages: list[Message], *, json_schema: dict[str, Any] | None, max_tokens: int | None
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         kwargs: dict[str, Any] = {}
         if json_schema is not None and self._schemas:
             # Strict mode takes only an object at the root; a union of actions goes as
@@ -103,7 +112,7 @@ class OpenAIBackend(Backend):
         try:
             try:
                 stream = await self._client.chat.completions.create(
-                    model=self.model, messages=list(messages), stream=True, **kwargs
+                    model=self.model, messages=_chat_messages(messages), stream=True, **kwargs
                 )
             except openai.BadRequestError as exc:
                 if "response_format" not in kwargs or "response_format" not in str(exc).lower():
@@ -113,7 +122,7 @@ class OpenAIBackend(Backend):
                 self._schemas = False
                 del kwargs["response_format"]
                 stream = await self._client.chat.completions.create(
-                    model=self.model, messages=list(messages), stream=True, **kwargs
+                    model=self.model, messages=_chat_messages(messages), stream=True, **kwargs
                 )
             async for chunk in stream:
                 if chunk.usage is not None:

@@ -24,12 +24,13 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 from .._trim import trim_text
 from ..assistant import Assistant, Role, Turn
+from ..events import MessageSource
 from ..gate import NotApproved, approval, policy
 from ..history import History
 from .recorder import notebook_agent
@@ -38,6 +39,8 @@ from .widgets import json_safe
 __all__ = ["KernelHost"]
 
 log = logging.getLogger("ambient_jupyter.kernel")
+
+T = TypeVar("T")
 
 _DONE = object()
 REACT_ACTIONS = ("explain",)
@@ -100,7 +103,7 @@ class KernelHost:
         self._thread.start()
         self._pending: set[Future[Any]] = set()
 
-    def _submit(self, coro: Any) -> Future[Any]:
+    def _submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
@@ -133,7 +136,9 @@ class KernelHost:
             if self.assistant.should_react(event):
                 self._submit(self.assistant.react(event, actions=REACT_ACTIONS))
 
-    def ask(self, text: str, write: Callable[[str], None], *, role: Role = "watcher", source: str = "magic") -> Turn:
+    def ask(
+        self, text: str, write: Callable[[str], None], *, role: Role = "watcher", source: MessageSource = "magic"
+    ) -> Turn:
         """Answer ``text``, calling ``write`` with each piece on the caller's thread."""
         self.agent_mode()
         pieces: queue.SimpleQueue[Any] = queue.SimpleQueue()

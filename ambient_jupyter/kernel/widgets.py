@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .._trim import trim_text
+from .._trim import clean_text, trim_text
 
 __all__ = ["WidgetWatcher", "json_safe"]
 
@@ -32,14 +32,26 @@ def json_safe(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, str):
-        return trim_text(value, VALUE_LIMIT)
+        # Undecodable bytes (lone surrogates) would break every UTF-8 consumer: the
+        # history's readers, the WebSocket, the model's prompt.
+        return trim_text(clean_text(value), VALUE_LIMIT)
     try:
         text = json.dumps(value, default=lambda v: json_safe(v) if isinstance(v, bytes | bytearray) else repr(v))
     except (TypeError, ValueError):
         return trim_text(repr(value), VALUE_LIMIT)
     if len(text) > VALUE_LIMIT:
         return trim_text(text, VALUE_LIMIT)
-    return json.loads(text)
+    return _clean_strings(json.loads(text))
+
+
+def _clean_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        return [_clean_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {clean_text(k): _clean_strings(v) for k, v in value.items()}
+    return value
 
 
 class WidgetWatcher:
@@ -108,7 +120,7 @@ class WidgetWatcher:
                 "kind": "widget_changed",
                 "widget": str(widget_id),
                 "widget_class": cls,
-                "description": description if isinstance(description, str) else None,
+                "description": clean_text(description) if isinstance(description, str) else None,
                 "trait": name,
                 "old": json_safe(old),
                 "new": json_safe(new),

@@ -22,7 +22,7 @@ def snake_case(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
-class Plugin(anywidget.AnyWidget):  # type: ignore[misc]  # anywidget is untyped
+class Plugin(anywidget.AnyWidget):
     """A widget the model can drive: its ``@action`` methods are a JSON API.
 
     Subclass it like any anywidget (``_esm``, synced traits), and mark the methods

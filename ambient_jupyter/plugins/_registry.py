@@ -53,9 +53,10 @@ def register(plugin: Any) -> None:
 
 
 def unregister(plugin: Any) -> None:
+    name = plugin.plugin_name
     with _lock:
-        if _plugins.get(plugin.plugin_name) is plugin:
-            del _plugins[plugin.plugin_name]
+        if _plugins.get(name) is plugin:
+            del _plugins[name]
 
 
 def event(plugin: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import os
 import queue
 from typing import Any
 
+from jupyter_core.utils import ensure_async
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode, default
 
@@ -92,6 +93,7 @@ class AmbientExtension(ExtensionApp):
         if self.db:
             os.environ["AMBIENT_DB"] = self.db
         history = History(self.db or None)
+        assert self.serverapp is not None
         root_dir = self.serverapp.root_dir
         settings = HubSettings(
             model=self.model,
@@ -114,11 +116,13 @@ class AmbientExtension(ExtensionApp):
         self.log.info("ambient-jupyter: model %s, history %s", self.model, history.path)
 
     async def _open_notebooks(self) -> set[str]:
+        assert self.serverapp is not None
         sessions = await self.serverapp.session_manager.list_sessions()
         return {s["path"] for s in sessions if s.get("type") in (None, "notebook") and s.get("path")}
 
     async def _run_in_kernel(self, api_path: str, code: str) -> None:
         """Run ``code`` silently in the kernel of the notebook's session (plugin calls)."""
+        assert self.serverapp is not None
         sessions = await self.serverapp.session_manager.list_sessions()
         kernel_id = next(
             (s["kernel"]["id"] for s in sessions if s.get("path") == api_path and s.get("kernel")), None
@@ -135,7 +139,8 @@ class AmbientExtension(ExtensionApp):
             deadline = loop.time() + self.plugin_timeout
             while (left := deadline - loop.time()) > 0:
                 try:
-                    reply = await client.get_shell_msg(timeout=left)
+                    # The server's kernel clients are async; ensure_async (as in nbclient) says so to mypy.
+                    reply = await ensure_async(client.get_shell_msg(timeout=left))
                 except queue.Empty:
                     break
                 if reply.get("parent_header", {}).get("msg_id") != msg_id:

@@ -29,6 +29,8 @@ AUTH_RESOURCE = "ambient"
 MAX_FRAME = 1_000_000
 """Largest client frame we parse; bigger ones get an error (tornado closes at 10 MiB)."""
 HISTORY_LIMIT = 10_000
+MAX_SEQ = 2**63 - 1
+"""The largest seq SQLite can hold (its INTEGER is 64-bit)."""
 
 
 class _AmbientMixin(ExtensionHandlerMixin):
@@ -36,7 +38,8 @@ class _AmbientMixin(ExtensionHandlerMixin):
 
     @property
     def hub(self) -> Hub:
-        return self.settings["ambient_hub"]  # type: ignore[no-any-return, attr-defined]
+        hub: Hub = self.settings["ambient_hub"]
+        return hub
 
     def resolve(self, path: object) -> NotebookRef:
         return self.hub.resolve(path)  # type: ignore[arg-type]
@@ -56,8 +59,9 @@ class HistoryHandler(_AmbientMixin, APIHandler):
             raise web.HTTPError(400, str(exc)) from None
         except ValueError:
             raise web.HTTPError(400, "'after' and 'limit' must be integers") from None
-        if after < 0 or limit < 1:
-            raise web.HTTPError(400, "'after' must be >= 0 and 'limit' >= 1")
+        if not 0 <= after <= MAX_SEQ or limit < 1:
+            # (a seq past SQLite's INTEGER range would otherwise fail inside the query)
+            raise web.HTTPError(400, f"'after' must be between 0 and {MAX_SEQ} and 'limit' >= 1")
         events = await asyncio.to_thread(self.hub.history.read, ref.notebook_id, after, limit=limit)
         self.finish({"events": [{**e, "notebook": ref.api_path} for e in events]})
 
@@ -96,7 +100,7 @@ class StatusHandler(_AmbientMixin, APIHandler):
         )
 
 
-class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.WebSocketHandler):  # type: ignore[misc]
+class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.WebSocketHandler):
     """``ambient/ws``: one client following one notebook's conversation."""
 
     seen = 0

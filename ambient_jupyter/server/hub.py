@@ -377,8 +377,13 @@ class Hub:
             await asyncio.sleep(1.0)
 
     async def stop(self) -> None:
-        for room in self.rooms.values():
-            room.stop()
+        # Replies being written are cut and stored as incomplete before anything else is
+        # cancelled and the history closed (else the question is left with no answer
+        # at all); bounded, so that a shutdown never hangs on it.
+        try:
+            await asyncio.wait_for(asyncio.gather(*(r.assistant.stopped() for r in self.rooms.values())), 5.0)
+        except asyncio.TimeoutError:
+            log.warning("ambient-jupyter: a reply could not be stored before shutdown")
         tasks = [t for t in (self._watcher, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
