@@ -234,7 +234,7 @@ def markdown(
         "## Re-running",
         "",
         "```",
-        '.venv/bin/pip install -e ".[bench]"            # matplotlib, for the growth plot',
+        '.venv/bin/pip install "matplotlib>=3.5"        # the bench extra, for the growth plot',
         ".venv/bin/python benchmarks/run_all.py          # all of them; writes this page",
         ".venv/bin/python benchmarks/run_all.py --only P1,P3 --no-write",
         ".venv/bin/python benchmarks/p9_growth.py        # any one of them on its own",

@@ -30,7 +30,7 @@ within the model's budget (n_ctx minus the reply reserve) and cuts old events, h
 the budget at a time, at stable points. Once a notebook fills the window (about 100
 of these cells), its prompt stops growing, and so does the reaction.
 
-Writes a plot to docs/img/growth.png (needs matplotlib: ``pip install -e ".[bench]"``).
+Writes a plot to docs/img/growth.png (needs matplotlib: ``pip install "matplotlib>=3.5"``, the ``bench`` extra).
 
 Usage: python benchmarks/p9_growth.py [--sizes 10,100,1000] [--rounds 3] [--plot PATH]
 """
@@ -212,7 +212,7 @@ def plot(samples: list[Sample], sizes: list[int], path: Path, title: str) -> boo
         matplotlib.use("Agg")  # no display: a file only
         import matplotlib.pyplot as plt
     except ImportError:
-        print('P9 note: matplotlib is not installed (.venv/bin/pip install -e ".[bench]"); no plot written')
+        print('P9 note: matplotlib is not installed (.venv/bin/pip install "matplotlib>=3.5"); no plot written')
         return False
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     panels = (("ttft_ms", "first reply text"), ("reply_ms", "complete reply"))
