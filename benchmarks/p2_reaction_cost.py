@@ -114,6 +114,11 @@ def make_event(i: int, count: int, rng: random.Random) -> dict[str, Any]:
         }
     if i % 37 == 0:
         return failed_cell(i, count, rng.randrange(len(_ERRORS)))
+    return ok_cell(count, rng)
+
+
+def ok_cell(count: int, rng: random.Random) -> dict[str, Any]:
+    """A short cell that ran fine, drawn from the weighted mix (P9 builds its notebooks from it too)."""
     code, outputs, _ = rng.choices(_OK_CELLS, weights=_WEIGHTS)[0]
     fill = {"n": rng.randrange(10, 99), "k": rng.randrange(1, 9)}
     return {

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from p2_reaction_cost import _ERRORS, _OK_CELLS, _WEIGHTS, failed_cell
+from p2_reaction_cost import _ERRORS, failed_cell, ok_cell
 
 from ambient_jupyter.actions import action_schema
 from ambient_jupyter.assistant import FIX_ACTIONS, Assistant
@@ -68,17 +68,7 @@ def executed_cell(count: int, rng: random.Random) -> dict[str, Any]:
     """The cell run with execution count ``count``: P2's mix, so the two benchmarks' notebooks compare."""
     if count % 37 == 0:
         return failed_cell(count, count, rng.randrange(len(_ERRORS)))
-    code, outputs, _ = rng.choices(_OK_CELLS, weights=_WEIGHTS)[0]
-    fill = {"n": rng.randrange(10, 99), "k": rng.randrange(1, 9)}
-    return {
-        "kind": "cell_executed",
-        "code": code.format(**fill),
-        "execution_count": count,
-        "status": "ok",
-        "duration_ms": rng.randrange(1, 9),
-        "outputs": [{k: (v.format(**fill) if isinstance(v, str) else v) for k, v in o.items()} for o in outputs],
-        "error": None,
-    }
+    return ok_cell(count, rng)
 
 
 @dataclass
