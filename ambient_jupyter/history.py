@@ -370,38 +370,45 @@ class History:
         self, nb: str, items: Sequence[tuple[dict[str, Any], str | None]]
     ) -> list[dict[str, Any]]:
         conn = self.conn
+        # One timestamp per transaction: its events are committed together, and this
+        # runs on the kernel's writer thread, where every microsecond is the user's.
+        now = _now()
         conn.execute("BEGIN IMMEDIATE")
         try:
             row = conn.execute("SELECT id, last_seq FROM notebooks WHERE path = ?", (nb,)).fetchone()
             if row is None:
                 cur = conn.execute(
-                    "INSERT INTO notebooks (path, last_seq, updated_at) VALUES (?, 0, ?)",
-                    (nb, _now()),
+                    "INSERT INTO notebooks (path, last_seq, updated_at) VALUES (?, 0, ?)", (nb, now)
                 )
                 nb_id, seq = cur.lastrowid, 0
             else:
                 nb_id, seq = row
             stored: list[dict[str, Any]] = []
+            rows: list[tuple[int | None, int, str, str | None, str]] = []
+            keyed: dict[str, dict[str, Any]] = {}  # dedup keys first used in this batch
             for event, dedup_key in items:
                 if dedup_key is not None:
-                    dup = conn.execute(
-                        "SELECT body FROM events WHERE notebook_id = ? AND dedup_key = ?",
-                        (nb_id, dedup_key),
-                    ).fetchone()
+                    dup = keyed.get(dedup_key)
+                    if dup is None:
+                        found = conn.execute(
+                            "SELECT body FROM events WHERE notebook_id = ? AND dedup_key = ?",
+                            (nb_id, dedup_key),
+                        ).fetchone()
+                        dup = json.loads(found[0]) if found is not None else None
                     if dup is not None:
-                        stored.append(json.loads(dup[0]))
+                        stored.append(dup)
                         continue
                 seq += 1
                 record = {**event, "seq": seq, "notebook": nb}
-                record.setdefault("at", _now())
-                conn.execute(
-                    "INSERT INTO events (notebook_id, seq, kind, dedup_key, body) VALUES (?, ?, ?, ?, ?)",
-                    (nb_id, seq, str(record.get("kind", "")), dedup_key, _dumps(record)),
-                )
+                record.setdefault("at", now)
+                rows.append((nb_id, seq, str(record.get("kind", "")), dedup_key, _dumps(record)))
+                if dedup_key is not None:
+                    keyed[dedup_key] = record
                 stored.append(record)
-            conn.execute(
-                "UPDATE notebooks SET last_seq = ?, updated_at = ? WHERE id = ?", (seq, _now(), nb_id)
+            conn.executemany(
+                "INSERT INTO events (notebook_id, seq, kind, dedup_key, body) VALUES (?, ?, ?, ?, ?)", rows
             )
+            conn.execute("UPDATE notebooks SET last_seq = ?, updated_at = ? WHERE id = ?", (seq, now, nb_id))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -86,15 +86,26 @@ def test_nbconvert_execute_records_the_same(tmp_path: Path, history: History, mo
     assert cells[-1]["error"]["ename"] == "KeyError"
 
 
+# The kernel's open file descriptors on the history file (the database, not -wal/-shm).
+_OPEN_ON_HISTORY = (
+    "import os\n"
+    "print(sum(os.path.realpath(f'/proc/self/fd/{fd}') == os.path.realpath(os.environ['AMBIENT_DB'])"
+    " for fd in os.listdir('/proc/self/fd')))"
+)
+
+
 def test_unload_stops_recording(tmp_path: Path, history: History) -> None:
     nb = make_notebook(tmp_path / "unload.ipynb", [
-        "%load_ext ambient_jupyter", "a = 1", "%unload_ext ambient_jupyter", "b = 2",
-        "%load_ext ambient_jupyter", "c = 3",
+        "%load_ext ambient_jupyter", "a = 1", _OPEN_ON_HISTORY, "%unload_ext ambient_jupyter", "b = 2",
+        _OPEN_ON_HISTORY, "%load_ext ambient_jupyter", "c = 3",
     ])
-    run_with_nbclient(nb, env={**QUIET, "AMBIENT_NOTEBOOK": str(nb)})
+    ran = run_with_nbclient(nb, env={**QUIET, "AMBIENT_NOTEBOOK": str(nb)})
     codes = [c["code"] for c in events_of(history, nb, "cell_executed")]
     # "%unload_ext" itself finishes after recording stopped; "b = 2" is not recorded.
-    assert codes == ["a = 1", "c = 3"]
+    assert codes == ["a = 1", _OPEN_ON_HISTORY, "c = 3"]
+    # Unloading closes the history: a kernel that loads and unloads keeps no connection.
+    loaded, unloaded = (ran.cells[i].outputs[0]["text"].strip() for i in (2, 5))
+    assert (loaded, unloaded) == ("1", "0")
 
 
 def test_widget_change_from_a_frontend_is_recorded(tmp_path: Path, history: History, monkeypatch) -> None:

@@ -92,6 +92,7 @@ class Recorder:
         self.writer = Writer(History, lambda: self.notebook, self._committed)
         self.widgets = WidgetWatcher(self.writer.submit)
         self._original_send: Any = None
+        self._closing = False
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -135,10 +136,15 @@ class Recorder:
             self._session.__dict__.pop("send", None)
             self._original_send = None
         self.widgets.stop()
-        self.writer.close()
+        # Commit what is queued (a last failure still gets its reaction), let the host
+        # finish or cut its reply (stored through the history), and only then stop the
+        # writer, which closes the history.
+        self.writer.flush()
+        self._closing = True
         if self.host is not None:
             self.host.close()
             self.host = None
+        self.writer.close()
 
     # -- IPython events -------------------------------------------------------
 
@@ -216,7 +222,7 @@ class Recorder:
     # -- after commit ---------------------------------------------------------
 
     def _committed(self, events: list[dict[str, Any]]) -> None:
-        if self.host is None and not self._should_host():
+        if self._closing or (self.host is None and not self._should_host()):
             return
         if any(e.get("kind") == "cell_executed" and e.get("status") == "error" for e in events):
             self.ensure_host().on_committed(events)

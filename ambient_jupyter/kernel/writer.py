@@ -96,7 +96,7 @@ class Writer:
         return done.wait(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Commit what is queued, then stop the thread."""
+        """Commit what is queued, then stop the thread and close the history."""
         if self._stopped:
             return
         self.flush(timeout)
@@ -125,6 +125,9 @@ class Writer:
             for done in flushes:
                 done.set()
             if stop:
+                # The writer opened the history, so it closes it: a kernel that loads
+                # and unloads the extension does not pile up open SQLite connections.
+                self._history.close()
                 return
 
     def _collect(self) -> list[Any]:
