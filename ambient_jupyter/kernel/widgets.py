@@ -27,7 +27,9 @@ _SKIP_CLASSES = ("Layout", "Style")
 
 def json_safe(value: Any) -> Any:
     """A JSON-serialisable, bounded version of a trait value."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
+    if isinstance(value, memoryview):
+        return {"binary_bytes": value.nbytes}
+    if isinstance(value, (bytes, bytearray)):
         return {"binary_bytes": len(value)}
     if value is None or isinstance(value, (bool, int, float)):
         return value
@@ -110,7 +112,7 @@ class WidgetWatcher:
         # Only synced, public state: what a person sees and sets.
         if name.startswith("_") or name in ("layout", "style", "comm") or name not in owner.keys:
             return
-        old, new = change["old"], change["new"]
+        old, new = _now_or_later(change["old"]), _now_or_later(change["new"])
         widget_id = getattr(owner, "model_id", None) or str(id(owner))
         cls = type(owner).__name__
         description = getattr(owner, "description", None) or None
@@ -122,8 +124,22 @@ class WidgetWatcher:
                 "widget_class": cls,
                 "description": clean_text(description) if isinstance(description, str) else None,
                 "trait": name,
-                "old": json_safe(old),
-                "new": json_safe(new),
+                "old": old(),
+                "new": new(),
             }
 
         self._emit(build)
+
+
+def _now_or_later(value: Any) -> Callable[[], Any]:
+    """The JSON form of a trait value, or a way to make it on the writer thread.
+
+    Bytes and strings are reduced at once (a size, or a trimmed copy): a queued event
+    must not keep a 20 MB image buffer alive until the writer's next commit, and an
+    image dragged through many values would otherwise pile them up. Other values
+    (numbers, small containers) are shaped later, off the hot path.
+    """
+    if isinstance(value, (str, bytes, bytearray, memoryview)):
+        safe = json_safe(value)
+        return lambda: safe
+    return lambda: json_safe(value)
