@@ -100,14 +100,15 @@ def _cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
+# Each switch cell collects its own garbage, so no timed block pays for it.
+_COLLECT = "import gc as _gc\n_gc.collect()"
 LOAD = (
     "%load_ext ambient_jupyter\n"
-    "import ambient_jupyter.kernel as _ak, gc as _gc\n"
-    "_ak.current().writer.history  # waits until the writer thread has opened the history\n"
-    "_gc.collect()"
+    "import ambient_jupyter.kernel as _ak\n"
+    "_ak.current().writer.history  # waits until the writer thread has opened the history\n" + _COLLECT
 )
-UNLOAD = "%unload_ext ambient_jupyter\nimport gc as _gc\n_gc.collect()"
-CONTROL_LOAD = "%load_ext ambient_jupyter\n%unload_ext ambient_jupyter\nimport gc as _gc\n_gc.collect()"
+UNLOAD = "%unload_ext ambient_jupyter\n" + _COLLECT
+CONTROL_LOAD = "%load_ext ambient_jupyter\n%unload_ext ambient_jupyter\n" + _COLLECT
 
 
 def plan(cells: list[str], block: int, load: str = LOAD) -> list[tuple[str, str | None]]:
