@@ -40,7 +40,7 @@ echo "==> installing ambient-jupyter[embedded,test]"
 # made below (into the build output itself): unlink first, link again after.
 EXT_LINK=.venv/share/jupyter/labextensions/ambient-jupyter
 if [ -L "$EXT_LINK" ]; then rm "$EXT_LINK"; fi
-.venv/bin/pip install -q --find-links "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
+.venv/bin/pip install -q --find-links "$WHEELS" "llama-cpp-python[server]==$LLAMA_VERSION"
 .venv/bin/pip install -q --find-links "$WHEELS" -e ".[embedded,test]"
 
 # An editable install copies the labextension into the venv; a link to the build

@@ -18,6 +18,7 @@ from ambient_jupyter.backends import (
     StreamInterruptedError,
     create_backend,
 )
+from ambient_jupyter.backends import openai as openai_backend
 from ambient_jupyter.backends.base import Message
 from ambient_jupyter.backends.openai import OpenAIBackend
 
@@ -28,6 +29,13 @@ MESSAGES: list[Message] = [
     {"role": "user", "content": "Why did cell 3 fail?"},
 ]
 REPLY = "The column is named 'Price', not 'price'."
+SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+
+
+@pytest.fixture(autouse=True)
+def forget_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test negotiates from scratch: a fake's port may be a port an earlier test used."""
+    monkeypatch.setattr(openai_backend, "_accepted", {})
 
 
 def run(make: Callable[[], Awaitable[T]]) -> T:
@@ -45,10 +53,10 @@ async def collect(backend: OpenAIBackend, **kwargs: Any) -> list[str]:
         await backend.aclose()
 
 
-async def collect_until_error(backend: OpenAIBackend) -> tuple[list[str], BaseException | None]:
+async def collect_until_error(backend: OpenAIBackend, **kwargs: Any) -> tuple[list[str], BaseException | None]:
     pieces: list[str] = []
     try:
-        async for piece in backend.stream(MESSAGES):
+        async for piece in backend.stream(MESSAGES, **kwargs):
             pieces.append(piece)
     except BackendError as exc:
         return pieces, exc
@@ -76,39 +84,149 @@ def test_streamed_reply_via_sse(openai_server: FakeOpenAI) -> None:
 
 
 def test_json_schema_is_sent_as_response_format(openai_server: FakeOpenAI) -> None:
-    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
     openai_server.reply = '{"a": "b"}'
     backend = backend_for(openai_server)
 
-    pieces = run(lambda: collect(backend, json_schema=schema))
+    pieces = run(lambda: collect(backend, json_schema=SCHEMA))
 
     assert "".join(pieces) == '{"a": "b"}'
-    fmt = openai_server.chat_requests()[0]["response_format"]
+    (chat,) = openai_server.chat_requests()
+    fmt = chat["response_format"]
     assert fmt["type"] == "json_schema"
-    assert fmt["json_schema"]["schema"] == schema
+    assert fmt["json_schema"]["schema"] == SCHEMA
+    assert fmt["json_schema"]["strict"] is True
+    assert backend.structured_mode == "json_schema"
 
 
-def test_server_without_structured_output_is_asked_again_without_it(openai_server: FakeOpenAI) -> None:
-    schema = {"anyOf": [{"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}]}
-    openai_server.refuse_response_format = True
+async def twice(first: OpenAIBackend, second: OpenAIBackend, schema: dict[str, Any]) -> tuple[str, str]:
+    """One structured call on each backend, in turn."""
+    try:
+        one = "".join([p async for p in first.stream(MESSAGES, json_schema=schema)])
+        two = "".join([p async for p in second.stream(MESSAGES, json_schema=schema)])
+        return one, two
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+@pytest.mark.parametrize(
+    ("refuse", "accepted"),
+    [
+        # llama.cpp's own server: json_schema fails its request validation, with a 500.
+        ({"json_schema": 500}, "json_object"),
+        # vLLM (older): no response_format schemas, but guided decoding.
+        ({"json_schema": 400, "json_object": 422}, "guided_json"),
+        # A server without structured output at all: plain text, validated by the assistant.
+        ({"json_schema": 400, "json_object": 400, "guided_json": 415}, None),
+    ],
+    ids=["llama.cpp", "vllm", "none"],
+)
+def test_structured_output_is_negotiated_once_per_endpoint(
+    openai_server: FakeOpenAI, refuse: dict[str, int], accepted: str | None
+) -> None:
+    openai_server.refuse = refuse
     openai_server.reply = '{"a": "b"}'
+    first, second = backend_for(openai_server), backend_for(openai_server)
+
+    one, two = run(lambda: twice(first, second, SCHEMA))
+
+    assert one == two == '{"a": "b"}'
+    tried = ["json_schema", "json_object", "guided_json"][: len(refuse)]
+    # Each refused form was offered once, in order; the second backend for the same
+    # endpoint went straight to the form that worked.
+    assert openai_server.structured_forms() == [*tried, accepted, accepted]
+    assert first.structured_mode == second.structured_mode == (accepted or "text")
+    if accepted == "json_object":
+        assert openai_server.chat_requests()[1]["response_format"] == {"type": "json_object", "schema": SCHEMA}
+    if accepted == "guided_json":
+        assert openai_server.chat_requests()[2]["guided_json"] == SCHEMA
+
+
+def test_a_union_is_not_strict(openai_server: FakeOpenAI) -> None:
+    schema = {"anyOf": [SCHEMA, {**SCHEMA, "required": []}]}
     backend = backend_for(openai_server)
 
-    async def twice() -> tuple[list[str], list[str]]:
-        try:
-            one = [p async for p in backend.stream(MESSAGES, json_schema=schema)]
-            two = [p async for p in backend.stream(MESSAGES, json_schema=schema)]
-            return one, two
-        finally:
-            await backend.aclose()
+    run(lambda: collect(backend, json_schema=schema))
 
-    first, second = run(twice)
+    assert openai_server.chat_requests()[0]["response_format"]["json_schema"]["strict"] is False
 
-    assert "".join(first) == "".join(second) == '{"a": "b"}'
-    sent = openai_server.chat_requests()
-    # Refused once, asked again without it, and not offered again afterwards.
-    assert ["response_format" in body for body in sent] == [True, False, False]
-    assert sent[0]["response_format"]["json_schema"]["strict"] is False  # a union is not strict-able
+
+def test_an_accepted_mode_is_kept_when_the_server_later_fails(openai_server: FakeOpenAI) -> None:
+    openai_server.refuse = {"json_schema": 500}
+    openai_server.reply = '{"a": "b"}'
+    run(lambda: collect(backend_for(openai_server), json_schema=SCHEMA))
+    openai_server.fail_with = (500, "out of memory")
+    backend = backend_for(openai_server)
+
+    with pytest.raises(BackendError, match="out of memory"):
+        run(lambda: collect(backend, json_schema=SCHEMA))
+
+    # No new negotiation: the failure was the server's, in the mode it had accepted.
+    assert openai_server.structured_forms() == ["json_schema", "json_object", "json_object"]
+    assert backend.structured_mode == "json_object"
+
+
+def test_a_missing_model_ends_the_negotiation(openai_server: FakeOpenAI) -> None:
+    """llama.cpp validates the body first (500), then looks for the model (404): not a refusal."""
+    openai_server.refuse = {"json_schema": 500}
+    backend = backend_for(openai_server, "no-such-model")
+
+    with pytest.raises(ModelNotFoundError, match="no-such-model"):
+        run(lambda: collect(backend, json_schema=SCHEMA))
+
+    assert openai_server.structured_forms() == ["json_schema", "json_object"]
+    assert backend.structured_mode is None
+
+
+@pytest.mark.parametrize("status", [401, 429])
+def test_auth_and_rate_limit_errors_are_not_refusals(openai_server: FakeOpenAI, status: int) -> None:
+    openai_server.fail_with = (status, "no")
+    backend = backend_for(openai_server)
+
+    with pytest.raises(BackendError) as info:
+        run(lambda: collect(backend, json_schema=SCHEMA))
+
+    assert not isinstance(info.value, StreamInterruptedError)
+    assert len(openai_server.chat_requests()) == 1
+    assert backend.structured_mode is None
+
+
+def test_a_server_failing_every_mode_is_not_remembered_as_refusing(openai_server: FakeOpenAI) -> None:
+    """Every form failed, plain text too: the server is broken, the forms were not refused."""
+    openai_server.fail_with = (500, "the GPU caught fire")
+    backend = backend_for(openai_server)
+
+    with pytest.raises(BackendError, match=r"500: .*the GPU caught fire"):
+        run(lambda: collect(backend, json_schema=SCHEMA))
+
+    assert openai_server.structured_forms() == ["json_schema", "json_object", "guided_json", None]
+    assert backend.structured_mode is None
+    openai_server.fail_with = None
+    run(lambda: collect(backend_for(openai_server), json_schema=SCHEMA))
+    assert openai_server.structured_forms()[4:] == ["json_schema"]
+
+
+def test_a_stream_failing_before_its_first_token_is_a_refusal(openai_server: FakeOpenAI) -> None:
+    openai_server.reply = REPLY
+    openai_server.cut_after = 0
+    backend = backend_for(openai_server)
+
+    pieces, error = run(lambda: collect_until_error(backend, json_schema=SCHEMA))
+
+    assert pieces == []
+    assert isinstance(error, StreamInterruptedError), repr(error)
+    assert openai_server.structured_forms() == ["json_schema", "json_object", "guided_json", None]
+    assert backend.structured_mode is None
+
+
+def test_plain_requests_do_not_negotiate(openai_server: FakeOpenAI) -> None:
+    openai_server.refuse = {"json_schema": 500}
+    backend = backend_for(openai_server)
+
+    run(lambda: collect(backend))
+
+    assert openai_server.structured_forms() == [None]
+    assert backend.structured_mode is None
 
 
 def test_base_url_from_environment(openai_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,6 +5,9 @@ Endpoints, under ``/v1``: ``GET /v1/models``, ``POST /v1/chat/completions`` (wit
 the pieces, a final chunk with ``finish_reason: "stop"``, then ``data: [DONE]``;
 without it, one ``chat.completion`` object). Unknown models get OpenAI's 404
 ``model_not_found`` error. The base URL for a client is :attr:`FakeOpenAI.base_url`.
+
+Structured output is accepted in every form unless :attr:`FakeOpenAI.refuse` says
+otherwise (the schema itself is not enforced: the scripted reply is the reply).
 """
 
 from __future__ import annotations
@@ -30,8 +33,11 @@ class FakeOpenAI(FakeModelServer):
     def __init__(self, models: list[str] | None = None, *, port: int = 0) -> None:
         super().__init__(port=port)
         self.models: list[str] = list(models) if models is not None else [DEFAULT_MODEL]
-        self.refuse_response_format = False
-        """Answer 400 to requests with ``response_format``, as servers without structured output do."""
+        self.refuse: dict[str, int] = {}
+        """Forms of structured output to refuse, each with the HTTP status to answer it with:
+        ``json_schema`` and ``json_object`` (the ``response_format`` type), ``guided_json``
+        (vLLM's field). llama.cpp's server answers json_schema with 500, OpenAI-style
+        servers without structured output answer 400."""
 
     @property
     def base_url(self) -> str:
@@ -56,15 +62,30 @@ class FakeOpenAI(FakeModelServer):
             message = f"Unknown request URL: {method} {path}"
             self._error(h, 404, message, type_="invalid_request_error", code=None)
 
+    @staticmethod
+    def _structured_form(body: dict[str, Any]) -> str | None:
+        """How the request asks for structured output (a key of :attr:`refuse`), if it does."""
+        fmt = body.get("response_format")
+        if isinstance(fmt, dict) and fmt.get("type") != "text":
+            return str(fmt.get("type"))
+        return "guided_json" if "guided_json" in body else None
+
+    def structured_forms(self) -> list[str | None]:
+        """How each chat request so far asked for structured output (``None``: it did not)."""
+        return [self._structured_form(body) for body in self.chat_requests()]
+
     def _chat(self, h: Handler, body: dict[str, Any]) -> None:
         model = body.get("model")
         if self.fail_with is not None:
             status, message = self.fail_with
             self._error(h, status, message, type_="server_error", code=None)
             return
-        if self.refuse_response_format and "response_format" in body:
-            message = "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model."
-            self._error(h, 400, message, type_="invalid_request_error", code=None)
+        form = self._structured_form(body)
+        if form in self.refuse:
+            status = self.refuse[form]
+            message = f"Invalid parameter: structured output as {form!r} is not supported with this model."
+            kind = "server_error" if status >= 500 else "invalid_request_error"
+            self._error(h, status, message, type_=kind, code=None)
             return
         if model not in self.models:
             self._error(
