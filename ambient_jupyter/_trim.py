@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["clean_text", "strip_ansi", "trim_marker", "trim_text"]
+__all__ = ["clean_text", "printable", "strip_ansi", "trim_marker", "trim_text"]
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
 
@@ -23,6 +23,25 @@ def clean_text(text: str) -> str:
         # Lone surrogates (from undecodable bytes) become visible escapes, not errors.
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text.replace("\x00", "\\x00")
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control, format and bidi characters shown as escapes.
+
+    Keeps newlines and tabs. Text that names the person's data (a column, a key, a
+    file) or comes from a model must not move the cursor, erase a line or reorder
+    what is shown (``ESC[2K``, ``U+202E``).
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char in "\n\t" or char.isprintable():
+            out.append(char)
+        else:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    return "".join(out)
 
 
 def trim_marker(total_chars: int, total_bytes: int | None = None) -> str:

@@ -29,9 +29,11 @@ from typing import Any, Literal
 
 from .actions import (
     ACTIONS,
+    CODE_ACTIONS,
     Action,
     ActionInvalid,
     CallPlugin,
+    EditCell,
     Explain,
     TextStream,
     action_args,
@@ -42,6 +44,7 @@ from .actions import (
 )
 from .backends import Backend, BackendError, StreamInterruptedError, resolve_backend
 from .backends.base import Message
+from .code_check import line_diff, parse_problem, same_code
 from .context import Transcript
 from .events import (
     ActionDecided,
@@ -95,8 +98,14 @@ class Turn:
 
     message: dict[str, Any]
     """The stored ``assistant_message``."""
-    proposal: dict[str, Any] | None = None
-    """The stored ``action_proposed``, if the model proposed something to run."""
+    proposals: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """The stored ``action_proposed`` events, best first: the kernel's candidate fix
+    (right by construction), then the model's own alternative, if any."""
+
+    @property
+    def proposal(self) -> dict[str, Any] | None:
+        """The first proposal: what a host that runs one thing runs."""
+        return self.proposals[0] if self.proposals else None
 
     @property
     def state(self) -> str:
@@ -251,10 +260,8 @@ class Assistant:
         )
         if message is None:
             return None
-        proposal = next(
-            (e for e in later if e.get("kind") == "action_proposed" and e.get("reply_to") == message["seq"]), None
-        )
-        return Turn(message, proposal)
+        proposals = [e for e in later if e.get("kind") == "action_proposed" and e.get("reply_to") == message["seq"]]
+        return Turn(message, proposals)
 
     def should_react(self, event: dict[str, Any]) -> bool:
         """True for a failed cell, unless quiet, busy, or within the cooldown of the last one."""
@@ -264,26 +271,81 @@ class Assistant:
             return False
         return time.monotonic() - self._last_unprompted >= self.cooldown
 
-    async def react(self, event: dict[str, Any], *, actions: Sequence[str] = FIX_ACTIONS) -> Turn | None:
+    async def react(
+        self, event: dict[str, Any], *, actions: Sequence[str] = FIX_ACTIONS, person: bool = True
+    ) -> Turn | None:
         """Diagnose a failed cell on our own, if :meth:`should_react` allows it.
 
         ``actions`` limits what the reaction may propose (a host that cannot ask
-        anyone passes ``("explain",)``).
+        anyone passes ``("explain",)``); ``person``: someone can choose between the
+        kernel's candidate fix and the model's alternative.
         """
         if not self.should_react(event):
             return None
         self._last_unprompted = time.monotonic()
-        return await self._run_turn(int(event.get("seq", 0)), [_failure_note(event)], self.allowed(actions))
+        return await self._failure_turn(event, self.allowed(actions), person=person)
 
     async def fix(self, event: dict[str, Any], *, attempt: int = 1) -> Turn:
-        """Propose a fix for a failed cell as a new cell (the headless ``--agent`` loop).
+        """Propose a fix for a failed cell, as an edit of that cell (the headless ``--agent`` loop).
 
-        Not throttled: the caller bounds the attempts.
+        If the analyzer found a candidate fix for this failure it is offered first, and
+        the model only explains; otherwise the fix is the model's. After a fix failed,
+        pass the fix's own failure: it has hints of its own. Not throttled: the caller
+        bounds the attempts.
         """
-        note = _failure_note(event)
-        if attempt > 1:
-            note["content"] += f" This is attempt {attempt}: the previous fix failed too; try something else."
-        return await self._run_turn(int(event.get("seq", 0)), [note], ("insert_cell",))
+        return await self._failure_turn(event, ("edit_cell",), attempt=attempt, person=False)
+
+    async def _failure_turn(
+        self, event: dict[str, Any], allowed: Sequence[str], *, attempt: int = 1, person: bool
+    ) -> Turn:
+        """The one path for a failure: the candidate first, then the model's words (and alternative)."""
+        seq, count = int(event.get("seq", 0)), event.get("execution_count")
+        failing = str(event.get("code", ""))
+        can_fix = "edit_cell" in allowed and isinstance(count, int)
+        candidate = await self._propose_candidate(event) if can_fix else None
+        # With a candidate in hand, the model explains; it may add an alternative only
+        # where a person chooses (never two fixes run on their own).
+        alternative = person and self.agent == "ask"
+        model_allowed = ("explain",) if candidate is not None and not alternative else tuple(allowed)
+        if not can_fix:
+            model_allowed = tuple(a for a in model_allowed if a != "edit_cell") or ("explain",)
+        note = _failure_note(event, candidate, attempt, can_fix and "edit_cell" in model_allowed)
+        turn = await self._run_turn(
+            seq,
+            [note],
+            model_allowed,
+            cells=[count] if isinstance(count, int) else None,
+            failing=failing,
+            candidate=str(candidate["code"]) if candidate else None,
+        )
+        if candidate is not None:
+            turn.proposals.insert(0, candidate)
+        return turn
+
+    async def _propose_candidate(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """Store the kernel's candidate fix for a failed cell as an ``edit_cell`` proposal."""
+        from .hints import candidate
+
+        found = candidate(event.get("hints") or [])
+        if found is None:
+            return None
+        code = str(found["fix"])
+        if parse_problem(code) is not None or same_code(code, str(event.get("code", ""))):
+            return None  # the kernel checked this too; a record from elsewhere is checked again
+        proposal = ActionProposed(
+            action_id=uuid.uuid4().hex,
+            action="edit_cell",
+            code=code,
+            sha256=code_sha256(code),
+            args={"cell": event.get("execution_count")},
+            text=str(found.get("text") or ""),
+            old_code=str(event.get("code", "")),
+            diff=line_diff(str(event.get("code", "")), code),
+            origin="hint",
+            model=None,
+            reply_to=int(event.get("seq", 0)),
+        )
+        return await self._store(_store_dict(proposal), dedup_key=f"candidate:{event.get('seq')}")
 
     async def next_cell(self, *, on_token: TokenCallback | None = None) -> Turn:
         """"Take over": from what the user has done so far, propose their likely next cell."""
@@ -358,6 +420,9 @@ class Assistant:
         role: Role = "watcher",
         on_token: TokenCallback | None = None,
         once: bool = False,
+        cells: list[int] | None = None,
+        failing: str | None = None,
+        candidate: str | None = None,
     ) -> Turn:
         async with self._lock:
             if once:
@@ -366,7 +431,10 @@ class Assistant:
                 earlier = await self._earlier_turn(reply_to)
                 if earlier is not None:
                     return earlier
-            self._reply_task = asyncio.ensure_future(self._attempts(reply_to, tail or [], allowed, role, on_token))
+            checks = _Checks(cells, failing, candidate)
+            self._reply_task = asyncio.ensure_future(
+                self._attempts(reply_to, tail or [], allowed, role, on_token, checks)
+            )
             try:
                 return await asyncio.shield(self._reply_task)
             except asyncio.CancelledError:
@@ -376,12 +444,18 @@ class Assistant:
                 raise
 
     async def _attempts(
-        self, reply_to: int, tail: list[Message], allowed: Sequence[str], role: Role, on_token: TokenCallback | None
+        self,
+        reply_to: int,
+        tail: list[Message],
+        allowed: Sequence[str],
+        role: Role,
+        on_token: TokenCallback | None,
+        checks: _Checks,
     ) -> Turn:
         extra: list[Message] = []
         turn: Turn | None = None
         for _ in range(ATTEMPTS):
-            turn, raw, problem = await self._attempt(reply_to, tail + extra, allowed, role, on_token)
+            turn, raw, problem = await self._attempt(reply_to, tail + extra, allowed, role, on_token, checks)
             if problem is None:
                 return turn
             # Show the model what it wrote and what was wrong with it, then let it retry.
@@ -392,11 +466,17 @@ class Assistant:
         assert turn is not None
         if role == "watcher" and self._models["expert"]:
             log.info("the watcher's action failed validation %d times; handing the turn to the expert", ATTEMPTS)
-            turn, _raw, _problem = await self._attempt(reply_to, tail, allowed, "expert", on_token)
+            turn, _raw, _problem = await self._attempt(reply_to, tail, allowed, "expert", on_token, checks)
         return turn
 
     async def _attempt(
-        self, reply_to: int, tail: list[Message], allowed: Sequence[str], role: Role, on_token: TokenCallback | None
+        self,
+        reply_to: int,
+        tail: list[Message],
+        allowed: Sequence[str],
+        role: Role,
+        on_token: TokenCallback | None,
+        checks: _Checks,
     ) -> tuple[Turn, str, str | None]:
         """One model call. Returns the stored turn, the raw output, and what was wrong with it."""
         reply_id = uuid.uuid4().hex
@@ -410,7 +490,8 @@ class Assistant:
             backend = await self.backend(role)
             spec = backend.spec
             transcript = await self.transcript(role)
-            schema = action_schema(allowed, transcript.plugins, transcript.cells, max_tokens=self.max_reply_tokens)
+            cells = checks.cells if checks.cells is not None else transcript.cells
+            schema = action_schema(allowed, transcript.plugins, cells, max_tokens=self.max_reply_tokens)
             async for piece in backend.stream(
                 transcript.messages(tail), json_schema=schema, max_tokens=self.max_reply_tokens
             ):
@@ -428,9 +509,12 @@ class Assistant:
             log.warning("model %s: %s", spec, problem)
             await self._store(_store_dict(ModelError(message=problem, model=spec)))
         invalid: str | None = None
+        duplicate = False
         if state == "complete" and transcript is not None:
             try:
-                action = parse_action(stream.raw, allowed, transcript.plugins, transcript.cells)
+                parsed = parse_action(stream.raw, allowed, transcript.plugins, transcript.cells)
+                duplicate = checks.check(parsed, transcript)
+                action = parsed
             except ActionInvalid as exc:
                 invalid = str(exc)
         text = action.text if action is not None else stream.shown
@@ -450,16 +534,17 @@ class Assistant:
             raw=stream.raw if stream.is_json else None,
         )
         stored = await self._store(_store_dict(message))
-        proposal = None
-        if action is not None and not isinstance(action, Explain) and transcript is not None:
-            proposal = await self._propose(action, stored, transcript, role)
-        return Turn(stored, proposal), stream.raw, invalid
+        proposals = []
+        if action is not None and not isinstance(action, Explain) and transcript is not None and not duplicate:
+            proposals.append(await self._propose(action, stored, transcript, role, checks))
+        return Turn(stored, proposals), stream.raw, invalid
 
     async def _propose(
-        self, action: Action, message: dict[str, Any], transcript: Transcript, role: Role
+        self, action: Action, message: dict[str, Any], transcript: Transcript, role: Role, checks: _Checks
     ) -> dict[str, Any]:
         cell_code = transcript.cells.get(getattr(action, "cell", -1))
         code = action_code(action, cell_code)
+        old = cell_code if isinstance(action, EditCell) else checks.failing
         safe = False
         if isinstance(action, CallPlugin):
             spec = transcript.plugins.action(action.plugin, action.name) or {}
@@ -472,6 +557,8 @@ class Assistant:
             args=action_args(action),
             text=action.text,
             safe=safe,
+            old_code=old if action.action in CODE_ACTIONS and old else None,
+            diff=line_diff(old, code) if action.action in CODE_ACTIONS and old else [],
             model=message.get("model"),
             role=role,
             reply_to=message.get("seq"),
@@ -479,10 +566,57 @@ class Assistant:
         return await self._store(_store_dict(event), dedup_key=f"proposal:{message.get('reply_id')}")
 
 
-def _failure_note(event: dict[str, Any]) -> Message:
+@dataclasses.dataclass(frozen=True)
+class _Checks:
+    """What a proposal must pass before anyone sees it (besides the schema).
+
+    ``cells`` limits which cells a turn may refer to; ``failing`` is the code that
+    failed (a fix must differ from it); ``candidate`` the kernel's fix, already offered.
+    """
+
+    cells: list[int] | None = None
+    failing: str | None = None
+    candidate: str | None = None
+
+    def check(self, action: Action, transcript: Transcript) -> bool:
+        """Raise :class:`ActionInvalid` if ``action`` may not be offered; True if it only repeats the candidate."""
+        code = getattr(action, "code", None)
+        if not isinstance(code, str):
+            return False
+        problem = parse_problem(code)
+        if problem is not None:
+            raise ActionInvalid(problem)
+        if isinstance(action, EditCell) and same_code(code, transcript.cells.get(action.cell, "")):
+            msg = f"the code is exactly what cell {action.cell} already holds; change it"
+            raise ActionInvalid(msg)
+        if self.failing is not None and same_code(code, self.failing):
+            msg = "that is the code that failed; change it"
+            raise ActionInvalid(msg)
+        return self.candidate is not None and same_code(code, self.candidate)
+
+
+def _failure_note(event: dict[str, Any], candidate: dict[str, Any] | None, attempt: int, may_fix: bool) -> Message:
     error = event.get("error") or {}
-    return {
-        "role": "user",
-        "content": f"Cell {event.get('execution_count')} just failed with {error.get('ename')}: "
-        f"{error.get('evalue')}. In one or two sentences, explain the likely cause, and fix it.",
-    }
+    count = event.get("execution_count")
+    text = f"Cell {count} just failed with {error.get('ename')}: {error.get('evalue')}."
+    if event.get("hints"):
+        text += " The facts under it were checked in the kernel; rely on them."
+    if candidate is not None:
+        hint: dict[str, Any] = next(
+            (h for h in event.get("hints") or [] if h.get("fix") == candidate.get("code")), {}
+        )
+        change = hint.get("change") or "a fix"
+        text += f" The kernel found the fix ({change}); it is offered to the user."
+        text += " In one or two sentences, explain the cause and that fix."
+        if may_fix:
+            text += f" Only if a different fix is better, give it as an edit of cell {count}."
+        return {"role": "user", "content": text}
+    if attempt > 1:
+        text += f" This is attempt {attempt}: the previous fix failed too; try something else."
+    if may_fix:
+        text += (
+            f" In one or two sentences, explain the cause, and fix it by editing cell {count}: give its whole new code."
+        )
+    else:
+        text += " In one or two sentences, explain the likely cause."
+    return {"role": "user", "content": text}

@@ -23,7 +23,7 @@ from ._trim import trim_text
 from .actions import PluginCatalog
 from .backends.base import Message
 
-__all__ = ["SYSTEM_PROMPT", "Transcript", "render_event"]
+__all__ = ["SYSTEM_PROMPT", "Transcript", "render_event", "render_state"]
 
 SYSTEM_PROMPT = (
     "You are Ambient, an assistant that lives inside a Jupyter notebook. You see the "
@@ -69,6 +69,28 @@ def _render_outputs(outputs: list[dict[str, Any]], limit: int) -> str:
     return trim_text(text, limit, total_chars=original) if text else ""
 
 
+def _render_hints(hints: list[dict[str, Any]], limit: int) -> str:
+    """What the kernel's analyzer found: facts, and the one clear fix if there is one."""
+    lines = [f"- {h.get('text')}" for h in hints if isinstance(h, dict) and h.get("text")]
+    if not lines:
+        return ""
+    text = "Facts checked in the kernel:\n" + "\n".join(lines)
+    fix = next((h for h in hints if isinstance(h, dict) and h.get("fix")), None)
+    if fix is not None and fix.get("change"):
+        text += f"\nA fix that works: {fix.get('change')}."
+    return trim_text(text, limit)
+
+
+def render_state(entries: list[dict[str, Any]], limit: int | None = None) -> str:
+    """Live objects as the kernel summarised them: ``name: text`` each, a table indented under it."""
+    text = "\n".join(
+        f"{e.get('name')}: {e.get('text')}".replace("\n", "\n    ")
+        for e in entries
+        if isinstance(e, dict) and e.get("name")
+    )
+    return trim_text(text, limit) if limit is not None else text
+
+
 def render_event(event: dict[str, Any], *, limit: int = 2000) -> Message | None:
     """One event as one chat message, or ``None`` for events the model need not see.
 
@@ -91,7 +113,20 @@ def render_event(event: dict[str, Any], *, limit: int = 2000) -> Message | None:
             if tb:
                 # The end of a traceback names the failing line; keep more of it.
                 body.append(trim_text(tb, limit // 2)[-(limit // 2) :])
+        hints = _render_hints(event.get("hints") or [], limit)
+        if hints:
+            body.append(hints)
+        state = render_state(event.get("state") or [], limit // 2)
+        if state:
+            body.append("Variables right after the failure:\n" + state)
         return {"role": "user", "content": "\n".join(body)}
+    if kind == "kernel_state":
+        state = render_state(event.get("entries") or [], limit)
+        note = str(event.get("note") or "")
+        if not state and not note:
+            return None
+        head = "[kernel state now" + (f": {note}" if note else "") + "]"
+        return {"role": "user", "content": head + ("\n" + state if state else "")}
     if kind == "widget_changed":
         label = event.get("description") or event.get("widget", "")[:8]
         text = (

@@ -19,10 +19,13 @@ __all__ = [
     "CellError",
     "CellExecuted",
     "Event",
+    "Hint",
+    "KernelState",
     "MessageSource",
     "ModelError",
     "PluginRegistered",
     "SettingsChanged",
+    "StateEntry",
     "UserMessage",
     "WidgetChanged",
     "now_iso",
@@ -52,6 +55,36 @@ class CellError(BaseModel):
     traceback: list[str] = []
 
 
+class Hint(BaseModel):
+    """A fact about a failure, checked in the kernel (see ``hints/``); never a model's guess."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+    """``name``, ``import``, ``out_of_order``, ``attribute``, ``column``, ``key``, ``label``,
+    ``module``, ``file``, ``keyword``, ``type``, ``none``, ``index``, ``shape``, ``syntax``, ``indentation``."""
+    text: str
+    """One or two sentences for people and models."""
+    missing: str | None = None
+    """The name, key, column, file... that was not found."""
+    candidates: list[str] = []
+    """Did-you-mean candidates, best first."""
+    fix: str | None = None
+    """The failing cell with the one clear fix made: parses, and differs from the failing code."""
+    change: str | None = None
+    """What ``fix`` changed, in a few words (``'region' → 'Region'``)."""
+
+
+class StateEntry(BaseModel):
+    """One live object, summarised in the kernel (``kernel/state.py``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    type: str
+    text: str
+
+
 class CellExecuted(_EventBase):
     kind: Literal["cell_executed"] = "cell_executed"
     code: str
@@ -61,6 +94,25 @@ class CellExecuted(_EventBase):
     outputs: list[dict[str, Any]] = []
     """Trimmed outputs: ``{"type": "stream"|"result"|"display"|"image", ...}``."""
     error: CellError | None = None
+    hints: list[Hint] = []
+    """What the kernel's analyzer found when the cell failed (empty on success)."""
+    state: list[StateEntry] = []
+    """The objects the failure concerns, as they were right after it (empty on success)."""
+
+
+class KernelState(_EventBase):
+    """The objects a turn concerns, summarised by the kernel when the turn began.
+
+    Taken on demand (a question), never on a successful cell's path. When the kernel
+    could not answer (busy, or gone), ``entries`` is empty and ``note`` says so; the
+    last known state is then the latest earlier one in the history.
+    """
+
+    kind: Literal["kernel_state"] = "kernel_state"
+    entries: list[StateEntry] = []
+    note: str | None = None
+    reply_to: int | None = None
+    """The seq of the question this state was taken for."""
 
 
 class WidgetChanged(_EventBase):
@@ -116,6 +168,12 @@ class ActionProposed(_EventBase):
     """Why, in the model's words."""
     safe: bool = False
     """A plugin action declared to change nothing outside its widget (needs no approval in ask mode)."""
+    old_code: str | None = None
+    """For a fix: the source it replaces (``edit_cell``) or repairs, so every surface can show old against new."""
+    diff: list[list[str]] = []
+    """``old_code`` against ``code``: ``[op, line]``, op ``-``/``+``/`` ``/``…`` (``code_check.line_diff``)."""
+    origin: Literal["model", "hint"] = "model"
+    """``hint``: a candidate built from the kernel's hints, right by construction; ``model``: the model's own."""
     model: str | None = None
     role: Literal["watcher", "expert"] = "watcher"
     reply_to: int | None = None
@@ -183,6 +241,7 @@ Event = Annotated[
         ModelError,
         PluginRegistered,
         SettingsChanged,
+        KernelState,
     ],
     Field(discriminator="kind"),
 ]

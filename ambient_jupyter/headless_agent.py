@@ -43,8 +43,17 @@ class Console(Protocol):
     def cell_done(self) -> None:
         """An inserted cell ran."""
 
-    async def confirm(self, header: str, code: str) -> bool | None:
-        """Show ``code`` and ask whether to run it; None if the question was cut short."""
+    async def confirm(self, header: str, code: str, diff: list[list[str]] | None = None) -> bool | None:
+        """Show ``code`` (as ``diff`` against what it fixes, if given) and ask whether to run it.
+
+        None if the question was cut short.
+        """
+
+    def show(self, header: str, code: str, diff: list[list[str]] | None = None) -> None:
+        """Show what is about to run without asking (a policy approved it)."""
+
+    def hints(self, event: dict[str, Any]) -> None:
+        """Show what the kernel found about a failed cell."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +122,13 @@ class HeadlessAgent:
         """sha256 of every fix that failed in this run: the same code is not run twice."""
 
     async def fix(self, index: int, event: dict[str, Any]) -> FixResult:
-        """Try to fix the failing cell at ``index`` whose ``cell_executed`` event is ``event``."""
+        """Try to fix the failing cell at ``index`` whose ``cell_executed`` event is ``event``.
+
+        Each fix is the failing cell's code with the fix made (an ``edit_cell``
+        proposal); headless, it runs as a new cell right below, so the written notebook
+        keeps the failure and shows the fix. When a fix fails, the next attempt works
+        from the fix's own failure, with the hints the kernel found for it.
+        """
         result = FixResult()
         error = event.get("error") or {}
         label = f"cell [{event.get('execution_count')}]"
@@ -148,9 +163,10 @@ class HeadlessAgent:
                 break
             if not await self._decide(proposal, label) or self.stopped():
                 break
-            outcome = await self._run(proposal, position + 1)
-            if outcome is None:
+            ran = await self._run(proposal, position + 1)
+            if ran is None:
                 break
+            outcome, fix_event = ran
             result.inserted += 1
             position += 1
             if outcome.status == "ok":
@@ -163,6 +179,9 @@ class HeadlessAgent:
                 result.kernel_lost = outcome.kernel_lost
                 break
             say(f"the fix failed too ({outcome.ename}: {outcome.evalue})")
+            if fix_event is not None:
+                event, error = fix_event, fix_event.get("error") or {}
+                self.console.hints(fix_event)
         return result
 
     async def _decide(self, proposal: dict[str, Any], label: str) -> bool:
@@ -173,11 +192,12 @@ class HeadlessAgent:
             _, reason = policy(self.assistant.agent, safe=safe, person_present=self.person_present)
             if verdict == "approve":
                 self.console.say(f"approved by policy ({reason})")
+                self.console.show(self._header(proposal, label), str(proposal["code"]), proposal.get("diff"))
                 return True
             self.console.say(f"rejected by policy ({reason}); nothing the agent proposes runs")
             return False
-        header = f"the agent proposes this new cell below {label} (action {_short(proposal['action_id'])}):"
-        answer = await self.console.confirm(header, str(proposal["code"]))
+        header = self._header(proposal, label)
+        answer = await self.console.confirm(header, str(proposal["code"]), proposal.get("diff"))
         if answer is None:
             await self.assistant.decide(proposal, "rejected", by="user", reason="the run was stopped")
             return False
@@ -185,8 +205,19 @@ class HeadlessAgent:
         self.console.say("approved; running it" if answer else "rejected; nothing runs")
         return answer
 
-    async def _run(self, proposal: dict[str, Any], position: int) -> CellOutcome | None:
-        """Insert and run an approved fix at ``position``; None if the gate refuses it."""
+    @staticmethod
+    def _header(proposal: dict[str, Any], label: str) -> str:
+        who = "the kernel's analysis" if proposal.get("origin") == "hint" else "the agent"
+        action = _short(proposal["action_id"])
+        return f"{who} proposes this fix of {label}, to run as a new cell below it (action {action}):"
+
+    async def _run(
+        self, proposal: dict[str, Any], position: int
+    ) -> tuple[CellOutcome, dict[str, Any] | None] | None:
+        """Insert and run an approved fix at ``position``: how it ended, and its recorded event.
+
+        None if the gate refuses it.
+        """
         action_id = str(proposal["action_id"])
         try:
             approved = await asyncio.to_thread(approval, self.history, self.notebook, action_id)
@@ -209,7 +240,7 @@ class HeadlessAgent:
         )
         if message:
             self.console.say(message)
-        return outcome
+        return outcome, event
 
     def _describe(self, outcome: CellOutcome, action_id: str) -> tuple[str | None, str]:
         """The ``error`` stored with the execution, and what to tell the person."""

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import nbformat
 from tqdm import tqdm
 
+from ._trim import printable
 from .assistant import Assistant
 from .cell_driver import CellDriver, CellOutcome, wait_for_cell_event
 from .headless_agent import FixLimits, HeadlessAgent
@@ -103,11 +104,38 @@ class _Terminal:
     def cell_done(self) -> None:
         self.bar.update(1)
 
-    async def confirm(self, header: str, code: str) -> bool | None:
+    def _code(self, header: str, code: str, diff: list[list[str]] | None) -> str:
+        if diff:
+            # Old against new: what the fix changes, as a person reviews it.
+            lines = [f"    {op if op != ' ' else '|'} {line}" for op, line in diff]
+            shown = "\n".join(lines)
+        else:
+            shown = textwrap.indent(code.rstrip("\n"), "    | ", lambda _line: True)
+        return f"\nambient-jupyter: {printable(header)}\n{printable(shown)}\n"
+
+    def show(self, header: str, code: str, diff: list[list[str]] | None = None) -> None:
         self.end()
         self.bar.clear()
-        shown = textwrap.indent(code.rstrip("\n"), "    | ", lambda _line: True)
-        self.out.write(f"\nambient-jupyter: {header}\n{shown}\nRun this cell? [y/N] ")
+        self.out.write(self._code(header, code, diff))
+        self.out.flush()
+        self.bar.refresh()
+
+    def hints(self, event: dict[str, Any]) -> None:
+        """The kernel's findings on a failed cell, shown whatever the model says."""
+        hints = [h for h in event.get("hints") or [] if isinstance(h, dict) and h.get("text")]
+        if not hints:
+            return
+        self.end()
+        for found in hints:
+            line = f"  hint: {found['text']}"
+            if found.get("change"):
+                line += f"\n  fix:  {found['change']}"
+            self.bar.write(printable(line), file=sys.stderr)
+
+    async def confirm(self, header: str, code: str, diff: list[list[str]] | None = None) -> bool | None:
+        self.end()
+        self.bar.clear()
+        self.out.write(f"{self._code(header, code, diff)}Run this cell? [y/N] ")
         self.out.flush()
         loop = asyncio.get_running_loop()
         self._answer = answer = loop.create_future()
@@ -245,8 +273,12 @@ class _Run:
             return index + 1 if self.allow_errors else None
         expected = EXPECTED_ERROR_TAG in cell.get("metadata", {}).get("tags", [])
         event = None
-        if not self.quiet and not self.stop_requested:
+        if not self.stop_requested:
             event = await wait_for_cell_event(self.history, self.notebook, outcome.execution_count, before)
+        if event is not None and not expected:
+            # The kernel's findings reach the person even if the model adds nothing.
+            say(f"{label} failed: {outcome.ename}: {outcome.evalue}")
+            self.terminal.hints(event)
         if self.agent is None or expected or self.quiet:
             if event is not None and self.assistant.should_react(event) and not self.stop_requested:
                 await self._diagnose(event)

@@ -29,17 +29,20 @@ from fakes.ollama_server import FakeOllama
 
 from ambient_jupyter.actions import code_sha256
 from ambient_jupyter.assistant import Assistant
+from ambient_jupyter.code_check import parse_problem
 from ambient_jupyter.gate import NotApproved, approval
 from ambient_jupyter.history import History
 
 MODEL = "ollama:tiny:1b"
 BUGGY = [
     "data = [1, 2, 3]",
-    "total = sum(dat)",  # the bug: a misspelt name
+    "total = sum(data) / 0",  # the bug: one the kernel's analyzer has no fix for, so the model's fix is used
     "print('total', total)",
     "print([2 * x for x in data])",
 ]
 FIX = "total = sum(data)\n"
+TYPO = "total = sum(dat)"
+"""A bug the kernel's analyzer fixes by itself (``dat`` → ``data``)."""
 
 
 @pytest.fixture
@@ -51,14 +54,20 @@ def fake() -> Iterator[FakeOllama]:
         server.stop()
 
 
+def schema_cell(schema: Any) -> int | None:
+    """The one cell an ``edit_cell`` in this request's schema may name."""
+    found = re.search(r'"cell": \{"enum": \[(\d+)\]', json.dumps(schema))
+    return int(found.group(1)) if found else None
+
+
 def proposes(code: str | Callable[[dict[str, Any]], str], text: str = "The name is misspelt.") -> Any:
-    """A fake model that answers every constrained (``format``) request with an insert_cell of ``code``."""
+    """A fake model that answers every constrained (``format``) request with an edit of the failing cell."""
 
     def reply(body: dict[str, Any]) -> str:
         if not body.get("format"):
             return "Not an action."
         chosen = code(body) if callable(code) else code
-        return json.dumps({"action": "insert_cell", "text": text, "code": chosen, "after": None})
+        return json.dumps({"action": "edit_cell", "text": text, "cell": schema_cell(body["format"]), "code": chosen})
 
     return reply
 
@@ -111,7 +120,7 @@ def test_auto_fixes_the_bug_and_the_later_cells_run(tmp_path: Path, history: His
     run = run_cli(nb, fake, "--agent", "auto")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "ambient> The name is misspelt." in run.stdout
-    for line in ("cell [2] failed (NameError", "the agent proposes a fix for cell [2]",
+    for line in ("cell [2] failed (ZeroDivisionError", "the agent proposes a fix for cell [2]",
                  "approved by policy (agent mode is auto)", "fix ran ok; cell [2] counts as fixed"):
         assert line in run.stderr, run.stderr
 
@@ -123,9 +132,10 @@ def test_auto_fixes_the_bug_and_the_later_cells_run(tmp_path: Path, history: His
         "action_executed", "cell_executed", "cell_executed",
     ]
     _, message, proposal, decision, fix_cell, executed, later, last = loop
-    assert failing["error"]["ename"] == "NameError"
+    assert failing["error"]["ename"] == "ZeroDivisionError"
     assert message["reply_to"] == failing["seq"] and message["state"] == "complete"
-    assert proposal["action"] == "insert_cell" and proposal["code"] == FIX
+    assert proposal["action"] == "edit_cell" and proposal["code"] == FIX and proposal["origin"] == "model"
+    assert proposal["old_code"] == BUGGY[1] and proposal["args"] == {"cell": 2}
     assert proposal["sha256"] == code_sha256(FIX) and proposal["reply_to"] == message["seq"]
     assert decision["action_id"] == proposal["action_id"]
     assert (decision["decision"], decision["by"], decision["sha256"]) == ("approved", "policy", code_sha256(FIX))
@@ -137,10 +147,10 @@ def test_auto_fixes_the_bug_and_the_later_cells_run(tmp_path: Path, history: His
 
     out = output_of(nb)
     assert [c.source for c in out.cells] == [BUGGY[0], BUGGY[1], FIX, BUGGY[2], BUGGY[3]]
-    assert out.cells[1].outputs[0]["ename"] == "NameError"  # the failing cell keeps its traceback
+    assert out.cells[1].outputs[0]["ename"] == "ZeroDivisionError"  # the failing cell keeps its traceback
     assert out.cells[2].metadata["ambient"] == {
         "action_id": proposal["action_id"],
-        "action": "insert_cell",
+        "action": "edit_cell",
         "model": MODEL,
         "role": "watcher",
         "reply_to": message["seq"],
@@ -152,24 +162,67 @@ def test_auto_fixes_the_bug_and_the_later_cells_run(tmp_path: Path, history: His
     assert stdout_of(out.cells[4]) == "[2, 4, 6]\n"
     # The model saw the failure it was asked to fix.
     asked = fake.chat_requests()
-    assert len(asked) == 1 and "NameError" in json.dumps(asked[0]["messages"])
+    assert len(asked) == 1 and "ZeroDivisionError" in json.dumps(asked[0]["messages"])
+
+
+def test_the_kernels_candidate_fix_runs_and_the_model_only_explains(
+    tmp_path: Path, history: History, fake: FakeOllama
+) -> None:
+    nb = buggy(tmp_path, [BUGGY[0], TYPO, *BUGGY[2:]])
+
+    def reply(body: dict[str, Any]) -> str:
+        allowed = json.dumps(body.get("format"))
+        assert '"edit_cell"' not in allowed, "with a candidate in hand, the model only explains in auto mode"
+        return json.dumps({"action": "explain", "text": "`dat` should be `data`."})
+
+    fake.reply = reply
+    run = run_cli(nb, fake, "--agent", "auto")
+    assert run.returncode == 0, run.stderr[-3000:]
+    # The hint reaches the terminal whatever the model says.
+    assert "hint: `dat` is not defined. Did you mean `data`?" in run.stderr, run.stderr
+    assert "    - total = sum(dat)\n    + total = sum(data)" in run.stdout, run.stdout
+    failing = next(e for e in events_of(history, nb, "cell_executed") if e["status"] == "error")
+    assert failing["hints"][0]["kind"] == "name" and failing["hints"][0]["candidates"][0] == "data"
+    [proposal] = events_of(history, nb, "action_proposed")
+    assert proposal["origin"] == "hint" and proposal["code"] == "total = sum(data)"
+    assert proposal["old_code"] == TYPO and proposal["reply_to"] == failing["seq"]
+    assert proposal["diff"] == [["-", TYPO], ["+", "total = sum(data)"]]
+    assert [e["ok"] for e in events_of(history, nb, "action_executed")] == [True]
+    assert stdout_of(output_of(nb).cells[3]) == "total 6\n"
+    assert [m["text"] for m in events_of(history, nb, "assistant_message")] == ["`dat` should be `data`."]
+
+
+def test_a_proposal_whose_code_does_not_parse_never_reaches_a_person(
+    tmp_path: Path, history: History, fake: FakeOllama
+) -> None:
+    nb = buggy(tmp_path)
+    fake.reply = proposes("1.000000  4.250000  9.750000")  # what the 135M model proposed for a groupby typo
+    run = run_cli(nb, fake, "--agent", "auto")
+    assert run.returncode == 1
+    assert not events_of(history, nb, "action_proposed")
+    [_first, second] = fake.chat_requests()
+    assert "does not parse" in json.dumps(second["messages"])  # the model was told, and tried again
+    assert [m["state"] for m in events_of(history, nb, "assistant_message")] == ["error", "error"]
+    assert "the agent proposed no fix" in run.stderr
 
 
 def test_a_failing_fix_gets_a_second_attempt_within_the_bounds(
     tmp_path: Path, history: History, fake: FakeOllama
 ) -> None:
     nb = buggy(tmp_path)
-    fixes = iter(["total = sum(datta)\n", FIX])
+    fixes = iter(["total = sum(data) / 0.0\n", FIX])
     fake.reply = proposes(lambda _body: next(fixes))
     run = run_cli(nb, fake, "--agent", "auto")
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "the fix failed too (NameError" in run.stderr
+    assert "the fix failed too (ZeroDivisionError" in run.stderr
     assert "attempt 2 of 2" in run.stderr
     executed = events_of(history, nb, "action_executed")
     assert [e["ok"] for e in executed] == [False, True]
-    assert "NameError" in executed[0]["error"]
+    assert "ZeroDivisionError" in executed[0]["error"]
     out = output_of(nb)
-    assert [c.source for c in out.cells] == [BUGGY[0], BUGGY[1], "total = sum(datta)\n", FIX, BUGGY[2], BUGGY[3]]
+    assert [c.source for c in out.cells] == [
+        BUGGY[0], BUGGY[1], "total = sum(data) / 0.0\n", FIX, BUGGY[2], BUGGY[3]
+    ]
     assert "attempt 2" in json.dumps(fake.chat_requests()[1]["messages"])
 
 
@@ -188,16 +241,16 @@ def test_agent_off_only_explains(tmp_path: Path, history: History, fake: FakeOll
 
     def reply(body: dict[str, Any]) -> str:
         actions = json.dumps(body.get("format"))
-        if '"insert_cell"' in actions:
+        if '"edit_cell"' in actions:
             return proposes(FIX)(body)
-        return json.dumps({"action": "explain", "text": "`dat` is a typo for `data`."})
+        return json.dumps({"action": "explain", "text": "Dividing by zero."})
 
     fake.reply = reply
     run = run_cli(nb, fake, "--agent", "off")
     assert run.returncode == 1
-    assert "ambient> `dat` is a typo for `data`." in run.stdout
+    assert "ambient> Dividing by zero." in run.stdout
     replies = events_of(history, nb, "assistant_message")
-    assert [(r["state"], r["text"]) for r in replies] == [("complete", "`dat` is a typo for `data`.")]
+    assert [(r["state"], r["text"]) for r in replies] == [("complete", "Dividing by zero.")]
     assert not events_of(history, nb, "action_proposed")
     assert [c["code"] for c in events_of(history, nb, "cell_executed")] == BUGGY[:2]
 
@@ -289,7 +342,7 @@ def test_an_approval_of_code_a_never_runs_code_b(
     nb = str(tmp_path / "gate.ipynb")
     failing = history.append(nb, {
         "kind": "cell_executed", "code": BUGGY[1], "execution_count": 2, "status": "error",
-        "error": {"ename": "NameError", "evalue": "name 'dat' is not defined", "traceback": []},
+        "error": {"ename": "ZeroDivisionError", "evalue": "division by zero", "traceback": []},
     })
     fake.reply = proposes(FIX)
     code_b = "import os; os.remove('precious.txt')\n"
@@ -352,7 +405,8 @@ def test_ask_on_a_terminal_shows_the_code_and_runs_it_only_if_approved(
     nb = buggy(tmp_path)
     fake.reply = proposes(FIX)
     code, screen, err = run_on_a_terminal(nb, fake, answer, "--agent", "ask")
-    assert "    | total = sum(data)\r\nRun this cell? [y/N]" in screen, screen
+    # Old against new, as a person reviews a fix.
+    assert "    - total = sum(data) / 0\r\n    + total = sum(data)\r\nRun this cell? [y/N]" in screen, screen
     decision = events_of(history, nb, "action_decided")
     assert [(d["decision"], d["by"]) for d in decision] == [("approved" if answer == "y" else "rejected", "user")]
     executed = events_of(history, nb, "action_executed")
@@ -493,7 +547,7 @@ def test_ctrl_c_during_an_agent_cell_interrupts_the_kernel(
 
 @pytest.mark.model
 def test_auto_with_the_embedded_model_records_the_whole_loop(tmp_path: Path, history: History) -> None:
-    nb = buggy(tmp_path)
+    nb = buggy(tmp_path, [BUGGY[0], TYPO, *BUGGY[2:]])
     run = subprocess.run(
         [sys.executable, "-m", "ambient_jupyter", "run", str(nb), "--model", "embedded", "--agent", "auto",
          "--agent-timeout", "60", "--no-progress"],
@@ -506,8 +560,10 @@ def test_auto_with_the_embedded_model_records_the_whole_loop(tmp_path: Path, his
     replies = [e for e in events if e["kind"] == "assistant_message"]
     assert replies and replies[0]["reply_to"] == failing["seq"] and replies[0]["model"] == "embedded"
     proposals = [e for e in events if e["kind"] == "action_proposed"]
-    # Constrained decoding: the 135M model's answer is a valid insert_cell by construction.
-    assert proposals, [r["text"] for r in replies]
+    # The kernel's candidate comes first; whatever the model adds has passed the same checks.
+    assert proposals and proposals[0]["origin"] == "hint", [r["text"] for r in replies]
+    assert run.returncode == 0 and "fix ran ok" in run.stderr
+    assert all(parse_problem(p["code"]) is None for p in proposals)
     cells = {c["seq"]: c for c in events if c["kind"] == "cell_executed"}
     ran_actions = []
     for proposal in proposals:

@@ -81,6 +81,9 @@ class CellCapture:
         self.error: dict[str, Any] | None = None
         self.outputs: list[tuple[str, Any]] = []
         self.dropped = 0
+        self.hints: list[dict[str, Any]] = []
+        """Set on failure only (``kernel/diagnose.py``), before the cell is handed to the writer."""
+        self.state: list[dict[str, str]] = []
         self._streams: dict[str, Bounded] = {}
         self._lock = threading.Lock()
 
@@ -127,6 +130,8 @@ class CellCapture:
             "duration_ms": round((end - self.started) * 1000, 3),
             "outputs": outputs,
             "error": error,
+            **({"hints": self.hints} if self.hints else {}),
+            **({"state": self.state} if self.state else {}),
         }
 
 

@@ -183,10 +183,12 @@ class Recorder:
         capture.finished = time.perf_counter()
         capture.execution_count = result.execution_count
         capture.success = bool(result.success)
-        if not capture.success and capture.error is None:
+        if not capture.success:
             exc = result.error_in_exec or result.error_before_exec
             if exc is not None:
-                capture.error = {"ename": type(exc).__name__, "evalue": str(exc), "traceback": []}
+                if capture.error is None:
+                    capture.error = {"ename": type(exc).__name__, "evalue": str(exc), "traceback": []}
+                self._diagnose(capture, exc)
         if capture is self._agent_capture:
             # Agent code run inside the asking cell: it shares that cell's execute
             # request, so finish it now rather than at that request's reply.
@@ -200,6 +202,12 @@ class Recorder:
         elif not capture.msg_id:
             # Not in ipykernel (plain IPython): there is no reply to wait for.
             self.writer.submit(capture.event)
+
+    def _diagnose(self, capture: CellCapture, exc: BaseException) -> None:
+        """Hints and state for a failed cell, while its namespace is as the failure left it."""
+        from .diagnose import diagnose
+
+        capture.hints, capture.state = diagnose(self.shell, exc, capture.code, self.notebook)
 
     # -- the kernel's send path -----------------------------------------------
 

@@ -1,0 +1,82 @@
+"""Is this cell code a person could run? The check every proposal passes before anyone sees it.
+
+A proposal is "valid" only if its code parses as an IPython cell (magics allowed,
+as a person's notebook has them) and, for a fix, differs from the code that failed.
+A schema-valid action whose code does not parse is invalid.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import functools
+import warnings
+from typing import Any
+
+__all__ = ["line_diff", "parse_cell", "parse_problem", "same_code"]
+
+
+@functools.lru_cache(maxsize=1)
+def _transformer() -> Any:
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return TransformerManager()
+
+
+def python_source(code: str) -> str:
+    """``code`` with IPython syntax (``%magic``, ``!cmd``, ``x?``) turned into Python."""
+    try:
+        return str(_transformer().transform_cell(code))
+    except (SyntaxError, ValueError, IndexError):  # a transformer that gives up leaves the code as it is
+        return code
+
+
+def parse_cell(code: str) -> ast.Module:
+    """The AST of a cell as IPython would run it; raises :class:`SyntaxError`."""
+    with warnings.catch_warnings():
+        # Invalid escape sequences in user code warn at parse time; that is not our output.
+        warnings.simplefilter("ignore")
+        return ast.parse(python_source(code))
+
+
+def parse_problem(code: str) -> str | None:
+    """``None`` if ``code`` parses as an IPython cell, else what is wrong, in one line."""
+    if not code.strip():
+        return "the code is empty"
+    try:
+        parse_cell(code)
+    except SyntaxError as exc:
+        where = f" (line {exc.lineno})" if exc.lineno else ""
+        return f"the code does not parse: {type(exc).__name__}: {exc.msg}{where}"
+    except (ValueError, RecursionError, MemoryError) as exc:  # NUL bytes, absurd nesting
+        return f"the code does not parse: {exc}"
+    return None
+
+
+def same_code(a: str, b: str) -> bool:
+    """Equal up to trailing whitespace on lines and at the end (what a person would call the same)."""
+
+    def norm(code: str) -> str:
+        return "\n".join(line.rstrip() for line in code.strip("\n").splitlines())
+
+    return norm(a) == norm(b)
+
+
+def line_diff(old: str, new: str, context: int = 2) -> list[list[str]]:
+    """Old against new, line by line, for people: ``[op, line]`` with op ``-``, ``+``, `` `` or ``…``.
+
+    Made once, here, and stored with a proposal, so the terminal, the sidebar and the
+    chat widget show the same diff without each computing one.
+    """
+    a, b = old.rstrip("\n").split("\n"), new.rstrip("\n").split("\n")
+    out: list[list[str]] = []
+    for group in difflib.SequenceMatcher(None, a, b).get_grouped_opcodes(context):
+        if out:
+            out.append(["…", ""])
+        for tag, i1, i2, j1, j2 in group:
+            if tag == "equal":
+                out.extend([" ", line] for line in a[i1:i2])
+                continue
+            out.extend(["-", line] for line in a[i1:i2])
+            out.extend(["+", line] for line in b[j1:j2])
+    return out

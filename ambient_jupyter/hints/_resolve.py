@@ -1,0 +1,86 @@
+"""Looking up what an expression in the failing cell refers to, without running the cell.
+
+Only plain references are followed: a name, ``a.b.c``, and a constant subscript of a
+dict, list, tuple or pandas object (``df['x']``, ``data['rows'][0]``). Calls are never
+made, so nothing the person wrote runs again. Attribute access can still reach a
+user property; the caller bounds the time of the whole analysis.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["MISSING", "a_type", "is_frame", "is_series", "resolve", "type_name"]
+
+MISSING: Any = object()
+
+
+def type_name(value: Any) -> str:
+    cls = type(value)
+    module = cls.__module__
+    if module == "builtins":
+        return cls.__qualname__
+    top = module.split(".")[0]
+    return f"{top}.{cls.__qualname__}"
+
+
+def a_type(value: Any) -> str:
+    """``an int``, ``a pandas.DataFrame``: the type of ``value`` with its article."""
+    name = type_name(value)
+    return f"an {name}" if name[:1].lower() in "aeiou" else f"a {name}"
+
+
+def _pandas_type(value: Any, name: str) -> bool:
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(value, getattr(pandas, name))
+
+
+def is_frame(value: Any) -> bool:
+    return _pandas_type(value, "DataFrame")
+
+
+def is_series(value: Any) -> bool:
+    return _pandas_type(value, "Series")
+
+
+def _subscriptable(value: Any) -> bool:
+    return isinstance(value, (dict, list, tuple, str)) or is_frame(value) or is_series(value)
+
+
+def resolve(node: ast.AST, namespace: Mapping[str, Any]) -> Any:
+    """The value ``node`` refers to, or :data:`MISSING` when it is not a plain reference."""
+    try:
+        if isinstance(node, ast.Name):
+            if node.id in namespace:
+                return namespace[node.id]
+            return getattr(builtins, node.id, MISSING)
+        if isinstance(node, ast.Attribute):
+            owner = resolve(node.value, namespace)
+            return MISSING if owner is MISSING else getattr(owner, node.attr, MISSING)
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            owner = resolve(node.value, namespace)
+            if owner is MISSING or not _subscriptable(owner):
+                return MISSING
+            return owner[node.slice.value]
+        if isinstance(node, ast.Constant):
+            return node.value
+    except Exception:  # noqa: BLE001 (a property or __getitem__ of the person's object failed: not a reference)
+        return MISSING
+    return MISSING
+
+
+def dotted(node: ast.AST) -> str | None:
+    """``a.b.c`` for a reference, as written (None for anything else)."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        head = dotted(node.value)
+        return None if head is None else f"{head}.{node.attr}"
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+        head = dotted(node.value)
+        return None if head is None else f"{head}[{node.slice.value!r}]"
+    return None

@@ -1,0 +1,326 @@
+"""Type mismatches: ``str + int``, ``sum`` over strings, a ``None`` from a mutating method,
+a wrong keyword argument, a built-in hidden by a variable."""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import inspect
+import itertools
+import numbers
+import re
+from typing import Any, Literal
+
+from ._base import Failure, hint, short
+from ._match import clear_winner, close_matches
+from ._resolve import MISSING, a_type, resolve
+from ._source import Cell, Edit
+
+__all__ = ["none_error", "type_error"]
+
+Kind = Literal["str", "num", "other"]
+
+MUTATING = frozenset({"sort", "reverse", "append", "extend", "insert", "remove", "clear", "update", "add", "discard"})
+"""Methods of lists, dicts and sets that change their object and return None."""
+
+
+def _kind(node: ast.AST, namespace: Any) -> Kind:
+    if isinstance(node, ast.JoinedStr):
+        return "str"
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        if node.func.id in ("str", "repr", "format", "chr"):
+            return "str"
+        if node.func.id in ("int", "float", "len", "round", "sum", "abs", "min", "max"):
+            return "num"
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left = _kind(node.left, namespace)
+        return left if left != "other" else _kind(node.right, namespace)
+    value = resolve(node, namespace)
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, numbers.Number) and not isinstance(value, bool):
+        return "num"
+    return "other"
+
+
+def _numeric_text(value: Any) -> Literal["int", "float"] | None:
+    if not isinstance(value, str):
+        return None
+    text = value.strip().replace("_", "")
+    try:
+        int(text)
+        return "int"
+    except ValueError:
+        pass
+    try:
+        float(text)
+        return "float"
+    except ValueError:
+        return None
+
+
+def _wrap(cell: Cell, node: ast.AST, func: str) -> tuple[Edit, str] | None:
+    text = cell.segment(node)
+    if text is None:
+        return None
+    edit = cell.replace_node(node, f"{func}({text})")
+    return None if edit is None else (edit, f"`{text}` → `{func}({text})`")
+
+
+# -- str + int ---------------------------------------------------------------------------
+
+
+def _concat(failure: Failure) -> list[dict[str, Any]]:
+    cell, namespace = failure.cell, failure.namespace
+    pairs: list[tuple[ast.AST, ast.AST]] = []
+    for node in cell.nodes():
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            pairs.append((node.left, node.right))
+        elif isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add):
+            pairs.append((node.target, node.value))
+    for left, right in pairs:
+        kinds = (_kind(left, namespace), _kind(right, namespace))
+        if set(kinds) != {"str", "num"}:
+            continue
+        text_node, num_node = (left, right) if kinds[0] == "str" else (right, left)
+        number = resolve(text_node, namespace)
+        as_number = _numeric_text(number) if not isinstance(text_node, (ast.Constant, ast.JoinedStr)) else None
+        if as_number is not None and kinds[0] == "num":
+            # number + "5": the text holds a number, and arithmetic was meant.
+            wrapped = _wrap(cell, text_node, as_number)
+            why = f"`{cell.segment(text_node)}` is the text {short(number)}, not a number"
+        else:
+            wrapped = _wrap(cell, num_node, "str")
+            shown = resolve(num_node, namespace)
+            value = f" (= {short(shown)})" if shown is not MISSING else ""
+            why = f"`{cell.segment(num_node)}`{value} is a number, and `+` cannot join a str and a number"
+        if wrapped is None:
+            continue
+        edit, change = wrapped
+        return [
+            hint(
+                "type",
+                f"{why}. Convert it: {change.split(' → ')[1]} (or use an f-string).",
+                candidates=[change.split(" → ")[1].strip("`")],
+                fix=cell.edited([edit]),
+                change=change,
+            )
+        ]
+    return []
+
+
+# -- sum() over strings -----------------------------------------------------------------
+
+
+def _head(value: Any, n: int = 200) -> list[Any] | None:
+    if isinstance(value, (str, bytes, dict)) or value is MISSING:
+        return None
+    try:
+        return list(itertools.islice(iter(value), n))
+    except Exception:  # noqa: BLE001 (not iterable, or its iterator failed)
+        return None
+
+
+def _sum_of_strings(failure: Failure) -> list[dict[str, Any]]:
+    cell, namespace = failure.cell, failure.namespace
+    for node in cell.nodes():
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "sum"):
+            continue
+        if not node.args or node.keywords or len(node.args) > 1:
+            continue
+        arg = node.args[0]
+        items = _head(resolve(arg, namespace))
+        if not items or not all(isinstance(v, str) for v in items):
+            continue
+        name = cell.segment(arg)
+        kinds = {_numeric_text(v) for v in items}
+        if kinds <= {"int", "float"} and None not in kinds:
+            number = "float" if "float" in kinds else "int"
+            new, why = f"sum(map({number}, {name}))", f"they are numbers written as text ({short(items[0])}…)"
+        else:
+            new, why = f"''.join({name})", "to join strings into one, use `''.join(...)`"
+        edit = cell.replace_node(node, new)
+        return [
+            hint(
+                "type",
+                f"`sum()` adds numbers, but `{name}` holds strings: {why}. Use `{new}`.",
+                candidates=[new],
+                fix=cell.edited([edit]) if edit else None,
+                change=f"`sum({name})` → `{new}`",
+            )
+        ]
+    return []
+
+
+# -- wrong keyword argument ----------------------------------------------------------------
+
+
+def _parameters(func: Any) -> list[inspect.Parameter] | None:
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p for p in signature.parameters.values() if p.kind in kinds]
+
+
+def _unfilled(call: ast.Call, params: list[inspect.Parameter], bad: str) -> list[str]:
+    """Required parameters the call leaves out (the wrong keyword was probably meant for one)."""
+    positional = [p for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    given = {p.name for p in positional[: len(call.args)]} | {k.arg for k in call.keywords if k.arg != bad}
+    return [p.name for p in params if p.default is inspect.Parameter.empty and p.name not in given]
+
+
+def _keyword(failure: Failure) -> list[dict[str, Any]]:
+    message = str(failure.exc)
+    match = re.search(r"unexpected keyword argument '(\w+)'", message) or re.search(
+        r"'(\w+)' is an invalid keyword argument", message
+    )
+    if match is None:
+        return []
+    bad = match.group(1)
+    cell = failure.cell
+    for node in cell.nodes():
+        if not isinstance(node, ast.Call):
+            continue
+        keyword = next((k for k in node.keywords if k.arg == bad), None)
+        if keyword is None:
+            continue
+        func = resolve(node.func, failure.namespace)
+        params = _parameters(func) if func is not MISSING else None
+        if not params:
+            continue
+        name = cell.segment(node.func) or "the function"
+        names = [p.name for p in params]
+        matches = close_matches(bad, names)
+        best = clear_winner(bad, matches)
+        if not matches and len(unfilled := _unfilled(node, params, bad)) == 1:
+            # Not a spelling slip but another word for the one argument still missing
+            # (``sort_values(column=...)`` for ``by``).
+            matches = unfilled
+            best = unfilled[0]
+        span = cell.span(keyword)
+        edits = [Edit(span[0], span[1], span[1] + len(bad), best)] if best and span else []
+        text = f"`{name}()` has no parameter `{bad}`; its parameters are {', '.join(names[:15])}."
+        if matches:
+            text += " Did you mean " + ", ".join(f"`{m}`" for m in matches) + "?"
+        return [hint("keyword", text, missing=bad, candidates=matches, fix=cell.edited(edits),
+                     change=f"`{bad}=` → `{best}=`")]
+    return []
+
+
+# -- a built-in hidden by a variable ----------------------------------------------------------
+
+
+def _shadowed(failure: Failure) -> list[dict[str, Any]]:
+    match = re.search(r"'(\w+)' object is not callable", str(failure.exc))
+    if match is None:
+        return []
+    for node in failure.cell.nodes():
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            name = node.func.id
+            value = failure.namespace.get(name, MISSING)
+            if value is not MISSING and hasattr(builtins, name) and not callable(value):
+                return [
+                    hint(
+                        "type",
+                        f"`{name}` is now {a_type(value)} ({short(value)}) set in this notebook, which hides "
+                        f"the built-in `{name}()`. Rename that variable, or run `del {name}`.",
+                        missing=name,
+                    )
+                ]
+    return []
+
+
+# -- None from a mutating method ----------------------------------------------------------------
+
+
+def _mutation(value: ast.AST) -> tuple[ast.Call, str] | None:
+    """``(call, method)`` if ``value`` is ``R.method(...)`` that returns None (or ``inplace=True``)."""
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute):
+        inplace = any(k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value is True
+                      for k in value.keywords)
+        if value.func.attr in MUTATING or inplace:
+            return value, "inplace" if inplace else value.func.attr
+    return None
+
+
+def _repair(cell: Cell, target: str, call: ast.Call, method: str, here: bool) -> tuple[str, str] | None:
+    """The statement that gives ``target`` the value that was meant, and why."""
+    assert isinstance(call.func, ast.Attribute)
+    receiver = cell.segment(call.func.value) if here else None
+    if here and receiver is None:
+        return None
+    receiver = receiver or ast.unparse(call.func.value)
+    args = [ast.unparse(a) for a in call.args] + [
+        f"{k.arg}={ast.unparse(k.value)}" for k in call.keywords if k.arg and k.arg != "inplace"
+    ]
+    if method == "sort":
+        new = f"{target} = sorted({', '.join([receiver, *args])})"
+        why = f"`{receiver}.sort()` sorts `{receiver}` in place and returns None"
+    elif method == "inplace":
+        new = f"{target} = {receiver}.{call.func.attr}({', '.join(args)})"
+        why = f"`{call.func.attr}(..., inplace=True)` changes `{receiver}` and returns None"
+        if not here:
+            new = f"{target} = {receiver}"
+    else:
+        call_text = f"{receiver}.{method}({', '.join(args)})"
+        new = f"{call_text}; {target} = {receiver}" if here else f"{target} = {receiver}"
+        why = f"`{call_text}` changes `{receiver}` in place and returns None"
+    return new, why
+
+
+def none_error(failure: Failure) -> list[dict[str, Any]]:
+    """A name in the failing cell is None because it was assigned the result of a mutating method."""
+    cell, namespace = failure.cell, failure.namespace
+    used = [n.id for n in cell.nodes() if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
+    for name in dict.fromkeys(used):
+        if name not in namespace or namespace[name] is not None:
+            continue
+        # Assigned in this cell, or else in the last cell that assigned it.
+        for here, source in [(True, cell.code), *((False, c) for c in reversed(failure.ran_cells))]:
+            tree = cell.tree if here else Cell(source).tree
+            if tree is None:
+                continue
+            found = None
+            for node in ast.walk(tree):
+                if (
+                    isinstance(node, ast.Assign)
+                    and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name)
+                    and node.targets[0].id == name
+                    and _mutation(node.value)
+                ):
+                    found = node
+            if found is None:
+                continue
+            call, method = _mutation(found.value)  # type: ignore[misc]
+            repaired = _repair(cell, name, call, method, here)
+            if repaired is None:
+                break
+            new, why = repaired
+            if here:
+                edit = cell.replace_node(found, new) if found.lineno == found.end_lineno else None
+                fix = cell.edited([edit]) if edit else None
+            else:
+                fix = cell.prepend(new)
+            return [
+                hint("none", f"`{name}` is None: {why}. Use `{new}`.", missing=name, candidates=[new],
+                     fix=fix, change=f"`{name} = …{call.func.attr}(…)` → `{new}`")  # type: ignore[union-attr]
+            ]
+        return [hint("none", f"`{name}` is None here, so it cannot be used like a value.", missing=name)]
+    return []
+
+
+def type_error(failure: Failure) -> list[dict[str, Any]]:
+    message = str(failure.exc)
+    if "NoneType" in message:
+        return none_error(failure)
+    if "keyword argument" in message:
+        return _keyword(failure)
+    if "not callable" in message:
+        return _shadowed(failure)
+    if re.search(r"concatenate str|unsupported operand type\(s\) for \+=?: '(int|float|str)' and '(str|int|float)'",
+                 message):
+        return _sum_of_strings(failure) or _concat(failure)
+    return []
