@@ -96,11 +96,10 @@ def _store_dict(model: Any) -> dict[str, Any]:
 class Turn:
     """What one turn left in the history."""
 
-    message: dict[str, Any]
-    """The stored ``assistant_message``."""
+    message: dict[str, Any] | None
+    """The stored ``assistant_message``; None when the kernel's checked fix needed no words."""
     proposals: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    """The stored ``action_proposed`` events, best first: the kernel's candidate fix
-    (right by construction), then the model's own alternative, if any."""
+    """The stored ``action_proposed`` events (the kernel's candidate, or the model's)."""
 
     @property
     def proposal(self) -> dict[str, Any] | None:
@@ -109,10 +108,12 @@ class Turn:
 
     @property
     def state(self) -> str:
-        return str(self.message.get("state"))
+        return "complete" if self.message is None else str(self.message.get("state"))
 
     @property
     def text(self) -> str:
+        if self.message is None:
+            return str(self.proposal.get("text", "")) if self.proposal else ""
         return str(self.message.get("text", ""))
 
 
@@ -271,56 +272,48 @@ class Assistant:
             return False
         return time.monotonic() - self._last_unprompted >= self.cooldown
 
-    async def react(
-        self, event: dict[str, Any], *, actions: Sequence[str] = FIX_ACTIONS, person: bool = True
-    ) -> Turn | None:
+    async def react(self, event: dict[str, Any], *, actions: Sequence[str] = FIX_ACTIONS) -> Turn | None:
         """Diagnose a failed cell on our own, if :meth:`should_react` allows it.
 
         ``actions`` limits what the reaction may propose (a host that cannot ask
-        anyone passes ``("explain",)``); ``person``: someone can choose between the
-        kernel's candidate fix and the model's alternative.
+        anyone passes ``("explain",)``).
         """
         if not self.should_react(event):
             return None
         self._last_unprompted = time.monotonic()
-        return await self._failure_turn(event, self.allowed(actions), person=person)
+        return await self._failure_turn(event, self.allowed(actions))
 
     async def fix(self, event: dict[str, Any], *, attempt: int = 1) -> Turn:
         """Propose a fix for a failed cell, as an edit of that cell (the headless ``--agent`` loop).
 
-        If the analyzer found a candidate fix for this failure it is offered first, and
-        the model only explains; otherwise the fix is the model's. After a fix failed,
-        pass the fix's own failure: it has hints of its own. Not throttled: the caller
-        bounds the attempts.
+        The kernel's candidate fix, if the analyzer found one; otherwise the model's.
+        After a fix failed, pass the fix's own failure: it has hints of its own. Not
+        throttled: the caller bounds the attempts.
         """
-        return await self._failure_turn(event, ("edit_cell",), attempt=attempt, person=False)
+        return await self._failure_turn(event, ("edit_cell",), attempt=attempt)
 
-    async def _failure_turn(
-        self, event: dict[str, Any], allowed: Sequence[str], *, attempt: int = 1, person: bool
-    ) -> Turn:
-        """The one path for a failure: the candidate first, then the model's words (and alternative)."""
+    async def _failure_turn(self, event: dict[str, Any], allowed: Sequence[str], *, attempt: int = 1) -> Turn:
+        """The one path for a failure: the kernel's checked fix if there is one, else the model.
+
+        A checked fix is not handed to the model to explain: the hint already says what
+        is wrong and the diff what changes, and a small model's paraphrase of a fact it
+        was given is often wrong. The model answers when asked (its transcript has the
+        same facts), and proposes when the kernel found no fix.
+        """
         seq, count = int(event.get("seq", 0)), event.get("execution_count")
-        failing = str(event.get("code", ""))
         can_fix = "edit_cell" in allowed and isinstance(count, int)
         candidate = await self._propose_candidate(event) if can_fix else None
-        # With a candidate in hand, the model explains; it may add an alternative only
-        # where a person chooses (never two fixes run on their own).
-        alternative = person and self.agent == "ask"
-        model_allowed = ("explain",) if candidate is not None and not alternative else tuple(allowed)
-        if not can_fix:
-            model_allowed = tuple(a for a in model_allowed if a != "edit_cell") or ("explain",)
-        note = _failure_note(event, candidate, attempt, can_fix and "edit_cell" in model_allowed)
-        turn = await self._run_turn(
+        if candidate is not None:
+            return Turn(None, [candidate])
+        model_allowed = tuple(allowed) if can_fix else tuple(a for a in allowed if a != "edit_cell") or ("explain",)
+        note = _failure_note(event, attempt, can_fix)
+        return await self._run_turn(
             seq,
             [note],
             model_allowed,
             cells=[count] if isinstance(count, int) else None,
-            failing=failing,
-            candidate=str(candidate["code"]) if candidate else None,
+            failing=str(event.get("code", "")),
         )
-        if candidate is not None:
-            turn.proposals.insert(0, candidate)
-        return turn
 
     async def _propose_candidate(self, event: dict[str, Any]) -> dict[str, Any] | None:
         """Store the kernel's candidate fix for a failed cell as an ``edit_cell`` proposal."""
@@ -422,7 +415,6 @@ class Assistant:
         once: bool = False,
         cells: list[int] | None = None,
         failing: str | None = None,
-        candidate: str | None = None,
     ) -> Turn:
         async with self._lock:
             if once:
@@ -431,7 +423,7 @@ class Assistant:
                 earlier = await self._earlier_turn(reply_to)
                 if earlier is not None:
                     return earlier
-            checks = _Checks(cells, failing, candidate)
+            checks = _Checks(cells, failing)
             self._reply_task = asyncio.ensure_future(
                 self._attempts(reply_to, tail or [], allowed, role, on_token, checks)
             )
@@ -509,11 +501,10 @@ class Assistant:
             log.warning("model %s: %s", spec, problem)
             await self._store(_store_dict(ModelError(message=problem, model=spec)))
         invalid: str | None = None
-        duplicate = False
         if state == "complete" and transcript is not None:
             try:
                 parsed = parse_action(stream.raw, allowed, transcript.plugins, transcript.cells)
-                duplicate = checks.check(parsed, transcript)
+                checks.check(parsed, transcript)
                 action = parsed
             except ActionInvalid as exc:
                 invalid = str(exc)
@@ -535,7 +526,7 @@ class Assistant:
         )
         stored = await self._store(_store_dict(message))
         proposals = []
-        if action is not None and not isinstance(action, Explain) and transcript is not None and not duplicate:
+        if action is not None and not isinstance(action, Explain) and transcript is not None:
             proposals.append(await self._propose(action, stored, transcript, role, checks))
         return Turn(stored, proposals), stream.raw, invalid
 
@@ -571,18 +562,17 @@ class _Checks:
     """What a proposal must pass before anyone sees it (besides the schema).
 
     ``cells`` limits which cells a turn may refer to; ``failing`` is the code that
-    failed (a fix must differ from it); ``candidate`` the kernel's fix, already offered.
+    failed (a fix must differ from it).
     """
 
     cells: list[int] | None = None
     failing: str | None = None
-    candidate: str | None = None
 
-    def check(self, action: Action, transcript: Transcript) -> bool:
-        """Raise :class:`ActionInvalid` if ``action`` may not be offered; True if it only repeats the candidate."""
+    def check(self, action: Action, transcript: Transcript) -> None:
+        """Raise :class:`ActionInvalid` if ``action`` may not be offered to a person."""
         code = getattr(action, "code", None)
         if not isinstance(code, str):
-            return False
+            return
         problem = parse_problem(code)
         if problem is not None:
             raise ActionInvalid(problem)
@@ -592,25 +582,14 @@ class _Checks:
         if self.failing is not None and same_code(code, self.failing):
             msg = "that is the code that failed; change it"
             raise ActionInvalid(msg)
-        return self.candidate is not None and same_code(code, self.candidate)
 
 
-def _failure_note(event: dict[str, Any], candidate: dict[str, Any] | None, attempt: int, may_fix: bool) -> Message:
+def _failure_note(event: dict[str, Any], attempt: int, may_fix: bool) -> Message:
     error = event.get("error") or {}
     count = event.get("execution_count")
     text = f"Cell {count} just failed with {error.get('ename')}: {error.get('evalue')}."
     if event.get("hints"):
         text += " The facts under it were checked in the kernel; rely on them."
-    if candidate is not None:
-        hint: dict[str, Any] = next(
-            (h for h in event.get("hints") or [] if h.get("fix") == candidate.get("code")), {}
-        )
-        change = hint.get("change") or "a fix"
-        text += f" The kernel found the fix ({change}); it is offered to the user."
-        text += " In one or two sentences, explain the cause and that fix."
-        if may_fix:
-            text += f" Only if a different fix is better, give it as an edit of cell {count}."
-        return {"role": "user", "content": text}
     if attempt > 1:
         text += f" This is attempt {attempt}: the previous fix failed too; try something else."
     if may_fix:

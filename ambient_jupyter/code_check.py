@@ -40,11 +40,18 @@ def parse_cell(code: str) -> ast.Module:
 
 
 def parse_problem(code: str) -> str | None:
-    """``None`` if ``code`` parses as an IPython cell, else what is wrong, in one line."""
+    """``None`` if ``code`` compiles as an IPython cell, else what is wrong, in one line.
+
+    Compiled, not only parsed: ``return`` outside a function or ``break`` outside a
+    loop parse, but fail before anything runs. Compiling runs nothing.
+    """
     if not code.strip():
         return "the code is empty"
     try:
-        parse_cell(code)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # Top-level await is allowed in a cell (IPython's autoawait).
+            compile(python_source(code), "<cell>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
     except SyntaxError as exc:
         where = f" (line {exc.lineno})" if exc.lineno else ""
         return f"the code does not parse: {type(exc).__name__}: {exc.msg}{where}"

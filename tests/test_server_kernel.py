@@ -85,3 +85,83 @@ async def test_kernel_events_stream_live_and_failures_are_diagnosed_once(
     replies = [e for e in events if e["kind"] == "assistant_message"]
     assert len(replies) == 1, "the failure was diagnosed twice (kernel and server)"
     assert len(ollama_server.chat_requests()) == 1
+
+
+async def test_a_question_gets_the_kernels_state_and_a_busy_or_gone_kernel_says_so(
+    jp_fetch, jp_ws_fetch, jp_serverapp, jp_root_dir: Path, ollama_server: FakeOllama, ambient_db: Path
+):
+    ollama_server.reply = "It has Region and units."
+    make_notebook(jp_root_dir / NB, [])
+    session = json.loads(
+        (
+            await jp_fetch(
+                "api", "sessions", method="POST",
+                body=json.dumps({"path": NB, "name": NB, "type": "notebook", "kernel": {"name": "python3"}}),
+            )
+        ).body
+    )
+    sidebar = Client(await jp_ws_fetch("ambient", "ws"))
+    await sidebar.hello(NB)
+    kernel = jp_serverapp.kernel_manager.get_kernel(session["kernel"]["id"])
+    client = kernel.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=60)
+        assert (await _execute(client, "%load_ext ambient_jupyter"))["status"] == "ok"
+        await _execute(client, "import pandas as pd\nsales = pd.DataFrame({'Region': ['N'], 'units': [3]})")
+        await _execute(client, "sales.groupby('region')")
+        # The failure: the kernel's checked fix is proposed before the model says anything.
+        proposal = (await sidebar.until(is_event("action_proposed"), timeout=30))["event"]
+        assert proposal["origin"] == "hint" and proposal["code"] == "sales.groupby('Region')"
+        assert proposal["diff"] == [["-", "sales.groupby('region')"], ["+", "sales.groupby('Region')"]]
+        await sidebar.until(is_event("assistant_message"), timeout=30)
+
+        # A question: the kernel records what it concerns, and the model reads it.
+        await sidebar.send({"type": "chat", "notebook": NB, "text": "what columns does sales have?",
+                            "client_id": "q1"})
+        state = (await sidebar.until(is_event("kernel_state"), timeout=30))["event"]
+        assert [e["name"] for e in state["entries"]][0] == "sales"
+        assert "Region" in state["entries"][0]["text"]
+        await sidebar.until(
+            lambda f: f.get("type") == "event" and f["event"]["kind"] == "assistant_message"
+            and f["event"]["seq"] > state["seq"], timeout=30,
+        )
+        asked = json.dumps(ollama_server.chat_requests()[-1]["messages"])
+        assert "Region" in asked and "kernel state now" in asked
+
+        # A busy kernel: the turn does not wait for it, and the context says so.
+        busy = client.execute("import time; time.sleep(6)")
+        while True:  # the kernel is in the sleep once it has announced that cell
+            msg = await client.get_iopub_msg(timeout=30)
+            if msg["msg_type"] == "execute_input" and msg["parent_header"].get("msg_id") == busy:
+                break
+        await asyncio.sleep(0.3)
+        started = asyncio.get_running_loop().time()
+        await sidebar.send({"type": "chat", "notebook": NB, "text": "and now?", "client_id": "q2"})
+        note = (await sidebar.until(
+            lambda f: f.get("type") == "event" and f["event"]["kind"] == "kernel_state" and f["event"].get("note"),
+            timeout=30,
+        ))["event"]
+        waited = asyncio.get_running_loop().time() - started
+        print(f"busy kernel: the state note came after {waited:.1f}s")
+        assert waited < 5 and "could not be asked" in note["note"]
+        while True:  # let the sleeping cell finish
+            reply = await client.get_shell_msg(timeout=30)
+            if reply["parent_header"].get("msg_id") == busy:
+                break
+    finally:
+        client.stop_channels()
+        await jp_fetch("api", "sessions", session["id"], method="DELETE")
+
+    # No kernel at all: said so at once, and the question is still answered.
+    await sidebar.send({"type": "chat", "notebook": NB, "text": "still there?", "client_id": "q3"})
+    gone = (await sidebar.until(
+        lambda f: f.get("type") == "event" and f["event"]["kind"] == "kernel_state"
+        and "no kernel is running" in (f["event"].get("note") or ""),
+        timeout=30,
+    ))["event"]
+    answer = (await sidebar.until(
+        lambda f: f.get("type") == "event" and f["event"]["kind"] == "assistant_message"
+        and f["event"]["seq"] > gone["seq"], timeout=30,
+    ))["event"]
+    assert answer["state"] == "complete"

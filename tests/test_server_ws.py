@@ -87,8 +87,10 @@ async def test_chat_streams_tokens_then_stores_the_reply(jp_ws_fetch, fake, note
 
     with History(ambient_db) as h:
         stored = h.read(notebook_id)
-    assert [e["kind"] for e in stored] == ["user_message", "assistant_message"]
-    assert stored[1]["text"] == fake.reply and stored[1]["state"] == "complete"
+    # No kernel runs for this notebook: the model is told so, once, before the question.
+    assert [e["kind"] for e in stored] == ["kernel_state", "user_message", "assistant_message"]
+    assert "no kernel is running" in stored[0]["note"] and stored[0]["entries"] == []
+    assert stored[2]["text"] == fake.reply and stored[2]["state"] == "complete"
     c.close()
 
 
@@ -114,13 +116,14 @@ async def test_reconnect_after_seq_gives_exactly_the_missing_events(jp_ws_fetch,
     back = await connect(jp_ws_fetch)
     ready = await back.hello(NB, after_seq=seen[-1])
     missing = [e["seq"] for e in back.events()]
-    assert missing == [e["seq"] for e in kernel_side.read(notebook_id, 3)] == [4, 5, 6, 7, 8]
-    assert ready["last_seq"] == 8
+    # (the chat added a kernel_state note, the question and the reply)
+    assert missing == [e["seq"] for e in kernel_side.read(notebook_id, 3)] == [4, 5, 6, 7, 8, 9]
+    assert ready["last_seq"] == 9
 
     # Live events keep coming after the replay, once each.
     kernel_side.append(notebook_id, {"kind": "cell_executed", "code": "x = 9", "status": "ok"})
     live = await back.until(is_event("cell_executed", code="x = 9"))
-    assert live["event"]["seq"] == 9
+    assert live["event"]["seq"] == 10
     await asyncio.sleep(0.2)
     seqs = [e["seq"] for e in back.events()]
     assert seqs == sorted(set(seqs)), "duplicates or disorder after reconnect"
@@ -148,7 +151,8 @@ async def test_a_resent_client_id_is_stored_once(jp_ws_fetch, fake, notebook_id,
     await asyncio.sleep(0.5)
     with History(ambient_db) as h:
         kinds = [e["kind"] for e in h.read(notebook_id)]
-    assert kinds == ["user_message", "assistant_message"]
+    # One note that no kernel runs here (not one per resend), one question, one answer.
+    assert kinds == ["kernel_state", "user_message", "assistant_message"]
     assert len(fake.chat_requests()) == 1
     c.close()
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ._base import Failure, hint, short
 from ._match import clear_winner, close_matches
-from ._resolve import MISSING, dotted, is_frame, is_series, resolve
+from ._resolve import MISSING, dotted, is_frame, is_series, loop_values, resolve
 from ._source import Cell, Edit, literal
 
 __all__ = ["file_not_found", "index_error", "key_error", "shape_error"]
@@ -93,6 +93,14 @@ def key_error(failure: Failure) -> list[dict[str, Any]]:
             value = resolve(node, namespace)
             if value is not MISSING and _keys_of(value) is not None:
                 where.append((dotted(node) or "it", value))
+            elif value is MISSING and isinstance(node, ast.Name):
+                # A loop variable (gone with the comprehension): the dicts it ran over.
+                merged: dict[Any, None] = {}
+                for item in loop_values(node.id, cell.tree, namespace) or []:
+                    if isinstance(item, dict):
+                        merged.update(dict.fromkeys(list(item)[:MAX_KEYS]))
+                if merged:
+                    where.append((node.id, merged))
         if not where:
             # Looked up somewhere we cannot see (a function, a loop variable): try the
             # dicts and frames the cell names.
@@ -219,7 +227,24 @@ def index_error(failure: Failure) -> list[dict[str, Any]]:
                 continue
             before = cell.segment(node)
             if len(args) == 2 and isinstance(args[0], ast.Constant) and args[0].value == 1:
-                # range(1, len(X) + 1) used to index X: the indices of X are range(len(X)).
+                # range(1, len(X) + 1) counts from 1 (often to print the number), and
+                # X[i] indexes from 0: keep the count, shift the index.
+                var = next((v for v, it in loops.items() if it is node), None)
+                shifted = [
+                    n for n in cell.nodes()
+                    if isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Name) and n.slice.id == var
+                    and cell.segment(n.value) == name
+                ]
+                if var is not None and shifted:
+                    for sub in shifted:
+                        edit = cell.replace_node(sub.slice, f"{var} - 1")
+                        if edit is not None:
+                            edits.append(edit)
+                    changes.append(f"`{name}[{var}]` → `{name}[{var} - 1]` (the count starts at 1, indices at 0)")
+                    size = _size(resolve(seq, namespace))
+                    if size is not None:
+                        facts.append(f"`{name}` has {size} items, so its indices are 0 to {size - 1}")
+                    continue
                 after = f"range(len({name}))"
             else:
                 call, arg = cell.span(node), cell.span(args[-1])
@@ -339,6 +364,9 @@ def shape_error(failure: Failure) -> list[dict[str, Any]]:
                         change=f"use {options[0][0]}" if options else None))
     if out:
         return out
+    stacked = _stacking(failure)
+    if stacked:
+        return stacked
     # Elementwise: a 2-D array and a 1-D one that matches its rows, not its columns.
     for node in cell.nodes():
         if not (isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div))):
@@ -363,3 +391,40 @@ def shape_error(failure: Failure) -> list[dict[str, Any]]:
                 )
                 return out
     return out
+
+
+STACKS = ("hstack", "concatenate")
+
+
+def _stacking(failure: Failure) -> list[dict[str, Any]]:
+    """``np.hstack([ones((n, 1)), x])`` with a 1-D ``x``: the column it was meant to be."""
+    dims = dict(re.findall(r"array at index (\d+) has (\d+) dimension", str(failure.exc)))
+    if "1" not in dims.values() or "2" not in dims.values():
+        return []
+    cell = failure.cell
+    for node in cell.nodes():
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in STACKS):
+            continue
+        if not node.args or not isinstance(node.args[0], (ast.List, ast.Tuple)):
+            continue
+        items = node.args[0].elts
+        flat = [int(i) for i, d in dims.items() if d == "1" and int(i) < len(items)]
+        if len(flat) != 1:
+            continue
+        item = items[flat[0]]
+        shape = _shape(resolve(item, failure.namespace))
+        name = cell.segment(item)
+        if shape is None or len(shape) != 1 or name is None:
+            continue
+        edit = cell.replace_node(item, f"{name}.reshape(-1, 1)")
+        return [
+            hint(
+                "shape",
+                f"`{name}` has shape {shape}: one dimension, where the others have two. "
+                f"`{name}.reshape(-1, 1)` makes it a column of {shape[0]} rows.",
+                candidates=[f"{name}.reshape(-1, 1)"],
+                fix=cell.edited([edit]) if edit else None,
+                change=f"`{name}` → `{name}.reshape(-1, 1)`",
+            )
+        ]
+    return []

@@ -66,7 +66,9 @@ def close_matches(word: str, pool: Iterable[str], n: int = 3) -> list[str]:
     lower, squashed = word.lower(), _squash(word)
     exact = [nm for nm in names if nm.lower() == lower]
     loose = [nm for nm in names if nm not in exact and _squash(nm) == squashed]
-    ranked = exact + loose
+    # A word cut short (``ascend`` for ``ascending``): a prefix of four letters or more.
+    short = [nm for nm in names if len(word) >= 4 and nm not in exact + loose and nm.lower().startswith(lower)]
+    ranked = exact + loose + sorted(short, key=len)
     limit = allowed_slips(word)
     if limit:
         scored = []
@@ -87,6 +89,9 @@ def clear_winner(word: str, matches: list[str]) -> str | None:
     best = matches[0]
     if _squash(best) == _squash(word):
         others = [m for m in matches[1:] if _squash(m) == _squash(word)]
+        return None if others else best
+    if best.lower().startswith(word.lower()) and len(word) >= 4:
+        others = [m for m in matches[1:] if m.lower().startswith(word.lower())]
         return None if others else best
     if len(matches) == 1:
         return best

@@ -78,7 +78,10 @@ def _import_for(name: str, cell: Cell) -> str | None:
         attrs = {n.attr for n in cell.nodes() if isinstance(n, ast.Attribute) and dotted(n.value) == "datetime"}
         import datetime as dt
 
-        module_only = {a for a in attrs if hasattr(dt, a) and not hasattr(dt.datetime, a)}
+        # ``datetime.date``/``datetime.timedelta`` are classes of the module (``date``
+        # is also a method of the class, but nobody calls it on the class).
+        module_only = {a for a in attrs if hasattr(dt, a) and (isinstance(getattr(dt, a), type)
+                                                               or not hasattr(dt.datetime, a))}
         return "import datetime" if module_only or not attrs else "from datetime import datetime"
     line = IMPORTS.get(name)
     if line is not None:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MISSING", "a_type", "is_frame", "is_series", "resolve", "type_name"]
+__all__ = ["MISSING", "a_type", "is_frame", "is_series", "loop_values", "resolve", "type_name"]
 
 MISSING: Any = object()
 
@@ -83,4 +83,58 @@ def dotted(node: ast.AST) -> str | None:
     if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
         head = dotted(node.value)
         return None if head is None else f"{head}[{node.slice.value!r}]"
+    return None
+
+
+SAMPLE = 50
+"""Items looked at to learn what a loop variable holds."""
+
+
+def _items(value: Any, limit: int = SAMPLE) -> list[Any] | None:
+    if isinstance(value, (list, tuple)):
+        return list(value[:limit])
+    return None
+
+
+def loop_values(name: str, tree: ast.AST | None, namespace: Mapping[str, Any]) -> list[Any] | None:
+    """What the loop variable ``name`` of a ``for`` or a comprehension in ``tree`` runs over.
+
+    A comprehension's variable is gone once the cell fails, but its source is not:
+    ``for k, v in d.items()`` runs ``v`` over ``d``'s values. Only plain containers are
+    read (lists, tuples, dict views), at most :data:`SAMPLE` items.
+    """
+    if tree is None:
+        return None
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.For, ast.comprehension)):
+            continue
+        target, source = node.target, node.iter
+        position: int | None = None
+        if isinstance(target, ast.Name) and target.id == name:
+            position = -1
+        elif isinstance(target, ast.Tuple):
+            names = [t.id if isinstance(t, ast.Name) else None for t in target.elts]
+            position = names.index(name) if name in names else None
+        if position is None:
+            continue
+        call = source if isinstance(source, ast.Call) else None
+        method = call.func.attr if call is not None and isinstance(call.func, ast.Attribute) else None
+        try:
+            if method in ("items", "values", "keys") and call is not None and isinstance(call.func, ast.Attribute):
+                owner = resolve(call.func.value, namespace)
+                if not isinstance(owner, dict):
+                    return None
+                pairs = list(owner.items())[:SAMPLE]
+                if method == "items":
+                    return [pair[position] for pair in pairs] if position in (0, 1) else None
+                return [pair[1 if method == "values" else 0] for pair in pairs] if position == -1 else None
+            if call is not None and isinstance(call.func, ast.Name) and call.func.id == "enumerate" and call.args:
+                items = _items(resolve(call.args[0], namespace))
+                return items if position == 1 and items is not None else None
+            items = _items(resolve(source, namespace))
+            if items is None:
+                return None
+            return items if position == -1 else [i[position] for i in items if isinstance(i, (list, tuple))]
+        except (IndexError, TypeError, AttributeError):
+            return None
     return None

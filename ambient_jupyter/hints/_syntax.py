@@ -105,7 +105,8 @@ def _tries(exc: SyntaxError, lines: list[str]) -> Iterator[tuple[str, str, str]]
         return
     if msg.startswith("unindent does not match"):
         mine = len(_indent(lines[row]))
-        levels = sorted({len(_indent(x)) for x in lines[:row] if x.strip()}, reverse=True)
+        # The nearest level first (the person was a space or two off), the deeper on a tie.
+        levels = sorted({len(_indent(x)) for x in lines[:row] if x.strip()}, key=lambda n: (abs(n - mine), -n))
         for width in (n for n in levels if n != mine):
             yield _with_line(lines, row, " " * width + lines[row].lstrip()), f"re-indented line {row + 1}", "indent"
         return

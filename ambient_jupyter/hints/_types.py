@@ -165,10 +165,15 @@ def _parameters(func: Any) -> list[inspect.Parameter] | None:
 
 
 def _unfilled(call: ast.Call, params: list[inspect.Parameter], bad: str) -> list[str]:
-    """Required parameters the call leaves out (the wrong keyword was probably meant for one)."""
+    """The parameter the wrong keyword was probably meant for: the one required parameter the
+    call leaves out, else the one parameter of any kind it leaves out (else none)."""
     positional = [p for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
     given = {p.name for p in positional[: len(call.args)]} | {k.arg for k in call.keywords if k.arg != bad}
-    return [p.name for p in params if p.default is inspect.Parameter.empty and p.name not in given]
+    left = [p for p in params if p.name not in given and p.name != "self"]
+    required = [p.name for p in left if p.default is inspect.Parameter.empty]
+    if required:
+        return required
+    return [p.name for p in left]
 
 
 def _keyword(failure: Failure) -> list[dict[str, Any]]:
@@ -265,9 +270,34 @@ def _repair(cell: Cell, target: str, call: ast.Call, method: str, here: bool) ->
             new = f"{target} = {receiver}"
     else:
         call_text = f"{receiver}.{method}({', '.join(args)})"
-        new = f"{call_text}; {target} = {receiver}" if here else f"{target} = {receiver}"
         why = f"`{call_text}` changes `{receiver}` in place and returns None"
+        if not here:
+            new = f"{target} = {receiver}"
+        elif receiver == target:
+            new = f"{receiver}.{method}({', '.join(args)})"
+        else:
+            # Keep the object, then change it: right whether the receiver is a name or a
+            # fresh object (``defaults.copy().update(...)``).
+            new = f"{target} = {receiver}; {target}.{method}({', '.join(args)})"
     return new, why
+
+
+def _receiver_name(call: ast.Call) -> str | None:
+    func = call.func
+    return func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else None
+
+
+def _with_definition(failure: Failure, name: str, fix: str) -> str | None:
+    """``fix`` preceded by the last earlier cell that assigned ``name`` (other than the failing one)."""
+    for source in reversed(failure.ran_cells):
+        if source.strip() == failure.cell.code.strip():
+            continue
+        tree = Cell(source).tree
+        if tree is not None and any(
+            isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id == name for n in ast.walk(tree)
+        ):
+            return Cell(fix).prepend(source)
+    return None
 
 
 def none_error(failure: Failure) -> list[dict[str, Any]]:
@@ -302,6 +332,10 @@ def none_error(failure: Failure) -> list[dict[str, Any]]:
             if here:
                 edit = cell.replace_node(found, new) if found.lineno == found.end_lineno else None
                 fix = cell.edited([edit]) if edit else None
+                if fix is not None and method != "sort" and _receiver_name(call) == name:
+                    # ``xs = xs.append(4)`` lost ``xs`` when the cell ran: bring it back
+                    # from the cell that last made it, then do the fixed statement.
+                    fix = _with_definition(failure, name, fix)
             else:
                 fix = cell.prepend(new)
             return [

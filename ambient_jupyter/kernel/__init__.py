@@ -8,7 +8,7 @@ from typing import Any
 
 from .recorder import Recorder
 
-__all__ = ["current", "load", "plugins_announce", "unload"]
+__all__ = ["current", "load", "plugins_announce", "record_state", "unload"]
 
 _recorders: dict[int, Recorder] = {}
 
@@ -47,6 +47,18 @@ def current() -> Recorder | None:
 
     shell = get_ipython()
     return _recorders.get(id(shell)) if shell is not None else None
+
+
+def record_state(question: str | None = None) -> bool:
+    """Record a summary of the objects ``question`` concerns (a host asks this before a turn).
+
+    Runs as a silent execute on the kernel's main thread. False if this kernel is not recording.
+    """
+    recorder = current()
+    if recorder is None:
+        return False
+    recorder.record_state(question)
+    return True
 
 
 def unload(shell: Any) -> None:

@@ -16,7 +16,7 @@ import logging
 import os
 from typing import Any
 
-__all__ = ["NOTEBOOK_LIMIT", "Diagnosis", "diagnose", "notebook_cells"]
+__all__ = ["NOTEBOOK_LIMIT", "Diagnosis", "diagnose", "notebook_cells", "snapshot"]
 
 log = logging.getLogger("ambient_jupyter.kernel")
 
@@ -71,7 +71,6 @@ def _ran_cells(shell: Any) -> list[str]:
 def diagnose(shell: Any, exc: BaseException, code: str, notebook: str) -> Diagnosis:
     """Hints and a state summary for the cell ``code`` that raised ``exc``."""
     from ..hints import analyze
-    from .state import assigned_names, select_names, summarize
     from .timebox import OutOfTime, why_no_timer, with_alarm
 
     namespace = shell.user_ns
@@ -92,13 +91,24 @@ def diagnose(shell: Any, exc: BaseException, code: str, notebook: str) -> Diagno
         log.warning("ambient-jupyter: the failure's analysis took over %.1f s and was cut off", HINT_TIME)
     except BaseException as error:  # noqa: BLE001 (the analyzer gives up quietly for this cell)
         log.warning("ambient-jupyter could not analyze the failure of this cell: %r", error)
-    state: list[dict[str, str]] = []
+    return hints, snapshot(shell, code=code)
+
+
+def snapshot(shell: Any, *, code: str | None = None, question: str | None = None) -> list[dict[str, str]]:
+    """The objects a turn concerns: those ``code`` uses or ``question`` names, then the newest assigned.
+
+    Call it on the kernel's main thread (where the time box works); bounded in size
+    and time, and it never raises.
+    """
+    from .state import assigned_names, select_names, summarize
+
+    namespace = shell.user_ns
     try:
         recent: list[str] = []
-        for source in reversed(ran[-RECENT_CELLS:]):
+        for source in reversed(_ran_cells(shell)[-RECENT_CELLS:]):
             recent.extend(n for n in reversed(assigned_names(source)) if n not in recent)
-        names = select_names(namespace, code=code, recent=recent)
-        state = summarize(namespace, names, budget=STATE_BUDGET, time_limit=STATE_TIME)
+        names = select_names(namespace, code=code, question=question, recent=recent)
+        return summarize(namespace, names, budget=STATE_BUDGET, time_limit=STATE_TIME)
     except BaseException as error:  # noqa: BLE001 (a person's object raised even past the guard)
         log.warning("ambient-jupyter could not summarise the kernel's state: %r", error)
-    return hints, state
+        return []

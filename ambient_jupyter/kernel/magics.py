@@ -8,6 +8,7 @@ from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
+from .._trim import printable
 from ..events import SettingsChanged
 from ..gate import AGENT_MODES
 from ..history import normalize_notebook
@@ -38,6 +39,22 @@ def _flag(value: str) -> bool:
 
 def _say(text: str) -> None:
     print(f"ambient-jupyter: {text}", file=sys.stderr)
+
+
+def _show_hints(recorder: Any) -> None:
+    """The kernel's facts about the last failed cell, shown whatever the model will say."""
+    history = recorder.writer.history
+    last = history.read(recorder.notebook, max(0, history.last_seq(recorder.notebook) - 50))
+    cell = next((e for e in reversed(last) if e.get("kind") == "cell_executed"), None)
+    hints = (cell or {}).get("hints") or []
+    if cell is None or cell.get("status") != "error" or not hints:
+        return
+    lines = [f"Checked in the kernel, about cell [{cell.get('execution_count')}]:"]
+    for found in hints:
+        lines.append(f"- {found.get('text')}")
+        if found.get("change"):
+            lines.append(f"  fix: {found['change']}")
+    print(printable("\n".join(lines)) + "\n")
 
 
 @magics_class
@@ -72,8 +89,12 @@ class AmbientMagics(Magics):
         if role == "expert" and not host.assistant.expert_spec:
             _say(NO_EXPERT)
             return
-        # Everything run so far must be in the history before the model reads it.
+        # Everything run so far must be in the history before the model reads it, and
+        # the objects the question names with it (this is the main thread: the
+        # summary's time box works here).
         recorder.writer.flush()
+        _show_hints(recorder)
+        recorder.record_state(question)
 
         def write(piece: str) -> None:
             sys.stdout.write(piece)

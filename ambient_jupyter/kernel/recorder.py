@@ -209,6 +209,15 @@ class Recorder:
 
         capture.hints, capture.state = diagnose(self.shell, exc, capture.code, self.notebook)
 
+    def record_state(self, question: str | None = None) -> None:
+        """Record what the kernel holds now, for a question about to be answered (main thread only)."""
+        from .diagnose import snapshot
+
+        entries = snapshot(self.shell, question=question)
+        event = {"kind": "kernel_state", "entries": entries}
+        self.writer.submit(lambda: event)
+        self.writer.flush()
+
     # -- the kernel's send path -----------------------------------------------
 
     def _send(self, *args: Any, **kwargs: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import uuid
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -78,6 +79,9 @@ class AmbientExtension(ExtensionApp):
     plugin_timeout = Float(
         60.0, help="Seconds to wait for the kernel to run an approved plugin call before it counts as failed."
     ).tag(config=True)
+    state_timeout = Float(
+        2.0, help="Seconds to wait for the kernel's summary of its objects before a chat turn (busy: the last known)."
+    ).tag(config=True)
     db = Unicode("", help="The history file. Default: $AMBIENT_DB, else the Jupyter data dir.").tag(config=True)
 
     hub: Hub | None = None
@@ -104,6 +108,7 @@ class AmbientExtension(ExtensionApp):
             max_reply_tokens=self.max_reply_tokens,
             poll_interval=self.poll_interval,
             client_queue_limit=self.client_queue_limit,
+            state_timeout=self.state_timeout,
         )
         self.hub = Hub(
             history,
@@ -120,8 +125,12 @@ class AmbientExtension(ExtensionApp):
         sessions = await self.serverapp.session_manager.list_sessions()
         return {s["path"] for s in sessions if s.get("type") in (None, "notebook") and s.get("path")}
 
-    async def _run_in_kernel(self, api_path: str, code: str) -> None:
-        """Run ``code`` silently in the kernel of the notebook's session (plugin calls)."""
+    async def _run_in_kernel(self, api_path: str, code: str, timeout: float | None = None) -> None:
+        """Run ``code`` silently in the kernel of the notebook's session (plugin calls, state requests).
+
+        Waits at most ``timeout`` seconds (default ``plugin_timeout``) for the reply.
+        """
+        limit = self.plugin_timeout if timeout is None else timeout
         assert self.serverapp is not None
         sessions = await self.serverapp.session_manager.list_sessions()
         kernel_id = next(
@@ -130,13 +139,19 @@ class AmbientExtension(ExtensionApp):
         if kernel_id is None:
             msg = f"{api_path} has no running kernel in this server; open it and run a cell first"
             raise LookupError(msg)
-        client = self.serverapp.kernel_manager.get_kernel(kernel_id).client()
+        manager = self.serverapp.kernel_manager.get_kernel(kernel_id)
+        # A session of its own: clients made from the kernel manager share its session,
+        # whose id is their shell socket's identity; two sockets with one identity steal
+        # each other's replies, and closing ours would leave the other deaf.
+        session = manager.session.clone()
+        session.session = uuid.uuid4().hex
+        client = manager.client(session=session)
         client.start_channels()
         try:
             msg_id = client.execute(code, silent=True, store_history=False, allow_stdin=False)
             # Wait for this request's reply, bounded, so that a failure is recorded.
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.plugin_timeout
+            deadline = loop.time() + limit
             while (left := deadline - loop.time()) > 0:
                 try:
                     # The server's kernel clients are async; ensure_async (as in nbclient) says so to mypy.
@@ -150,7 +165,7 @@ class AmbientExtension(ExtensionApp):
                     msg = f"the kernel raised {content.get('ename')}: {content.get('evalue')}"
                     raise KernelCallError(msg)
                 return
-            msg = f"the kernel did not answer within {self.plugin_timeout:g} s (is it busy running a cell?)"
+            msg = f"the kernel did not answer within {limit:g} s (is it busy running a cell?)"
             raise KernelCallError(msg)
         finally:
             client.stop_channels()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..assistant import Assistant, Role, Turn
-from ..events import SettingsChanged
+from ..events import KernelState, SettingsChanged
 from ..gate import AGENT_MODES
 from ..history import History
 from .handoff import FrameError, Handoff
@@ -47,11 +47,14 @@ class Subscriber(Protocol):
         """Queue a frame; never blocks (a client that falls behind is dropped)."""
 
 
-KernelRunner = Callable[[str, str], Awaitable[None]]
-"""``(api_path, code)``: run code silently in the kernel of that notebook's session.
+class KernelRunner(Protocol):
+    """Run code silently in the kernel of a notebook's session.
 
-Raises :class:`LookupError` when the notebook has no kernel here, and
-:class:`KernelCallError` when the kernel answered with an error or not at all."""
+    Raises :class:`LookupError` when the notebook has no kernel here, and
+    :class:`KernelCallError` when the kernel answered with an error or not within
+    ``timeout`` seconds (None: the server's default)."""
+
+    def __call__(self, api_path: str, code: str, timeout: float | None = None) -> Awaitable[None]: ...
 
 
 class KernelCallError(RuntimeError):
@@ -68,6 +71,7 @@ class HubSettings:
     max_reply_tokens: int = 1024
     poll_interval: float = 0.05
     client_queue_limit: int = 2000
+    state_timeout: float = 2.0
 
 
 class Room:
@@ -83,6 +87,8 @@ class Room:
         """Only failures after this seq are diagnosed (never a replayed old one)."""
         self.state = "idle"
         self.reply_id: str | None = None
+        self.state_note: str | None = None
+        """The last note stored for a failed state request (not repeated question after question)."""
         self._pump_lock = asyncio.Lock()
         self.handoff = Handoff(self)
         settings = hub.settings
@@ -233,17 +239,21 @@ class Room:
         if not self.assistant.streaming:
             self._set_state("thinking")
         try:
+            await self.hub.kernel_state(self, text)
             turn = await self.assistant.ask(text, source="sidebar", client_id=client_id, role=role)
         finally:
             self._set_state("idle")
         await self._after_turn(turn, sub)
 
     async def _after_turn(self, turn: Turn, sub: Subscriber | None = None) -> None:
-        """A proposal goes to the gate: the mode may decide it, else a person does."""
-        proposal = turn.proposal
-        if proposal is None or turn.state != "complete":
-            return
-        await self.handoff.apply_policy(proposal, sub)
+        """Each proposal goes to the gate: the mode may decide it, else a person does.
+
+        The kernel's candidate is stored before the model speaks, so it stands even if
+        the model's reply was cut; the model's own proposal only from a complete reply.
+        """
+        for proposal in turn.proposals:
+            if proposal.get("origin") == "hint" or turn.state == "complete":
+                await self.handoff.apply_policy(proposal, sub)
 
     def stop(self) -> bool:
         return self.assistant.stop()
@@ -326,6 +336,35 @@ class Hub:
         if error is not None:
             room.broadcast({"type": "error", "message": f"action {action_id}: {error}"})
             await room.handoff.plugin_failed(action_id, error)
+
+    async def kernel_state(self, room: Room, question: str) -> None:
+        """Ask the notebook's kernel to record what the question concerns, before the turn.
+
+        Bounded by ``state_timeout``: a busy or dead kernel gets a ``kernel_state`` note
+        instead, so the model knows its picture of the objects may be out of date.
+        """
+        if self._kernel_runner is None:
+            return
+        # An expression, so nothing lands in the person's namespace; and only if the
+        # kernel is recording (the package is imported there already).
+        code = (
+            f"(lambda m: m.record_state({question!r}) if m else None)"
+            "(__import__('sys').modules.get('ambient_jupyter.kernel'))"
+        )
+        try:
+            await self._kernel_runner(room.ref.api_path, code, self.settings.state_timeout)
+            room.state_note = None
+            return
+        except LookupError:
+            note = "no kernel is running for this notebook, so its objects could not be looked at"
+        except KernelCallError as exc:
+            note = f"the kernel could not be asked what it holds ({exc}); the last state above is the latest known"
+        if note == room.state_note:
+            return  # already said, and nothing came in between to change it
+        room.state_note = note
+        event = KernelState(note=note).model_dump(exclude={"seq", "notebook"})
+        await asyncio.to_thread(self.history.append, room.ref.notebook_id, event)
+        await room.pump()
 
     async def is_open_here(self, ref: NotebookRef) -> bool:
         """True if the notebook has a kernel session in this server (so we host it)."""
