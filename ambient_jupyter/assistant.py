@@ -76,6 +76,8 @@ NO_EXPERT_HELP = (
     "and OPENAI_API_KEY), c.AmbientSettings.expert, or %ambient expert=openai:<name>."
 )
 FIX_ACTIONS = ("explain", "insert_cell", "edit_cell")
+MAX_IMAGES = 2
+"""Pictures per prompt, for a model that sees: the newest plots (each at most 256 KB, see capture)."""
 """What an unprompted reaction to a failure may do."""
 
 
@@ -484,9 +486,10 @@ class Assistant:
             transcript = await self.transcript(role)
             cells = checks.cells if checks.cells is not None else transcript.cells
             schema = action_schema(allowed, transcript.plugins, cells, max_tokens=self.max_reply_tokens)
-            async for piece in backend.stream(
-                transcript.messages(tail), json_schema=schema, max_tokens=self.max_reply_tokens
-            ):
+            messages = transcript.messages(tail)
+            if await backend.sees_images():
+                messages = _with_images(messages, transcript.recent_images(MAX_IMAGES))
+            async for piece in backend.stream(messages, json_schema=schema, max_tokens=self.max_reply_tokens):
                 text = stream.feed(piece)
                 if text:
                     await _call(self.on_token, reply_id, text)
@@ -555,6 +558,14 @@ class Assistant:
             reply_to=message.get("seq"),
         )
         return await self._store(_store_dict(event), dedup_key=f"proposal:{message.get('reply_id')}")
+
+
+def _with_images(messages: list[Message], images: list[Any]) -> list[Message]:
+    """The prompt with ``images`` on its last message only: the cached prefix stays as it was."""
+    if not images or not messages:
+        return messages
+    last: Message = {**messages[-1], "images": images}
+    return [*messages[:-1], last]
 
 
 @dataclasses.dataclass(frozen=True)

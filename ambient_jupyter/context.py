@@ -21,7 +21,7 @@ from typing import Any
 
 from ._trim import trim_text
 from .actions import PluginCatalog
-from .backends.base import Message
+from .backends.base import Image, Message
 
 __all__ = ["SYSTEM_PROMPT", "Transcript", "render_event", "render_state"]
 
@@ -224,6 +224,19 @@ class Transcript:
                 continue
             tokens = self.count_tokens(message["content"]) + MESSAGE_OVERHEAD
             self.entries.append(_Entry(seq, message, tokens, event))
+
+    def recent_images(self, limit: int = 2) -> list[Image]:
+        """The newest kept pictures in the window (newest last), at most ``limit``."""
+        found: list[Image] = []
+        for entry in reversed(self.entries[self.start :]):
+            if entry.event.get("kind") != "cell_executed":
+                continue
+            for out in reversed(entry.event.get("outputs") or []):
+                if out.get("type") == "image" and isinstance(out.get("data"), str) and out["data"]:
+                    found.append({"mime": str(out.get("mime")), "data": out["data"]})
+                    if len(found) >= limit:
+                        return found[::-1]
+        return found[::-1]
 
     def _window_tokens(self) -> int:
         return sum(e.tokens for e in self.entries[self.start :])

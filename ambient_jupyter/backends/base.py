@@ -14,10 +14,13 @@ import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal, TypedDict
 
+from typing_extensions import NotRequired
+
 __all__ = [
     "Backend",
     "BackendError",
     "BackendNotInstalledError",
+    "Image",
     "Message",
     "ModelNotFoundError",
     "ModelUnavailableError",
@@ -26,9 +29,17 @@ __all__ = [
 ]
 
 
+class Image(TypedDict):
+    mime: str
+    data: str
+    """base64"""
+
+
 class Message(TypedDict):
     role: Literal["system", "user", "assistant"]
     content: str
+    images: NotRequired[list[Image]]
+    """Pictures for a model that can see (only on the last message of a prompt)."""
 
 
 class BackendError(Exception):
@@ -91,6 +102,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def context_length(self) -> int:
         """The model's context window, in tokens."""
+
+    async def sees_images(self) -> bool:
+        """True if the model takes pictures (``Message["images"]``); others read image outputs as text."""
+        return False
 
     def count_tokens(self, text: str) -> int:
         """An estimate of the token count; backends with a tokenizer do better."""

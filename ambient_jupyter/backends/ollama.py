@@ -41,6 +41,15 @@ def ollama_host() -> str:
     return host.rstrip("/")
 
 
+def _wire(message: Message) -> dict[str, Any]:
+    """A message as Ollama takes it: pictures as base64 in ``images``."""
+    out: dict[str, Any] = {"role": message["role"], "content": message["content"]}
+    images = message.get("images")
+    if images:
+        out["images"] = [image["data"] for image in images]
+    return out
+
+
 class OllamaBackend(Backend):
     """A model served by Ollama.
 
@@ -63,6 +72,7 @@ class OllamaBackend(Backend):
         timeout = httpx.Timeout(connect=connect_timeout, read=None, write=30.0, pool=connect_timeout)
         self._client = ollama.AsyncClient(host=self.host, timeout=timeout)
         self._num_ctx: int | None = None
+        self._vision: bool | None = None
 
     # -- error translation: the one place Ollama's and httpx's errors are seen --
 
@@ -101,7 +111,12 @@ class OllamaBackend(Backend):
                     length = int(value)
                     break
             self._num_ctx = min(length or DEFAULT_CONTEXT, MAX_CONTEXT)
+            self._vision = "vision" in (getattr(info, "capabilities", None) or [])
         return self._num_ctx
+
+    async def sees_images(self) -> bool:
+        await self.context_length()
+        return bool(self._vision)
 
     async def _stream(
         self, messages: list[Message], *, json_schema: dict[str, Any] | None, max_tokens: int | None
@@ -117,7 +132,7 @@ class OllamaBackend(Backend):
         try:
             chunks = await self._client.chat(
                 model=self.model,
-                messages=list(messages),
+                messages=[_wire(m) for m in messages],
                 stream=True,
                 options=options,
                 format=json_schema,

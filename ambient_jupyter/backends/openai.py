@@ -48,9 +48,22 @@ _accepted: dict[tuple[str, str], Mode] = {}
 
 
 def _chat_messages(messages: list[Message]) -> list[ChatCompletionMessageParam]:
-    # Each Message is already one of the client's message shapes (system, user or
-    # assistant, by its role); mypy cannot match a TypedDict to one arm by its role.
-    return [cast("ChatCompletionMessageParam", message) for message in messages]
+    # Each Message is one of the client's message shapes (system, user or assistant, by
+    # its role); mypy cannot match a TypedDict to one arm by its role. Pictures become
+    # content parts, as the chat-completions API takes them.
+    out = []
+    for message in messages:
+        images = message.get("images")
+        if not images:
+            out.append(cast("ChatCompletionMessageParam", {"role": message["role"], "content": message["content"]}))
+            continue
+        parts: list[dict[str, Any]] = [{"type": "text", "text": message["content"]}]
+        parts += [
+            {"type": "image_url", "image_url": {"url": f"data:{image['mime']};base64,{image['data']}"}}
+            for image in images
+        ]
+        out.append(cast("ChatCompletionMessageParam", {"role": message["role"], "content": parts}))
+    return out
 
 
 def _request(mode: Mode, schema: dict[str, Any] | None) -> dict[str, Any]:
@@ -99,6 +112,8 @@ class OpenAIBackend(Backend):
         # A local OpenAI-compatible server often needs no key, but the client insists on one.
         key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
         self._context = context or int(os.environ.get("AMBIENT_OPENAI_CONTEXT", "32768"))
+        # The API does not say whether a model sees; the person does (AMBIENT_VISION=1).
+        self._vision = os.environ.get("AMBIENT_VISION", "").strip().lower() in ("1", "true", "yes", "on")
         self._client = openai.AsyncOpenAI(
             base_url=self.base_url,
             api_key=key,
@@ -139,6 +154,9 @@ class OpenAIBackend(Backend):
 
     async def context_length(self) -> int:
         return self._context
+
+    async def sees_images(self) -> bool:
+        return self._vision
 
     async def _pieces(self, stream: AsyncStream[ChatCompletionChunk]) -> AsyncGenerator[str | None, None]:
         """The reply's text pieces, and ``None`` where the server reports the reply finished."""

@@ -20,6 +20,10 @@ OUTPUT_TYPES = frozenset(
 )
 MAX_OUTPUTS = 30
 """Per cell; beyond this, outputs are only counted."""
+IMAGE_KEEP_BYTES = 256 * 1024
+"""PNG and JPEG images up to this size are kept (base64) for models that can see; bigger
+ones, like every other image, are only measured."""
+KEPT_IMAGES = ("image/png", "image/jpeg")
 
 
 class Bounded:
@@ -165,7 +169,11 @@ def summarize_outputs(
         data = content.get("data") or {}
         for mime, value in data.items():
             if mime.startswith("image/"):
-                result.append({"type": "image", "mime": mime, "bytes": _b64_bytes(value)})
+                size = _b64_bytes(value)
+                image: dict[str, Any] = {"type": "image", "mime": mime, "bytes": size}
+                if mime in KEPT_IMAGES and isinstance(value, str) and 0 < size <= IMAGE_KEEP_BYTES:
+                    image["data"] = value.replace("\n", "")
+                result.append(image)
         text = data.get("text/plain")
         if text is None:
             rich = [m for m in data if not m.startswith("image/")]

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+from collections import ChainMap
 from typing import Any
 
 __all__ = ["NOTEBOOK_LIMIT", "Diagnosis", "diagnose", "notebook_cells", "snapshot"]
@@ -27,6 +29,7 @@ STATE_TIME = 0.2
 STATE_BUDGET = 2500
 """Characters of state stored with a failure."""
 RECENT_CELLS = 5
+MAX_FIGURES = 3
 """Cells looked back at for recently assigned names."""
 
 Diagnosis = tuple[list[dict[str, Any]], list[dict[str, str]]]
@@ -94,6 +97,22 @@ def diagnose(shell: Any, exc: BaseException, code: str, notebook: str) -> Diagno
     return hints, snapshot(shell, code=code)
 
 
+def _open_figures() -> dict[str, Any]:
+    """matplotlib figures still open in the kernel, by a name a person would use.
+
+    A model that cannot see images reads what a plot shows from the figure itself
+    (titles, labels, what is drawn). Only if matplotlib was imported by the person.
+    """
+    helpers = sys.modules.get("matplotlib._pylab_helpers")
+    if helpers is None:
+        return {}
+    try:
+        managers = helpers.Gcf.get_all_fig_managers()
+        return {f"<figure {m.num}>": m.canvas.figure for m in managers[-MAX_FIGURES:]}
+    except Exception:  # noqa: BLE001 (a backend's manager without the usual attributes)
+        return {}
+
+
 def snapshot(shell: Any, *, code: str | None = None, question: str | None = None) -> list[dict[str, str]]:
     """The objects a turn concerns: those ``code`` uses or ``question`` names, then the newest assigned.
 
@@ -108,7 +127,8 @@ def snapshot(shell: Any, *, code: str | None = None, question: str | None = None
         for source in reversed(_ran_cells(shell)[-RECENT_CELLS:]):
             recent.extend(n for n in reversed(assigned_names(source)) if n not in recent)
         names = select_names(namespace, code=code, question=question, recent=recent)
-        return summarize(namespace, names, budget=STATE_BUDGET, time_limit=STATE_TIME)
+        figures = _open_figures()
+        return summarize(ChainMap(figures, namespace), [*names, *figures], budget=STATE_BUDGET, time_limit=STATE_TIME)
     except BaseException as error:  # noqa: BLE001 (a person's object raised even past the guard)
         log.warning("ambient-jupyter could not summarise the kernel's state: %r", error)
         return []

@@ -55,6 +55,8 @@ class FakeOllama(FakeModelServer):
         self.models: dict[str, int | None] = dict(models) if models is not None else {DEFAULT_MODEL: 4096}
         self.arch = arch
         self.version = version
+        self.vision: set[str] = set()
+        """Models that report the ``vision`` capability in ``/api/show``."""
 
     # -- what the client sent ---------------------------------------------------
 
@@ -122,7 +124,7 @@ class FakeOllama(FakeModelServer):
                 "template": "{{ .Prompt }}",
                 "details": self._tag(str(name))["details"],
                 "model_info": info,
-                "capabilities": ["completion"],
+                "capabilities": ["completion", "vision"] if name in self.vision else ["completion"],
                 "modified_at": _now(),
             },
         )
