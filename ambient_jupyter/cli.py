@@ -163,7 +163,20 @@ def _format(event: dict[str, Any]) -> str:
         if event.get("error"):
             err = event["error"]
             body += f"\n    ! {err.get('ename')}: {err.get('evalue')}"
+        for found in event.get("hints") or []:
+            body += f"\n    hint: {found.get('text')}"
+            if found.get("change"):
+                body += f"\n    fix:  {found['change']}"
         return f"{line}\n{body}"
+    if kind == "action_proposed":
+        who = "the kernel's analysis" if event.get("origin") == "hint" else event.get("model")
+        line = f"{head} proposed by {who}: {event.get('action')} {json.dumps(event.get('args') or {})}"
+        diff = event.get("diff") or []
+        shown = "\n".join(f"    {op if op != ' ' else '|'} {text}" for op, text in diff)
+        return f"{line}\n{shown or textwrap.indent(str(event.get('code', '')), '    | ')}"
+    if kind == "kernel_state":
+        names = ", ".join(str(e.get("name")) for e in event.get("entries") or [])
+        return f"{head} kernel state: {names or event.get('note') or 'nothing'}"
     if kind == "widget_changed":
         return (
             f"{head} widget {event.get('widget_class')} '{event.get('description') or event.get('widget')}' "
@@ -180,6 +193,7 @@ def _format(event: dict[str, Any]) -> str:
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
+    from ._trim import printable
     from .history import History, normalize_notebook
 
     with History() as history:
@@ -201,7 +215,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
             if not page:
                 break
             for event in page:
-                print(json.dumps(event, ensure_ascii=False) if args.json else _format(event))
+                # Readable lines show the person's text: no control characters reach the terminal.
+                print(json.dumps(event, ensure_ascii=False) if args.json else printable(_format(event)))
             after = page[-1]["seq"]
     return 0
 
