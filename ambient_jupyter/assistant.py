@@ -240,14 +240,22 @@ class Assistant:
         client_id: str | None = None,
         on_token: TokenCallback | None = None,
         role: Role = "watcher",
+        before_turn: Callable[[], Any] | None = None,
     ) -> Turn:
         """Store a user message and answer it (with an action, if the mode allows one).
 
         A ``client_id`` already seen for this notebook is not stored or answered
-        twice: the earlier answer is returned.
+        twice: the earlier answer is returned. ``before_turn`` runs before a new
+        question is stored (a host records the kernel's state there, so the question
+        stays the last thing the model reads); a resent question does not run it.
         """
+        key = f"chat:{client_id}" if client_id else None
+        if before_turn is not None:
+            asked = await asyncio.to_thread(self.history.keyed, self.notebook, key) if key else None
+            if asked is None:
+                await _call(before_turn)
         event = _store_dict(UserMessage(text=text, source=source, client_id=client_id, to=role))
-        stored = await self._store(event, dedup_key=f"chat:{client_id}" if client_id else None)
+        stored = await self._store(event, dedup_key=key)
         if client_id:
             earlier = await self._earlier_turn(stored["seq"])
             if earlier is not None:

@@ -103,7 +103,8 @@ class CellExecuted(_EventBase):
 class KernelState(_EventBase):
     """The objects a turn concerns, summarised by the kernel when the turn began.
 
-    Taken on demand (a question), never on a successful cell's path. When the kernel
+    Taken on demand, right before a question is stored (so the question is the last
+    thing the model reads), never on a successful cell's path. When the kernel
     could not answer (busy, or gone), ``entries`` is empty and ``note`` says so; the
     last known state is then the latest earlier one in the history.
     """
@@ -111,8 +112,6 @@ class KernelState(_EventBase):
     kind: Literal["kernel_state"] = "kernel_state"
     entries: list[StateEntry] = []
     note: str | None = None
-    reply_to: int | None = None
-    """The seq of the question this state was taken for."""
 
 
 class WidgetChanged(_EventBase):

@@ -441,6 +441,17 @@ class History:
             row = self.conn.execute("SELECT last_seq FROM notebooks WHERE path = ?", (nb,)).fetchone()
         return int(row[0]) if row else 0
 
+    def keyed(self, notebook: str, dedup_key: str) -> dict[str, Any] | None:
+        """The event stored under ``dedup_key`` for this notebook, if any."""
+        nb = normalize_notebook(notebook)
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT e.body FROM events e JOIN notebooks n ON e.notebook_id = n.id"
+                " WHERE n.path = ? AND e.dedup_key = ?",
+                (nb, dedup_key),
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
     def notebooks(self) -> list[tuple[str, int, str]]:
         """``(notebook, last_seq, updated_at)`` for every notebook, most recent first."""
         with self._lock:

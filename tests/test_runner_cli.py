@@ -84,10 +84,12 @@ def test_ask_magic_under_plain_nbclient_streams_and_records(tmp_path: Path, hist
     streamed = "".join(o.get("text", "") for o in executed.cells[2].outputs if o.output_type == "stream")
     events = events_of(history, nb)
     kinds = [e["kind"] for e in events]
-    assert kinds[:3] == ["cell_executed", "user_message", "assistant_message"]
+    # What the question names was looked at in the kernel first, then asked and answered.
+    assert kinds[:4] == ["cell_executed", "kernel_state", "user_message", "assistant_message"]
     # The answer is a JSON action: it may also propose something (never run unapproved).
-    assert set(kinds[3:]) <= {"action_proposed", "action_decided"}, kinds
-    question, answer = events[1], events[2]
+    assert set(kinds[4:]) <= {"action_proposed", "action_decided"}, kinds
+    state, question, answer = events[1], events[2], events[3]
+    assert state["entries"][0]["name"] == "prices" and "len 3" in state["entries"][0]["text"]
     assert question == {**question, "text": "What is the total of the prices?", "source": "magic"}
     assert answer["state"] == "complete" and answer["model"] == "embedded"
     assert answer["reply_to"] == question["seq"]

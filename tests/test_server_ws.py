@@ -87,7 +87,7 @@ async def test_chat_streams_tokens_then_stores_the_reply(jp_ws_fetch, fake, note
 
     with History(ambient_db) as h:
         stored = h.read(notebook_id)
-    # No kernel runs for this notebook: the model is told so, once, before the question.
+    # No kernel runs for this notebook: the model is told so, once, right before the question.
     assert [e["kind"] for e in stored] == ["kernel_state", "user_message", "assistant_message"]
     assert "no kernel is running" in stored[0]["note"] and stored[0]["entries"] == []
     assert stored[2]["text"] == fake.reply and stored[2]["state"] == "complete"

@@ -129,6 +129,7 @@ class Handoff:
                 "reply_to": proposal.get("reply_to"),
                 "decided_by": decision.get("by"),
                 "approved_at": decision.get("at"),
+                **({"old_code": proposal["old_code"]} if proposal.get("old_code") is not None else {}),
             }
         )
 

@@ -239,8 +239,13 @@ class Room:
         if not self.assistant.streaming:
             self._set_state("thinking")
         try:
-            await self.hub.kernel_state(self, text)
-            turn = await self.assistant.ask(text, source="sidebar", client_id=client_id, role=role)
+            turn = await self.assistant.ask(
+                text,
+                source="sidebar",
+                client_id=client_id,
+                role=role,
+                before_turn=lambda: self.hub.kernel_state(self, text),
+            )
         finally:
             self._set_state("idle")
         await self._after_turn(turn, sub)

@@ -92,6 +92,56 @@ async function sha256Hex(text) {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+/** What the kernel checked about a failure: each hint's text, and the fix it found, as text. */
+function hintList(hints) {
+  const found = (Array.isArray(hints) ? hints : []).filter((x) => x && typeof x === "object" && str(x.text));
+  if (!found.length) return null;
+  const list = h("div", "ambient-chat-hints");
+  for (const hint of found) {
+    const item = h("div", "ambient-chat-hint", null, { "data-kind": str(hint.kind, "hint") });
+    item.append(h("div", "ambient-chat-hint-text", hint.text));
+    if (str(hint.change)) item.append(h("div", "ambient-chat-hint-fix", `fix: ${hint.change}`));
+    list.append(item);
+  }
+  return list;
+}
+
+const DIFF_CLASS = { "-": "is-del", "+": "is-add", " ": "is-ctx", "…": "is-skip" };
+
+/** A proposal's stored diff ([op, line] pairs), or null if it has none (or a malformed one). */
+function diffBlock(diff) {
+  if (!Array.isArray(diff) || !diff.length) return null;
+  if (!diff.every((p) => Array.isArray(p) && p[0] in DIFF_CLASS && typeof p[1] === "string")) return null;
+  const block = h("div", "ambient-chat-diff", null, { "aria-label": "changes to the cell" });
+  for (const [op, line] of diff) {
+    const row = h("div", `ambient-chat-diff-line ${DIFF_CLASS[op]}`, null, { "data-op": op });
+    if (op === "…") {
+      row.textContent = "…";
+    } else {
+      row.append(h("span", "ambient-chat-diff-op", op, { "aria-hidden": "true" }), h("span", "ambient-chat-diff-text", line));
+    }
+    block.append(row);
+  }
+  return block;
+}
+
+/** Live objects: `name (type): text`, a multi-line text in a <pre>. */
+function stateList(entries) {
+  const list = h("div", "ambient-chat-state-entries");
+  for (const entry of entries) {
+    const label = str(entry.type) ? `${str(entry.name)} (${entry.type})` : str(entry.name);
+    const text = str(entry.text);
+    const row = h("div", "ambient-chat-state-entry", null, { "data-name": str(entry.name) });
+    if (text.includes("\n")) {
+      row.append(h("span", "ambient-chat-meta", `${label}:`), h("pre", "ambient-chat-pre", text));
+    } else {
+      row.append(h("span", "ambient-chat-meta", `${label}: `), h("span", "ambient-chat-line-inline", text));
+    }
+    list.append(row);
+  }
+  return list;
+}
+
 function stored(event, className) {
   const el = h("div", className, null, { "data-seq": String(event.seq), "data-kind": str(event.kind) });
   el.title = `#${event.seq} · ${str(event.at)}`;
@@ -113,13 +163,30 @@ class Proposal {
     this.sha256 = str(event.sha256);
     const code = str(event.code);
     const label = str(event.action).replace(/_/g, " ");
+    const origin = event.origin === "hint" ? "hint" : "model";
     const { el, head } = card(event, "ambient-chat-proposal", `✎ proposed: ${label}`);
     this.el = el;
     el.setAttribute("data-action-id", this.actionId);
+    el.setAttribute("data-origin", origin);
+    if (origin === "hint") {
+      // Built by the kernel's analysis from facts it checked; no model wrote it.
+      head.append(h("span", "ambient-chat-origin", "✓ checked fix", {
+        title: "Built by the kernel's analysis from facts it checked against the live objects; no model wrote it",
+      }));
+    }
     this.state = h("span", "ambient-chat-action-state", "waiting for you");
     head.append(this.state);
     if (str(event.text)) el.append(h("div", "ambient-chat-prose", event.text));
-    el.append(h("pre", "ambient-chat-pre ambient-chat-code", code));
+    const pre = h("pre", "ambient-chat-pre ambient-chat-code", code);
+    const diff = str(event.action) === "call_plugin" ? null : diffBlock(event.diff);
+    if (diff) {
+      // What is approved is the whole code (its hash is below): it stays one click away.
+      const full = h("details", "ambient-chat-full");
+      full.append(h("summary", null, "full cell"), pre);
+      el.append(diff, full);
+    } else {
+      el.append(pre);
+    }
     el.append(h("div", "ambient-chat-hash", `sha256 ${this.sha256.slice(0, 16)}…`, { title: this.sha256 }));
     this.approveButton = button("ambient-chat-approve is-accept", "Approve", () => {
       this.setWaiting("approving…");
@@ -311,6 +378,8 @@ function render({ model, el }) {
       if (event.error && typeof event.error === "object") {
         el.append(h("div", "ambient-chat-error-line", `${str(event.error.ename, "Error")}: ${str(event.error.evalue)}`));
       }
+      const hints = failed ? hintList(event.hints) : null;
+      if (hints) el.append(hints);
       return el;
     }
     if (kind === "widget_changed") {
@@ -353,6 +422,20 @@ function render({ model, el }) {
     }
     if (kind === "settings_changed") {
       return card(event, "ambient-chat-settings", `agent mode: ${str(event.agent)}`).el;
+    }
+    if (kind === "kernel_state") {
+      const entries = (Array.isArray(event.entries) ? event.entries : []).filter((e) => e && typeof e === "object" && str(e.name));
+      const names = entries.map((e) => e.name).join(", ");
+      const { el, head } = card(event, "ambient-chat-state", "◇ state");
+      head.append(h("span", "ambient-chat-meta ambient-chat-state-names",
+        entries.length ? `state: ${names}` : str(event.note) ? "state: not known" : "state: nothing to show"));
+      if (entries.length) {
+        const details = h("details", "ambient-chat-state-details");
+        details.append(h("summary", null, `what the kernel held (${entries.length})`), stateList(entries));
+        el.append(details);
+      }
+      if (str(event.note)) el.append(h("div", "ambient-chat-state-note", event.note));
+      return el;
     }
     if (kind === "plugin_registered") {
       const { el } = card(event, "ambient-chat-plugin", `🧩 plugin ${str(event.plugin)}`);
