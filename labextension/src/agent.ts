@@ -60,6 +60,17 @@ function cellsShowing(panel: NotebookPanel, count: number): number[] {
   return found;
 }
 
+/** The same code, but for trailing whitespace on a line and trailing newlines (what editors and the history trim). */
+export function sameSource(a: string, b: string): boolean {
+  const normal = (code: string) =>
+    code
+      .split('\n')
+      .map(line => line.replace(/\s+$/, ''))
+      .join('\n')
+      .replace(/\n+$/, '');
+  return normal(a) === normal(b);
+}
+
 export function provenance(frame: IRunFrame): IAmbientCellMetadata {
   return {
     action_id: frame.actionId,
@@ -77,7 +88,8 @@ export function provenance(frame: IRunFrame): IAmbientCellMetadata {
  * Do what an approved `run` frame asks, in the tab's open copy of its notebook.
  *
  * - insert_cell: a new cell below the cell showing `[after]` (else below the active cell);
- * - edit_cell: the source of the cell showing `[cell]` is replaced;
+ * - edit_cell: the source of the cell showing `[cell]` is replaced, only if it still
+ *   holds the source the proposal was made against (`oldCode`);
  * - run_cell: the cell showing `[cell]` runs again, only if its source is still the approved code;
  * - propose_next_cell: a new cell at the end of the notebook.
  */
@@ -122,6 +134,11 @@ export async function runApproved(tracker: INotebookTracker, frame: IRunFrame): 
       }
       index = showing[0];
       const cell = content.widgets[index];
+      // The proposal was made against the source the cell had then; a newer
+      // edit by the person is theirs, and is not overwritten.
+      if (frame.oldCode !== null && !sameSource(cell.model.sharedModel.getSource(), frame.oldCode)) {
+        return refuse(`cell [${target}] changed since the proposal; nothing was edited`);
+      }
       cell.model.sharedModel.setSource(frame.code);
       cell.model.setMetadata('ambient', provenance(frame));
     } else {

@@ -5,7 +5,7 @@
  * exception and go through the sanitized markdown renderer passed in.
  */
 import { button, h } from './dom';
-import { IAmbientEvent, num, obj, str } from './protocol';
+import { diffLines, hints, IAmbientEvent, IDiffLine, IStateEntry, num, obj, stateEntries, str } from './protocol';
 
 /** Renders untrusted markdown into `host` (sanitized; see sanitize.ts). */
 export type MarkdownRenderer = (host: HTMLElement, markdown: string) => void;
@@ -148,8 +148,104 @@ export function cellCard(event: IAmbientEvent): HTMLElement {
           className: 'jp-Ambient-errorLine',
           text: `${String(error.ename ?? 'Error')}: ${String(error.evalue ?? '')}`
         })
-      : null
+      : null,
+    status === 'error' ? hintList(event) : null
   ]);
+}
+
+/**
+ * What the kernel checked about a failure, under its error line. The text names
+ * the person's own columns, keys and files: it goes in as text only.
+ */
+function hintList(event: IAmbientEvent): HTMLElement | null {
+  const found = hints(event);
+  if (!found.length) {
+    return null;
+  }
+  return h(
+    'div',
+    { className: 'jp-Ambient-hints' },
+    found.map(hint =>
+      h(
+        'div',
+        {
+          className: 'jp-Ambient-hint',
+          title: 'Checked in the kernel against the live objects',
+          attrs: { 'data-kind': hint.kind }
+        },
+        [
+          h('div', { className: 'jp-Ambient-hintText', text: hint.text }),
+          hint.change ? h('div', { className: 'jp-Ambient-hintFix', text: `fix: ${hint.change}` }) : null
+        ]
+      )
+    )
+  );
+}
+
+/** Live objects, one per line: `name (type): text`, a multi-line text in a <pre>. */
+function stateList(entries: IStateEntry[]): HTMLElement {
+  return h(
+    'div',
+    { className: 'jp-Ambient-stateEntries' },
+    entries.map(entry => {
+      const label = entry.type ? `${entry.name} (${entry.type})` : entry.name;
+      const multiline = entry.text.includes('\n');
+      return h('div', { className: 'jp-Ambient-stateEntry', attrs: { 'data-name': entry.name } }, [
+        h('span', { className: 'jp-Ambient-stateName', text: multiline ? `${label}:` : `${label}: ` }),
+        multiline
+          ? h('pre', { className: 'jp-Ambient-stateText', text: entry.text })
+          : h('span', { className: 'jp-Ambient-stateText', text: entry.text })
+      ]);
+    })
+  );
+}
+
+/**
+ * What the kernel held when a question was asked: the names at a glance, the
+ * summaries folded away; or a note saying why it could not be looked at.
+ */
+export function kernelStateCard(event: IAmbientEvent): HTMLElement {
+  const entries = stateEntries(event, 'entries');
+  const note = str(event, 'note');
+  const names = entries.map(e => e.name).join(', ');
+  return card(event, 'jp-Ambient-kernelState', [
+    h('div', { className: 'jp-Ambient-cardHead' }, [
+      h('span', { className: 'jp-Ambient-badge', text: '◇ state' }),
+      h('span', {
+        className: 'jp-Ambient-stateNames',
+        text: entries.length ? `state: ${names}` : note ? 'state: not known' : 'state: nothing to show'
+      })
+    ]),
+    entries.length
+      ? h('details', { className: 'jp-Ambient-stateDetails' }, [
+          h('summary', { text: `what the kernel held (${entries.length})` }),
+          stateList(entries)
+        ])
+      : null,
+    note ? h('div', { className: 'jp-Ambient-stateNote', text: note }) : null
+  ]);
+}
+
+/** A stored line diff: removed and added lines marked, context plain, skipped lines as "…". */
+function diffNode(lines: IDiffLine[]): HTMLElement {
+  const classes: Record<string, string> = {
+    '-': 'jp-Ambient-diffDel',
+    '+': 'jp-Ambient-diffAdd',
+    ' ': 'jp-Ambient-diffCtx',
+    '…': 'jp-Ambient-diffSkip'
+  };
+  return h(
+    'div',
+    { className: 'jp-Ambient-diff', attrs: { role: 'figure', 'aria-label': 'changes to the cell' } },
+    lines.map(({ op, line }) =>
+      op === '…'
+        ? h('div', { className: `jp-Ambient-diffLine ${classes[op]}`, text: '…', attrs: { 'data-op': op } })
+        : h('div', { className: `jp-Ambient-diffLine ${classes[op]}`, attrs: { 'data-op': op } }, [
+            h('span', { className: 'jp-Ambient-diffOp', text: op, attrs: { 'aria-hidden': 'true' } }),
+            h('span', { className: 'jp-Ambient-diffText', text: line })
+          ])
+    )
+  );
 }
 
 export function widgetCard(event: IAmbientEvent): HTMLElement {
@@ -246,6 +342,25 @@ export function unknownCard(event: IAmbientEvent): HTMLElement {
   return card(event, 'jp-Ambient-other', [h('span', { className: 'jp-Ambient-meta', text: event.kind })]);
 }
 
+/**
+ * The whole code under a diff, folded: a toggle shows it. (The code stays in the
+ * card as text, `hidden` while folded, so it is the very node the hash is shown for.)
+ */
+function fullCode(code: HTMLElement): HTMLElement {
+  code.hidden = true;
+  const toggle = h('button', {
+    className: 'jp-Ambient-fullToggle',
+    text: 'full cell',
+    title: 'The whole code that runs if approved',
+    attrs: { type: 'button', 'aria-expanded': 'false' }
+  });
+  toggle.addEventListener('click', () => {
+    code.hidden = !code.hidden;
+    toggle.setAttribute('aria-expanded', String(!code.hidden));
+  });
+  return h('div', { className: 'jp-Ambient-fullCode' }, [toggle, code]);
+}
+
 /** What a proposed action will do, in a few words. */
 export function describeAction(event: IAmbientEvent): string {
   const args = obj(event, 'args') ?? {};
@@ -289,6 +404,8 @@ export class ProposalCard {
   readonly action: string;
   readonly code: string;
   readonly sha256: string;
+  /** `hint`: the kernel's candidate fix, built from checked facts; `model`: a model's own. */
+  readonly origin: 'hint' | 'model';
 
   constructor(readonly event: IAmbientEvent, handlers: IProposalHandlers, hashCheck: Promise<string | null>) {
     this.actionId = str(event, 'action_id');
@@ -306,6 +423,9 @@ export class ProposalCard {
     const safe = plugin && event.safe === true;
     const model = str(event, 'model');
     const role = str(event, 'role', 'watcher');
+    this.origin = str(event, 'origin') === 'hint' ? 'hint' : 'model';
+    const diff = plugin ? [] : diffLines(event);
+    const code = h('pre', { className: 'jp-Ambient-proposedCode', text: this.code });
     this.node = card(event, 'jp-Ambient-proposal', [
       h('div', { className: 'jp-Ambient-cardHead' }, [
         h('span', { className: 'jp-Ambient-badge', text: plugin ? '⚙ plugin call' : '✎ proposed cell' }),
@@ -318,12 +438,24 @@ export class ProposalCard {
           : null
       ]),
       h('div', { className: 'jp-Ambient-what', text: what }),
-      h('div', { className: 'jp-Ambient-who' }, [
-        'proposed by ',
-        h('span', { className: `jp-Ambient-role jp-mod-${role === 'expert' ? 'expert' : 'watcher'}`, text: role }),
-        model ? h('span', { className: 'jp-Ambient-modelName', text: model }) : null
-      ]),
-      h('pre', { className: 'jp-Ambient-proposedCode', text: this.code }),
+      this.origin === 'hint'
+        ? h('div', { className: 'jp-Ambient-who' }, [
+            h('span', {
+              className: 'jp-Ambient-origin',
+              text: '✓ checked fix',
+              title: "Built by the kernel's analysis from facts it checked against the live objects; no model wrote it",
+              attrs: { 'data-origin': 'hint' }
+            }),
+            " proposed by the kernel's analysis"
+          ])
+        : h('div', { className: 'jp-Ambient-who' }, [
+            'proposed by ',
+            h('span', { className: `jp-Ambient-role jp-mod-${role === 'expert' ? 'expert' : 'watcher'}`, text: role }),
+            model ? h('span', { className: 'jp-Ambient-modelName', text: model }) : null
+          ]),
+      // What is approved is the whole code (its sha256 is below): under a diff, it
+      // stays one click away.
+      diff.length ? h('div', { className: 'jp-Ambient-diffBlock' }, [diffNode(diff), fullCode(code)]) : code,
       h('div', { className: 'jp-Ambient-hash', text: `sha256 ${this.sha256.slice(0, 16)}…`, title: this.sha256 }),
       h('div', { className: 'jp-Ambient-actions' }, [this._approve, this._reject]),
       this._state,
@@ -331,6 +463,7 @@ export class ProposalCard {
     ]);
     this.node.setAttribute('data-action-id', this.actionId);
     this.node.setAttribute('data-action', this.action);
+    this.node.setAttribute('data-origin', this.origin);
     this.node.dataset.state = 'proposed';
     void hashCheck.then(actual => {
       if (actual !== null && actual !== this.sha256) {

@@ -12,6 +12,7 @@ import {
   executedCard,
   executedText,
   IProposalHandlers,
+  kernelStateCard,
   liveReplyNode,
   MarkdownRenderer,
   modelErrorCard,
@@ -207,6 +208,8 @@ export class Conversation {
         return settingsCard(event);
       case 'plugin_registered':
         return pluginCard(event);
+      case 'kernel_state':
+        return kernelStateCard(event);
       default:
         return unknownCard(event);
     }

@@ -38,6 +38,8 @@ export interface IRunFrame {
   replyTo: number | null;
   decidedBy: 'user' | 'policy';
   approvedAt: string;
+  /** For an edit: the source the proposal replaces (the cell must still hold it). */
+  oldCode: string | null;
 }
 
 export type ServerFrame =
@@ -189,7 +191,8 @@ function parseRun(raw: Json): IRunFrame | null {
     role: raw.role === 'expert' ? 'expert' : 'watcher',
     replyTo: typeof raw.reply_to === 'number' && Number.isInteger(raw.reply_to) ? raw.reply_to : null,
     decidedBy: raw.decided_by === 'policy' ? 'policy' : 'user',
-    approvedAt: typeof raw.approved_at === 'string' ? raw.approved_at : new Date().toISOString()
+    approvedAt: typeof raw.approved_at === 'string' ? raw.approved_at : new Date().toISOString(),
+    oldCode: typeof raw.old_code === 'string' ? raw.old_code : null
   };
 }
 
@@ -215,6 +218,70 @@ export function num(event: IAmbientEvent, key: string): number | null {
 export function obj(event: IAmbientEvent, key: string): Json | null {
   const value = event[key];
   return isObject(value) ? value : null;
+}
+
+/** A fact the kernel checked about a failed cell (`cell_executed.hints`). */
+export interface IHint {
+  kind: string;
+  text: string;
+  change: string | null;
+}
+
+/** One line of a proposal's stored diff: removed, added, context, or lines skipped. */
+export type DiffOp = '-' | '+' | ' ' | '…';
+export interface IDiffLine {
+  op: DiffOp;
+  line: string;
+}
+
+/** One live object, as the kernel summarised it. */
+export interface IStateEntry {
+  name: string;
+  type: string;
+  text: string;
+}
+
+const DIFF_OPS: readonly string[] = ['-', '+', ' ', '…'];
+
+function list(event: IAmbientEvent, key: string): unknown[] {
+  const value = event[key];
+  return Array.isArray(value) ? value : [];
+}
+
+/** The hints of a failed cell; malformed entries are skipped. */
+export function hints(event: IAmbientEvent): IHint[] {
+  return list(event, 'hints')
+    .filter(isObject)
+    .filter(h => typeof h.text === 'string' && h.text !== '')
+    .map(h => ({
+      kind: typeof h.kind === 'string' ? h.kind : 'hint',
+      text: h.text as string,
+      change: typeof h.change === 'string' && h.change ? h.change : null
+    }));
+}
+
+/** The diff stored with a proposal (`[op, line]` pairs); empty if there is none or it is malformed. */
+export function diffLines(event: IAmbientEvent): IDiffLine[] {
+  const out: IDiffLine[] = [];
+  for (const pair of list(event, 'diff')) {
+    if (!Array.isArray(pair) || !DIFF_OPS.includes(pair[0]) || typeof pair[1] !== 'string') {
+      return []; // a partial diff would misstate the change: show the plain code instead
+    }
+    out.push({ op: pair[0] as DiffOp, line: pair[1] });
+  }
+  return out;
+}
+
+/** The summaries of live objects in an event (`entries` of kernel_state, `state` of a failed cell). */
+export function stateEntries(event: IAmbientEvent, key: string): IStateEntry[] {
+  return list(event, key)
+    .filter(isObject)
+    .filter(e => typeof e.name === 'string')
+    .map(e => ({
+      name: e.name as string,
+      type: typeof e.type === 'string' ? e.type : '',
+      text: typeof e.text === 'string' ? e.text : ''
+    }));
 }
 
 /**
