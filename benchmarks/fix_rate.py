@@ -23,13 +23,18 @@ default
 
 Inherited ``AMBIENT_*`` settings other than ``AMBIENT_THREADS`` are dropped, so an
 expert model or a quiet setting in the caller's environment does not change what is
-measured. A JSON report goes to ``benchmarks/out/``. The last line is the figure.
+measured. A JSON report goes to ``benchmarks/out/``, named after the mode and the
+corpus folder. The last line is the figure.
+
+``--corpus DIR`` runs another corpus of the same layout (default ``benchmarks/fix_corpus``),
+such as the held-out ``benchmarks/fix_corpus_heldout``.
 
 Usage::
 
     .venv/bin/python benchmarks/fix_rate.py --verify [--jobs 2]
     .venv/bin/python benchmarks/fix_rate.py [--only FAMILY_OR_ID,...] [--jobs N] [--model SPEC] [--timeout S]
     .venv/bin/python benchmarks/fix_rate.py --hints [--only ...]
+    .venv/bin/python benchmarks/fix_rate.py --corpus benchmarks/fix_corpus_heldout [--verify | --hints] [...]
 """
 
 from __future__ import annotations
@@ -407,12 +412,13 @@ def benchmark(args: argparse.Namespace, tasks: list[dict[str, Any]]) -> int:
         figure = f"FIX_RATE solved={good}/{n} ({rate:.1f}%) unparseable={unparseable}/{proposals} proposals"
 
     OUT.mkdir(exist_ok=True)
-    report = OUT / f"fix_rate{'_hints' if args.hints else ''}.json"
+    report = OUT / f"fix_rate{'_hints' if args.hints else ''}_{CORPUS.name}.json"
     report.write_text(
         json.dumps(
             {
                 "started": started.isoformat(timespec="seconds"),
                 "mode": mode,
+                "corpus": str(CORPUS),
                 "model": args.model,
                 "only": args.only,
                 "timeout_s": args.timeout,
@@ -432,6 +438,7 @@ def benchmark(args: argparse.Namespace, tasks: list[dict[str, Any]]) -> int:
 
 
 def main() -> int:
+    global CORPUS  # --corpus sets it once, before any task is read or copied
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--verify", action="store_true", help="check the corpus with plain nbclient, no model")
@@ -441,9 +448,15 @@ def main() -> int:
     parser.add_argument("--model", default="embedded", help="the model spec passed to the CLI (default: embedded)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per task run (default 300)")
     parser.add_argument("--keep", action="store_true", help="keep each run's folder (out.ipynb, history.sqlite)")
+    parser.add_argument(
+        "--corpus", type=Path, default=CORPUS, help="the corpus folder with its tasks.json (default: fix_corpus)"
+    )
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error("--jobs must be 1 or more")
+    if not (args.corpus / "tasks.json").is_file():
+        parser.error(f"--corpus: no tasks.json in {args.corpus}")
+    CORPUS = args.corpus.resolve()
     tasks = load_tasks(args.only)
     if args.verify:
         return verify(tasks, args.jobs)

@@ -9,7 +9,7 @@ from typing import Any
 from .._trim import clean_text, trim_text
 from ._source import Cell
 
-__all__ = ["HINT_TEXT_LIMIT", "Failure", "hint", "public_names", "short"]
+__all__ = ["HINT_TEXT_LIMIT", "NEVER_MEANT", "Failure", "hint", "public_names", "short"]
 
 HINT_TEXT_LIMIT = 400
 """Characters of one hint's text (names and keys come from the person's data)."""
@@ -61,7 +61,10 @@ def hint(
     return out
 
 
+NEVER_MEANT = frozenset({"In", "Out", "get_ipython", "exit", "quit", "copyright", "credits", "license", "help"})
+"""IPython's plumbing and the interactive helpers: never what a misspelt name was meant to be."""
+
+
 def public_names(namespace: Mapping[str, Any]) -> list[str]:
     """The person's own names: no IPython plumbing (``_i3``, ``Out``), no dunders."""
-    plumbing = {"In", "Out", "get_ipython", "exit", "quit", "open", "copyright", "credits", "license", "help"}
-    return [n for n in list(namespace) if isinstance(n, str) and not n.startswith("_") and n not in plumbing]
+    return [n for n in list(namespace) if isinstance(n, str) and not n.startswith("_") and n not in NEVER_MEANT]

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..kernel.state import assigned_names
-from ._base import Failure, hint, public_names
+from ._base import NEVER_MEANT, Failure, hint, public_names
 from ._match import clear_winner, close_matches
 from ._resolve import MISSING, a_type, dotted, resolve
 from ._source import Cell, Edit
@@ -193,8 +193,8 @@ def name_error(failure: Failure) -> list[dict[str, Any]]:
                 change=f"put the code that defines `{name}` in front of its use",
             )
         ]
-    site = {"copyright", "credits", "license", "exit", "quit", "help"}  # the interactive helpers, never meant
-    pool = [*public_names(failure.namespace), *(n for n in dir(builtins) if not n.startswith("_") and n not in site)]
+    builtin = (n for n in dir(builtins) if not n.startswith("_") and n not in NEVER_MEANT)
+    pool = [*public_names(failure.namespace), *builtin]
     matches = close_matches(name, pool)
     if not matches:
         return [hint("name", f"`{name}` is not defined, and no defined name is close to it.", missing=name)]
