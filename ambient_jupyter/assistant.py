@@ -44,7 +44,7 @@ from .actions import (
 )
 from .backends import Backend, BackendError, StreamInterruptedError, resolve_backend
 from .backends.base import Message
-from .code_check import line_diff, parse_problem, same_code
+from .code_check import line_diff, lost_purpose, parse_problem, same_code
 from .context import Transcript
 from .events import (
     ActionDecided,
@@ -333,7 +333,8 @@ class Assistant:
         if found is None:
             return None
         code = str(found["fix"])
-        if parse_problem(code) is not None or same_code(code, str(event.get("code", ""))):
+        failing = str(event.get("code", ""))
+        if parse_problem(code) is not None or same_code(code, failing) or lost_purpose(failing, code):
             return None  # the kernel checked this too; a record from elsewhere is checked again
         proposal = ActionProposed(
             action_id=uuid.uuid4().hex,
@@ -601,6 +602,8 @@ class _Checks:
         if self.failing is not None and same_code(code, self.failing):
             msg = "that is the code that failed; change it"
             raise ActionInvalid(msg)
+        if self.failing is not None and (lost := lost_purpose(self.failing, code)) is not None:
+            raise ActionInvalid(lost)
 
 
 def _failure_note(event: dict[str, Any], attempt: int, may_fix: bool) -> Message:

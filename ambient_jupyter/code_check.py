@@ -13,7 +13,7 @@ import functools
 import warnings
 from typing import Any
 
-__all__ = ["line_diff", "parse_cell", "parse_problem", "same_code"]
+__all__ = ["line_diff", "lost_purpose", "parse_cell", "parse_problem", "same_code"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -57,6 +57,32 @@ def parse_problem(code: str) -> str | None:
         return f"the code does not parse: {type(exc).__name__}: {exc.msg}{where}"
     except (ValueError, RecursionError, MemoryError) as exc:  # NUL bytes, absurd nesting
         return f"the code does not parse: {exc}"
+    return None
+
+
+def lost_purpose(old: str, new: str) -> str | None:
+    """Why ``new`` is not a fix of the cell ``old`` even though it compiles, or None.
+
+    A fix that runs without an error is not a fix if it drops what the cell was for:
+    code that does nothing (a comment, a bare number), or a cell that no longer sets
+    a name the failing cell set (which later cells use).
+    """
+    from .kernel.state import assigned_names
+
+    try:
+        body = parse_cell(new).body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None  # parse_problem says what is wrong with it
+    inert = all(
+        isinstance(stmt, ast.Pass) or (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant))
+        for stmt in body
+    )
+    if inert:
+        return "the code does nothing (only comments or constants); the cell's work would be lost"
+    dropped = [name for name in assigned_names(old) if name not in set(assigned_names(new))]
+    if dropped:
+        names = ", ".join(f"`{n}`" for n in dropped[:5])
+        return f"the code no longer sets {names}, which the failing cell set; keep the cell's work"
     return None
 
 

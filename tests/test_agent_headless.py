@@ -202,6 +202,18 @@ def test_a_proposal_whose_code_does_not_parse_never_reaches_a_person(
     assert "the agent proposed no fix" in run.stderr
 
 
+def test_a_proposal_that_drops_the_cells_work_is_not_offered(
+    tmp_path: Path, history: History, fake: FakeOllama
+) -> None:
+    nb = buggy(tmp_path)
+    fake.reply = proposes("105987634")  # compiles, runs clean, and loses `total`
+    run = run_cli(nb, fake, "--agent", "auto")
+    assert run.returncode == 1
+    assert not events_of(history, nb, "action_proposed")
+    second = fake.chat_requests()[1]
+    assert "does nothing" in json.dumps(second["messages"])
+
+
 def test_a_failing_fix_gets_a_second_attempt_within_the_bounds(
     tmp_path: Path, history: History, fake: FakeOllama
 ) -> None:

@@ -25,8 +25,8 @@ def fail(setup: str, code: str, tmp_path: Path, cells: list[str] | None = None) 
         try:
             exec(compile(code, "<cell>", "exec"), ns)
         except BaseException as exc:
-            user = {k: v for k, v in ns.items() if k != "__builtins__"}
-            return analyze(exc, code, user, notebook_cells=cells, ran_cells=ran, cwd=str(tmp_path)), ns
+            # The namespace itself, as in a kernel: the code's functions have it as their globals.
+            return analyze(exc, code, ns, notebook_cells=cells, ran_cells=ran, cwd=str(tmp_path)), ns
     finally:
         os.chdir(cwd)
     raise AssertionError(f"{code!r} did not fail")
@@ -82,6 +82,30 @@ CASES = [
      "keyword", "`height`", "out", 6),
     ("keyword-synonym", "import pandas as pd\ndf = pd.DataFrame({'x': [2, 1]})",
      "out = df.sort_values(column='x')['x'].tolist()", "keyword", "`by`", "out", [1, 2]),
+    ("keyword-cut-short", "import pandas as pd\ndf = pd.DataFrame({'x': [1, 2]})",
+     "out = df.sort_values('x', ascend=False)['x'].tolist()", "keyword", "`ascending`", "out", [2, 1]),
+    ("keyword-no-signature", "from datetime import timedelta", "out = timedelta(hour=2).seconds", "keyword",
+     "`hours`", "out", 7200),
+    # Inside a function of the cell: the names where it failed (its parameters) count.
+    ("name-in-function", "", "def need(stock, minimum_order):\n    return max(0, minimum_ordr - stock)\n"
+     "out = need(2, 10)", "name", "`minimum_order`", "out", 8),
+    ("attribute-in-chain", "import pandas as pd\ndf = pd.DataFrame({'e': ['a', 'a', 'b']})",
+     "out = (\n    df\n    .drop_duplicate()\n    .shape[0]\n)", "attribute", "`drop_duplicates`", "out", 2),
+    ("named-agg", "import pandas as pd\ndf = pd.DataFrame({'s': ['a', 'a'], 'quantity': [1, 2]})",
+     "out = df.groupby('s').agg(items=('quanity', 'sum'))['items'].tolist()", "column", "'quantity'", "out", [3]),
+    ("sum-generator-numbers", "rows = [{'amount': '2.5'}, {'amount': '1.5'}]",
+     "out = sum(row['amount'] for row in rows)", "type", "float", "out", 4.0),
+    ("sum-generator-join", "lines = ['>id', ' AC ', 'GT  ']", "out = sum(line.strip() for line in lines[1:])",
+     "type", "join", "out", "ACGT"),
+    ("sort-as-value", "names = {'b', 'a'}", "out = list(enumerate(list(names).sort(), start=1))", "none",
+     "sorted", "out", [(1, "a"), (2, "b")]),
+    ("submodule", "", "from numpy.linlag import norm\nout = float(norm([3, 4]))", "module", "`numpy.linalg`",
+     "out", 5.0),
+    ("index-by-attribute", "import datetime\nMONTHS = ['Jan', 'Feb', 'Mar']\nday = datetime.date(2024, 3, 1)",
+     "out = MONTHS[day.month]", "index", "day.month - 1", "out", "Mar"),
+    ("frame-shape", "import numpy as np\nimport pandas as pd\nmonthly = list(range(12))",
+     "out = pd.DataFrame(np.array(monthly), index=['q1', 'q2', 'q3', 'q4'], columns=['a', 'b', 'c']).shape",
+     "shape", "reshape", "out", (4, 3)),
 ]
 
 
@@ -110,6 +134,14 @@ def test_a_missing_file_is_matched_against_the_folder(tmp_path: Path) -> None:
     hints, _ = fail(setup, "df = pd.read_csv('sales2024.csv')\nout = int(df['units'].sum())", tmp_path)
     assert hints[0]["kind"] == "file" and hints[0]["candidates"][0] == "sales_2024.csv"
     assert run_fix(setup, hints[0]["fix"], tmp_path)["out"] == 3
+
+
+def test_a_file_in_a_subfolder_is_found(tmp_path: Path) -> None:
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "inputs" / "tides.txt").write_text("1.5\n2.5\n")
+    hints, _ = fail("", "with open('tides.txt') as fh:\n    out = sum(float(x) for x in fh)", tmp_path)
+    assert hints[0]["kind"] == "file" and hints[0]["candidates"] == ["inputs/tides.txt"]
+    assert run_fix("", hints[0]["fix"], tmp_path)["out"] == 4.0
 
 
 def test_cells_run_out_of_order_are_found_in_the_notebook(tmp_path: Path) -> None:
@@ -180,3 +212,21 @@ def test_a_candidate_keeps_the_rest_of_the_cell_and_magics_untouched(tmp_path: P
         [" ", "print('done')"],
     ]
     assert hint["kind"] == "column"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "lost"),
+    [
+        ("total = sum(xs) / 0", "total = sum(xs)", None),
+        ("total = sum(xs) / 0", "105987634", "does nothing"),
+        ("total = sum(xs) / 0", "# total = sum(xs)\n", "does nothing"),
+        ("per_store = df.groupby('s').sum()\nper_store", "df.groupby('s').sum()", "no longer sets `per_store`"),
+        ("print(x / 0)", "print(x)", None),
+        ("def f(a):\n    return a +\n", "def f(a):\n    return a + 1\n", None),
+    ],
+)
+def test_a_fix_that_drops_the_cells_work_is_not_a_fix(old: str, new: str, lost: str | None) -> None:
+    from ambient_jupyter.code_check import lost_purpose
+
+    found = lost_purpose(old, new)
+    assert (found is None) if lost is None else (found is not None and lost in found), found

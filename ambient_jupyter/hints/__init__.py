@@ -16,6 +16,7 @@ up an attribute can reach a property.
 from __future__ import annotations
 
 import logging
+from collections import ChainMap
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -83,11 +84,28 @@ def analyze(
         ``{"kind", "text", "missing"?, "candidates"?, "fix"?, "change"?}``, at most
         :data:`MAX_HINTS`; empty when nothing certain can be said.
     """
-    failure = Failure(exc, Cell(code), namespace, notebook_cells, ran_cells, cwd)
+    failure = Failure(exc, Cell(code), _where_it_failed(exc, namespace), notebook_cells, ran_cells, cwd)
     for kind, analyzer in _ANALYZERS:
         if isinstance(exc, kind):
             return analyzer(failure)[:MAX_HINTS]
     return []
+
+
+def _where_it_failed(exc: BaseException, namespace: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The names visible where the person's code failed: the deepest frame of theirs.
+
+    A function or comprehension of the notebook runs with the kernel's namespace as
+    its globals; its locals (parameters, loop variables) are what a misspelt name or a
+    wrong key inside it was meant to be.
+    """
+    tb = exc.__traceback__
+    frame_locals: Mapping[str, Any] | None = None
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_globals is namespace and frame.f_locals is not namespace:
+            frame_locals = frame.f_locals
+        tb = tb.tb_next
+    return ChainMap(dict(frame_locals), namespace) if frame_locals else namespace  # type: ignore[arg-type]
 
 
 def candidate(hints: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:

@@ -16,6 +16,8 @@ __all__ = ["file_not_found", "index_error", "key_error", "shape_error"]
 
 MAX_KEYS = 5000
 """Keys, labels or files compared, at most (the head of a huge index is enough)."""
+SUBFOLDERS = 50
+"""Subfolders looked into for a missing file, at most."""
 
 
 # -- KeyError: dict keys, DataFrame columns, Series labels -----------------------------
@@ -43,8 +45,9 @@ def _keys_of(value: Any) -> tuple[str, list[Any]] | None:
 def _wanted(exc: BaseException) -> list[Any]:
     key = exc.args[0] if exc.args else None
     if isinstance(key, str):
-        # pandas: "['region'] not in index" / "None of [Index(['region'], ...)] are in the [columns]"
-        listed = re.search(r"\[((?:'[^']*'(?:, )?)+)\] not in index", key) or re.search(
+        # pandas words it several ways: "['region'] not in index", "None of [Index(['region'],
+        # ...)] are in the [columns]", "Label(s) ['region'] do not exist", "Column(s) [...]".
+        listed = re.search(r"\[((?:'[^']*'(?:, )?)+)\](?: not in index| do not exist)", key) or re.search(
             r"Index\(\[((?:'[^']*'(?:, )?)+)\]", key
         )
         if listed:
@@ -156,9 +159,19 @@ def file_not_found(failure: Failure) -> list[dict[str, Any]]:
     matches = close_matches(base, names)
     shown = folder or "the working folder"
     if not matches:
+        # One level down: ``tides.txt`` is ``inputs/tides.txt``.
+        nested = [
+            f"{sub}/{n}"
+            for sub in sorted(n for n in names if os.path.isdir(os.path.join(look_in, n)))[:SUBFOLDERS]
+            for n in _listing(os.path.join(look_in, sub))
+        ]
+        matches = [m for m in nested if m.rsplit("/", 1)[1] in close_matches(base, [m.rsplit("/", 1)[1]])
+                   or m.rsplit("/", 1)[1] == base][:3]
+    if not matches:
         some = ", ".join(sorted(names)[:15])
         return [hint("file", f"There is no file `{base}` in {shown}. It holds: {some or 'nothing'}.", missing=base)]
-    best = clear_winner(base, matches)
+    exact = [m for m in matches if m.rsplit("/", 1)[-1] == base]
+    best = exact[0] if len(exact) == 1 else clear_winner(base, matches)
     cell = failure.cell
     edits: list[Edit] = []
     if best:
@@ -284,6 +297,18 @@ def index_error(failure: Failure) -> list[dict[str, Any]]:
                     if edit is not None and edit not in edits:
                         edits.append(edit)
                         changes.append(f"`range(len({name}))` → `range(len({name}) - 1)`")
+            elif not isinstance(node.slice, (ast.Constant, ast.Slice, ast.Tuple)) and (
+                (size := _size(value := resolve(node.value, namespace))) is not None
+                and isinstance(value, (list, tuple, str))
+                and resolve(node.slice, namespace) == size > 0
+            ):
+                # X[n] where n is exactly len(X), whatever n is written as (``MONTHS[day.month]``).
+                name, index = cell.segment(node.value), cell.segment(node.slice)
+                edit = cell.replace_node(node.slice, f"{index} - 1") if index else None
+                if edit is not None and name:
+                    edits.append(edit)
+                    changes.append(f"`{name}[{index}]` → `{name}[{index} - 1]`")
+                    facts.append(f"`{name}` has {size} items (indices 0 to {size - 1}), and `{index}` is {size}")
             elif isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, int):
                 value = resolve(node.value, namespace)
                 size = _size(value) if value is not MISSING else None
@@ -338,7 +363,7 @@ def _products(cell: Cell) -> list[tuple[ast.AST, ast.AST]]:
 
 def shape_error(failure: Failure) -> list[dict[str, Any]]:
     message = str(failure.exc)
-    if not re.search(r"shape|dimension|broadcast|aligned", message):
+    if not re.search(r"shape|dimension|broadcast|aligned", message, re.IGNORECASE):
         return []
     cell, namespace = failure.cell, failure.namespace
     out: list[dict[str, Any]] = []
@@ -364,7 +389,7 @@ def shape_error(failure: Failure) -> list[dict[str, Any]]:
                         change=f"use {options[0][0]}" if options else None))
     if out:
         return out
-    stacked = _stacking(failure)
+    stacked = _stacking(failure) or _frame_shape(failure)
     if stacked:
         return stacked
     # Elementwise: a 2-D array and a 1-D one that matches its rows, not its columns.
@@ -425,6 +450,42 @@ def _stacking(failure: Failure) -> list[dict[str, Any]]:
                 candidates=[f"{name}.reshape(-1, 1)"],
                 fix=cell.edited([edit]) if edit else None,
                 change=f"`{name}` → `{name}.reshape(-1, 1)`",
+            )
+        ]
+    return []
+
+
+ARRAY_MAKERS = ("array", "asarray", "arange", "zeros", "ones", "full", "empty")
+
+
+def _frame_shape(failure: Failure) -> list[dict[str, Any]]:
+    """``pd.DataFrame(values, index=..., columns=...)`` where values hold the right number of
+    cells in the wrong shape: pandas says both shapes, and ``.reshape`` is the fix."""
+    found = re.search(r"Shape of passed values is \((\d+), (\d+)\), indices imply \((\d+), (\d+)\)", str(failure.exc))
+    if found is None:
+        return []
+    rows, cols, want_rows, want_cols = (int(n) for n in found.groups())
+    if rows * cols != want_rows * want_cols:
+        return []
+    cell = failure.cell
+    for node in cell.nodes():
+        if not (isinstance(node, ast.Call) and (dotted(node.func) or "").endswith("DataFrame") and node.args):
+            continue
+        data = node.args[0]
+        text = cell.segment(data)
+        maker = isinstance(data, ast.Call) and (dotted(data.func) or "").rsplit(".", 1)[-1] in ARRAY_MAKERS
+        if text is None or not (maker or hasattr(resolve(data, failure.namespace), "reshape")):
+            continue
+        new = f"{text}.reshape({want_rows}, {want_cols})"
+        edit = cell.replace_node(data, new)
+        return [
+            hint(
+                "shape",
+                f"The values have shape ({rows}, {cols}), but the index and columns make ({want_rows}, "
+                f"{want_cols}): the same {rows * cols} cells in another shape. Use `{new}`.",
+                candidates=[new],
+                fix=cell.edited([edit]) if edit else None,
+                change=f"`{text}` → `{new}`",
             )
         ]
     return []

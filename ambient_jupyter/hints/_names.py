@@ -252,11 +252,11 @@ def attribute_error(failure: Failure) -> list[dict[str, Any]]:
     best = clear_winner(attr, matches)
     edits: list[Edit] = []
     for node in nodes if best else []:
-        span = cell.span(node)
-        if span is None or not cell.lines[span[0] - 1][: span[2]].endswith(attr):
+        span = cell.attr_span(node)
+        if span is None:
             edits = []
             break
-        edits.append(Edit(span[0], span[2] - len(attr), span[2], best or attr))
+        edits.append(Edit(span[0], span[1], span[2], best or attr))
     listed = ", ".join(f"`{m}`" for m in matches)
     return [
         hint(
@@ -314,7 +314,7 @@ def module_not_found(failure: Failure) -> list[dict[str, Any]]:
         return []
     top = name.split(".")[0]
     if top != name and _importable(top):
-        return [hint("module", f"`{top}` is installed, but it has no submodule `{name}`.", missing=name)]
+        return _submodule(failure, name)
     matches = close_matches(top, _module_names())
     best = clear_winner(top, matches)
     if not matches:
@@ -337,6 +337,39 @@ def module_not_found(failure: Failure) -> list[dict[str, Any]]:
             candidates=matches,
             fix=fix,
             change=f"`{top}` → `{best}`",
+        )
+    ]
+
+
+def _submodules(package: str) -> list[str]:
+    """The submodules of an installed package, found on disk (the package is not imported)."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return []
+    paths = spec.submodule_search_locations if spec is not None else None
+    return [m.name for m in pkgutil.iter_modules(list(paths))] if paths else []
+
+
+def _submodule(failure: Failure, name: str) -> list[dict[str, Any]]:
+    """``numpy.linlag``: the package is there, the submodule is misspelt."""
+    package, _, wrong = name.rpartition(".")
+    matches = close_matches(wrong, _submodules(package))
+    if not matches:
+        return [hint("module", f"`{package}` is installed, but it has no submodule `{wrong}`.", missing=name)]
+    best = clear_winner(wrong, matches)
+    cell = failure.cell
+    right = f"{package}.{best}"
+    fix = cell.edited(_import_edits(cell, name, right)) if best else None
+    listed = ", ".join(f"`{package}.{m}`" for m in matches)
+    return [
+        hint(
+            "module",
+            f"`{package}` has no submodule `{wrong}`. Did you mean {listed}?",
+            missing=name,
+            candidates=[f"{package}.{m}" for m in matches],
+            fix=fix,
+            change=f"`{name}` → `{right}`",
         )
     ]
 

@@ -18,6 +18,8 @@ __all__ = ["MISSING", "a_type", "is_frame", "is_series", "loop_values", "resolve
 
 MISSING: Any = object()
 
+PURE_STR_METHODS = frozenset({"strip", "lstrip", "rstrip", "lower", "upper", "title", "casefold"})
+
 
 def type_name(value: Any) -> str:
     cls = type(value)
@@ -66,6 +68,22 @@ def resolve(node: ast.AST, namespace: Mapping[str, Any]) -> Any:
             if owner is MISSING or not _subscriptable(owner):
                 return MISSING
             return owner[node.slice.value]
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Slice):
+            owner = resolve(node.value, namespace)
+            bounds = [resolve(b, namespace) if b is not None else None for b in (node.slice.lower, node.slice.upper)]
+            if not isinstance(owner, (list, tuple, str)) or not all(b is None or isinstance(b, int) for b in bounds):
+                return MISSING
+            return owner[bounds[0] : bounds[1]]
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in PURE_STR_METHODS
+            and not node.args
+            and not node.keywords
+        ):
+            # ``line.strip()``: a str method with no arguments runs no code of the person's.
+            owner = resolve(node.func.value, namespace)
+            return getattr(owner, node.func.attr)() if isinstance(owner, str) else MISSING
         if isinstance(node, ast.Constant):
             return node.value
     except Exception:  # noqa: BLE001 (a property or __getitem__ of the person's object failed: not a reference)

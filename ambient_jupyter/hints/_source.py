@@ -76,6 +76,15 @@ class Cell:
         end = self.column(lineno, node.end_col_offset)  # type: ignore[attr-defined]
         return lineno, start, end
 
+    def attr_span(self, node: ast.Attribute) -> tuple[int, int, int] | None:
+        """Where ``node.attr`` is written: the end of the node, even in a chain over several lines."""
+        line = getattr(node, "end_lineno", None)
+        if line is None or not self.line_is_raw(line):
+            return None
+        end = self.column(line, node.end_col_offset)  # type: ignore[arg-type]
+        start = end - len(node.attr)
+        return (line, start, end) if self.lines[line - 1][start:end] == node.attr else None
+
     def replace_node(self, node: ast.AST, new: str) -> Edit | None:
         span = self.span(node)
         return None if span is None else Edit(span[0], span[1], span[2], new)

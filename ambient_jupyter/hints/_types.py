@@ -9,6 +9,7 @@ import inspect
 import itertools
 import numbers
 import re
+from collections import ChainMap
 from typing import Any, Literal
 
 from ._base import Failure, hint, short
@@ -121,6 +122,24 @@ def _head(value: Any, n: int = 200) -> list[Any] | None:
         return None
 
 
+def _generated(node: ast.AST, namespace: Any) -> list[Any] | None:
+    """The first values a one-``for`` generator or comprehension yields, found without running it.
+
+    Its source is looked up, and its element worked out for each item by plain lookups
+    (``row["amount"]``, ``line.strip()``): nothing of the person's runs.
+    """
+    if not isinstance(node, (ast.GeneratorExp, ast.ListComp)) or len(node.generators) != 1:
+        return None
+    loop = node.generators[0]
+    if loop.ifs or not isinstance(loop.target, ast.Name):
+        return None
+    source = _head(resolve(loop.iter, namespace), 50)
+    if source is None:
+        return None
+    values = [resolve(node.elt, ChainMap({loop.target.id: item}, namespace)) for item in source]
+    return None if any(v is MISSING for v in values) else values
+
+
 def _sum_of_strings(failure: Failure) -> list[dict[str, Any]]:
     cell, namespace = failure.cell, failure.namespace
     for node in cell.nodes():
@@ -129,24 +148,39 @@ def _sum_of_strings(failure: Failure) -> list[dict[str, Any]]:
         if not node.args or node.keywords or len(node.args) > 1:
             continue
         arg = node.args[0]
-        items = _head(resolve(arg, namespace))
+        generated = _generated(arg, namespace)
+        items = generated if generated is not None else _head(resolve(arg, namespace))
         if not items or not all(isinstance(v, str) for v in items):
             continue
-        name = cell.segment(arg)
+        name = cell.segment(arg) or "..."
         kinds = {_numeric_text(v) for v in items}
-        if kinds <= {"int", "float"} and None not in kinds:
-            number = "float" if "float" in kinds else "int"
-            new, why = f"sum(map({number}, {name}))", f"they are numbers written as text ({short(items[0])}…)"
+        numbers = kinds <= {"int", "float"} and None not in kinds
+        number = "float" if "float" in kinds else "int"
+        edit: Edit | None
+        if generated is not None:
+            # Convert each element, or join them: the edit stays inside the generator.
+            element = cell.segment(arg.elt)  # type: ignore[attr-defined]
+            if numbers:
+                new, why = f"{number}({element})", f"its items are numbers written as text ({short(items[0])}…)"
+                edit = cell.replace_node(arg.elt, new) if element else None  # type: ignore[attr-defined]
+            else:
+                new, why = "''.join(...)", "to join strings into one, use `''.join(...)`"
+                edit = cell.replace_node(node.func, "''.join")
+            change = f"`sum({name})`: `{new}`"
         else:
-            new, why = f"''.join({name})", "to join strings into one, use `''.join(...)`"
-        edit = cell.replace_node(node, new)
+            if numbers:
+                new, why = f"sum(map({number}, {name}))", f"they are numbers written as text ({short(items[0])}…)"
+            else:
+                new, why = f"''.join({name})", "to join strings into one, use `''.join(...)`"
+            edit = cell.replace_node(node, new)
+            change = f"`sum({name})` → `{new}`"
         return [
             hint(
                 "type",
-                f"`sum()` adds numbers, but `{name}` holds strings: {why}. Use `{new}`.",
+                f"`sum()` adds numbers, but `{name}` gives strings: {why}. Use `{new}`.",
                 candidates=[new],
                 fix=cell.edited([edit]) if edit else None,
-                change=f"`sum({name})` → `{new}`",
+                change=change,
             )
         ]
     return []
@@ -155,11 +189,26 @@ def _sum_of_strings(failure: Failure) -> list[dict[str, Any]]:
 # -- wrong keyword argument ----------------------------------------------------------------
 
 
+def _documented(func: Any) -> list[inspect.Parameter] | None:
+    """Keyword parameters from a docstring's call line (``timedelta(days=0, seconds=0, ...)``),
+    for callables written in C without a signature."""
+    doc = getattr(func, "__doc__", None)
+    name = getattr(func, "__name__", None)
+    if not isinstance(doc, str) or not isinstance(name, str):
+        return None
+    call = re.search(rf"\b{re.escape(name)}\(([^)]*)\)", doc)
+    if call is None:
+        return None
+    names = re.findall(r"(\w+)\s*=", call.group(1))
+    kind = inspect.Parameter.KEYWORD_ONLY
+    return [inspect.Parameter(n, kind, default=None) for n in names] or None
+
+
 def _parameters(func: Any) -> list[inspect.Parameter] | None:
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError):
-        return None
+        return _documented(func)
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return [p for p in signature.parameters.values() if p.kind in kinds]
 
@@ -300,8 +349,43 @@ def _with_definition(failure: Failure, name: str, fix: str) -> str | None:
     return None
 
 
+def _sort_as_value(failure: Failure) -> list[dict[str, Any]]:
+    """``enumerate(xs.sort())``: the result of an in-place sort used as a value."""
+    cell = failure.cell
+    statements = {id(n.value) for n in cell.nodes() if isinstance(n, ast.Expr)}
+    for node in cell.nodes():
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "sort"
+            and id(node) not in statements
+        ):
+            receiver = cell.segment(node.func.value)
+            if receiver is None:
+                continue
+            args = [cell.segment(a) for a in [*node.args, *node.keywords]]
+            if any(a is None for a in args):
+                continue
+            new = f"sorted({', '.join([receiver, *args])})"  # type: ignore[list-item]
+            edit = cell.replace_node(node, new)
+            return [
+                hint(
+                    "none",
+                    f"`{receiver}.sort()` sorts in place and returns None, so its result cannot be used. "
+                    f"Use `{new}`.",
+                    candidates=[new],
+                    fix=cell.edited([edit]) if edit else None,
+                    change=f"`{receiver}.sort()` → `{new}`",
+                )
+            ]
+    return []
+
+
 def none_error(failure: Failure) -> list[dict[str, Any]]:
     """A name in the failing cell is None because it was assigned the result of a mutating method."""
+    inline = _sort_as_value(failure)
+    if inline:
+        return inline
     cell, namespace = failure.cell, failure.namespace
     used = [n.id for n in cell.nodes() if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
     for name in dict.fromkeys(used):
