@@ -37,19 +37,18 @@ async def _execute(client: Any, code: str) -> dict[str, Any]:
             return reply["content"]
 
 
+async def open_session(jp_fetch: Any, root: Path) -> dict[str, Any]:
+    """Open NB with a python3 kernel, as JupyterLab does when a notebook is opened."""
+    make_notebook(root / NB, [])
+    body = json.dumps({"path": NB, "name": NB, "type": "notebook", "kernel": {"name": "python3"}})
+    return json.loads((await jp_fetch("api", "sessions", method="POST", body=body)).body)  # type: ignore[no-any-return]
+
+
 async def test_kernel_events_stream_live_and_failures_are_diagnosed_once(
     jp_fetch, jp_ws_fetch, jp_serverapp, jp_root_dir: Path, ollama_server: FakeOllama, ambient_db: Path
 ):
     ollama_server.reply = "You divided by zero; check the denominator."
-    make_notebook(jp_root_dir / NB, [])
-    session = json.loads(
-        (
-            await jp_fetch(
-                "api", "sessions", method="POST",
-                body=json.dumps({"path": NB, "name": NB, "type": "notebook", "kernel": {"name": "python3"}}),
-            )
-        ).body
-    )
+    session = await open_session(jp_fetch, jp_root_dir)
     sidebar = Client(await jp_ws_fetch("ambient", "ws"))
     await sidebar.hello(NB)
     # The room for an open notebook exists before the first failure (the hub looks
@@ -91,15 +90,7 @@ async def test_a_question_gets_the_kernels_state_and_a_busy_or_gone_kernel_says_
     jp_fetch, jp_ws_fetch, jp_serverapp, jp_root_dir: Path, ollama_server: FakeOllama, ambient_db: Path
 ):
     ollama_server.reply = "It has Region and units."
-    make_notebook(jp_root_dir / NB, [])
-    session = json.loads(
-        (
-            await jp_fetch(
-                "api", "sessions", method="POST",
-                body=json.dumps({"path": NB, "name": NB, "type": "notebook", "kernel": {"name": "python3"}}),
-            )
-        ).body
-    )
+    session = await open_session(jp_fetch, jp_root_dir)
     sidebar = Client(await jp_ws_fetch("ambient", "ws"))
     await sidebar.hello(NB)
     kernel = jp_serverapp.kernel_manager.get_kernel(session["kernel"]["id"])

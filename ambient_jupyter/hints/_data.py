@@ -224,6 +224,7 @@ def index_error(failure: Failure) -> list[dict[str, Any]]:
     facts: list[str] = []
     changes: list[str] = []
     loops: dict[str, ast.AST] = {}
+    fallback: list[tuple[Edit, str, str]] = []
     for node in cell.nodes():
         # Loops and comprehensions alike: ``for i in range(...)``.
         is_loop = isinstance(node, (ast.For, ast.comprehension))
@@ -302,13 +303,15 @@ def index_error(failure: Failure) -> list[dict[str, Any]]:
                 and isinstance(value, (list, tuple, str))
                 and resolve(node.slice, namespace) == size > 0
             ):
-                # X[n] where n is exactly len(X), whatever n is written as (``MONTHS[day.month]``).
+                # X[n] where n is exactly len(X), whatever n is written as (``MONTHS[day.month]``):
+                # used only if no rule above explains the failure (they may see the same index).
                 name, index = cell.segment(node.value), cell.segment(node.slice)
                 edit = cell.replace_node(node.slice, f"{index} - 1") if index else None
                 if edit is not None and name:
-                    edits.append(edit)
-                    changes.append(f"`{name}[{index}]` → `{name}[{index} - 1]`")
-                    facts.append(f"`{name}` has {size} items (indices 0 to {size - 1}), and `{index}` is {size}")
+                    fallback.append(
+                        (edit, f"`{name}[{index}]` → `{name}[{index} - 1]`",
+                         f"`{name}` has {size} items (indices 0 to {size - 1}), and `{index}` is {size}")
+                    )
             elif isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, int):
                 value = resolve(node.value, namespace)
                 size = _size(value) if value is not MISSING else None
@@ -319,6 +322,8 @@ def index_error(failure: Failure) -> list[dict[str, Any]]:
                         edits.append(edit)
                         changes.append(f"`{name}[{size}]` → `{name}[{size - 1}]`")
                     facts.append(f"`{name}` has {size} items, so its last index is {size - 1} (or -1)")
+    if not edits and fallback:
+        edits, changes, facts = [fallback[0][0]], [fallback[0][1]], [fallback[0][2]]
     if not edits and not facts:
         return []
     text = "; ".join(dict.fromkeys(facts))
