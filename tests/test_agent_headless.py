@@ -435,7 +435,7 @@ def test_kernel_death_in_an_agent_cell_is_reported_and_not_rerun(
     tmp_path: Path, history: History, fake: FakeOllama
 ) -> None:
     nb = buggy(tmp_path)
-    deadly = "import os; os._exit(1)\n"
+    deadly = "import os\ntotal = 0\nos._exit(1)\n"  # keeps the cell's `total`, so it is a fix in form
     fake.reply = proposes(deadly)
     run = run_cli(nb, fake, "--agent", "auto", "--allow-errors")
     assert run.returncode == 1
@@ -528,7 +528,7 @@ def test_ctrl_c_during_an_agent_cell_interrupts_the_kernel(
     tmp_path: Path, history: History, fake: FakeOllama
 ) -> None:
     nb = buggy(tmp_path)
-    fake.reply = proposes("import time; time.sleep(60)\n")
+    fake.reply = proposes("import time\ntotal = sum(data)\ntime.sleep(60)\n")
     proc = subprocess.Popen(run_args(nb, "--agent", "auto"), env={**os.environ, "OLLAMA_HOST": fake.url},
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
