@@ -164,6 +164,9 @@ def test_ambiguous_or_unknown_gets_facts_but_no_fix(tmp_path: Path) -> None:
     # An exception the analyzer has no family for.
     hints, _ = fail("", "out = 1 / 0", tmp_path)
     assert hints == []
+    # A removed API is not a typo of a longer name: `.dt.week` is not `.dt.weekday` cut short.
+    hints, _ = fail("import pandas as pd\ns = pd.Series(pd.to_datetime(['2024-01-01']))", "out = s.dt.week", tmp_path)
+    assert hints[0]["kind"] == "attribute" and "fix" not in hints[0], hints
     # A shadowed built-in: a fact, not an edit.
     hints, _ = fail("sum = 5", "out = sum([1, 2])", tmp_path)
     assert "hides the built-in `sum()`" in hints[0]["text"] and "fix" not in hints[0]

@@ -25,6 +25,10 @@ LONGEST = 64
 slips costs the product of the lengths."""
 
 
+def _cut_short(word: str, name: str) -> bool:
+    return len(word) >= 4 and len(word) >= 0.6 * len(name) and name.lower().startswith(word.lower())
+
+
 def allowed_slips(word: str) -> int:
     return max(1, len(word) // 3) if 2 < len(word) <= LONGEST else 0
 
@@ -66,8 +70,9 @@ def close_matches(word: str, pool: Iterable[str], n: int = 3) -> list[str]:
     lower, squashed = word.lower(), _squash(word)
     exact = [nm for nm in names if nm.lower() == lower]
     loose = [nm for nm in names if nm not in exact and _squash(nm) == squashed]
-    # A word cut short (``ascend`` for ``ascending``): a prefix of four letters or more.
-    short = [nm for nm in names if len(word) >= 4 and nm not in exact + loose and nm.lower().startswith(lower)]
+    # A word cut short (``ascend`` for ``ascending``): most of the name, four letters or more.
+    # ``week`` is not ``weekday`` cut short: it is another thing (pandas removed ``.dt.week``).
+    short = [nm for nm in names if _cut_short(word, nm) and nm not in exact + loose]
     ranked = exact + loose + sorted(short, key=len)
     limit = allowed_slips(word)
     if limit:
@@ -90,8 +95,8 @@ def clear_winner(word: str, matches: list[str]) -> str | None:
     if _squash(best) == _squash(word):
         others = [m for m in matches[1:] if _squash(m) == _squash(word)]
         return None if others else best
-    if best.lower().startswith(word.lower()) and len(word) >= 4:
-        others = [m for m in matches[1:] if m.lower().startswith(word.lower())]
+    if _cut_short(word, best):
+        others = [m for m in matches[1:] if _cut_short(word, m)]
         return None if others else best
     if len(matches) == 1:
         return best
