@@ -187,6 +187,10 @@ class ChatWidget(anywidget.AnyWidget):
         if not text:
             raise Refused("Write a question first.", **about)
         feed.set_status("thinking")
+        # What the question names, summarised here on the kernel's main thread (where the
+        # summary's time box works), right before the question; not again for a resend.
+        if self._assistant.history.keyed(feed.notebook, f"chat:{message.client_id}") is None:
+            self._recorder.record_state(text)
         future = self._host.submit(self._turn(feed, text, message.client_id, role))  # type: ignore[arg-type]
         future.add_done_callback(lambda f: self._turn_done(feed, f))
 

@@ -214,11 +214,15 @@ def test_chat_streams_stores_and_replays(frontend: WidgetFrontend, fake: FakeOll
     users = events_of(history, notebook, "user_message")
     assert [(u["text"], u["source"], u["client_id"]) for u in users] == [("What does sorted do?", "widget", "client-1")]
     assert [a["seq"] for a in events_of(history, notebook, "assistant_message")] == [reply["seq"]]
+    # The kernel's state was taken on its main thread, right before the question.
+    [state] = events_of(history, notebook, "kernel_state")
+    assert state["seq"] == users[0]["seq"] - 1 and "note" not in state
 
     # A resend of the same chat (a view that lost its connection) is answered once.
     fe.send({"type": "chat", "text": "What does sorted do?", "client_id": "client-1"})
     fe.wait_for(lambda: fe.statuses().count("idle") >= 2, what="the resend to finish")
     assert len(events_of(history, notebook, "user_message")) == 1
+    assert len(events_of(history, notebook, "kernel_state")) == 1, "a resend takes no second state"
     assert len(fake.chat_requests()) == 1
 
     # A second view that has everything up to the question gets only what came after.
