@@ -268,7 +268,8 @@ def test_chat_widget_streams_a_reply_and_survives_a_reload(
     assert "ollama:tiny:1b · watcher" in reply.locator(".ambient-chat-meta").inner_text()
     assert widget.locator("img, b, a, script, iframe").count() == 0
     before = transcript(page)
-    assert [kind for _, kind, _ in before] == ["user_message", "assistant_message"]
+    # The kernel's state for the question comes right before it, as a card of its own.
+    assert [kind for _, kind, _ in before] == ["kernel_state", "user_message", "assistant_message"]
 
     # Reload: the saved output's view is restored from the kernel and replays from seq 0.
     # Ctrl+S from the chat's input box reaches JupyterLab (only plain keys stay in the box).
