@@ -27,6 +27,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+from pydantic import BaseModel
+
 from .actions import (
     ACTIONS,
     CODE_ACTIONS,
@@ -45,17 +47,15 @@ from .actions import (
 from .backends import Backend, BackendError, StreamInterruptedError, resolve_backend
 from .backends.base import Message
 from .code_check import line_diff, lost_purpose, parse_problem, same_code
+from .config import AmbientSettings
 from .context import Transcript
 from .events import (
-    ActionDecided,
-    ActionExecuted,
     ActionProposed,
     AssistantMessage,
     MessageSource,
     ModelError,
     UserMessage,
 )
-from .gate import Verdict, policy
 from .history import History
 
 __all__ = ["NO_EXPERT_HELP", "Assistant", "Role", "Turn"]
@@ -142,6 +142,37 @@ class Assistant:
         alone: one diagnosis per burst of errors.
     """
 
+    @classmethod
+    def from_settings(
+        cls,
+        history: History,
+        notebook: str,
+        settings: AmbientSettings,
+        *,
+        agent: str | None = None,
+        on_token: TokenCallback | None = None,
+        on_event: EventCallback | None = None,
+    ) -> Assistant:
+        """The assistant as every host builds it: models and manners from ``settings``.
+
+        One place, so that a setting (the expert above all) cannot be honoured by one
+        host and forgotten by another. ``agent`` overrides ``settings.agent`` where the
+        host already knows the notebook's own mode; ``on_token``/``on_event`` are the
+        host's hooks.
+        """
+        return cls(
+            history,
+            notebook,
+            settings.model,
+            expert=settings.expert or None,
+            agent=settings.agent if agent is None else agent,
+            quiet=settings.quiet,
+            cooldown=settings.cooldown,
+            max_reply_tokens=settings.max_reply_tokens,
+            on_token=on_token,
+            on_event=on_event,
+        )
+
     def __init__(
         self,
         history: History,
@@ -163,7 +194,10 @@ class Assistant:
             role: m if isinstance(m, Backend) else None for role, m in self._models.items()
         }
         self._transcripts: dict[Role, Transcript] = {}
+        self.default_agent = agent
+        """The agent mode until the notebook's history sets one."""
         self.agent = agent
+        """The mode as last read (for display); decisions read :meth:`current_mode`."""
         self.quiet = quiet
         self.cooldown = cooldown
         self.max_reply_tokens = max_reply_tokens
@@ -222,15 +256,24 @@ class Assistant:
         await _call(self.on_event, stored)
         return stored
 
+    async def record(self, event: BaseModel, dedup_key: str | None = None) -> dict[str, Any]:
+        """Store ``event`` in this notebook's history (``on_event`` sees it); returns what is stored."""
+        return await self._store(_store_dict(event), dedup_key)
+
     # -- public ---------------------------------------------------------------
 
     @property
     def streaming(self) -> bool:
         return self._reply_task is not None and not self._reply_task.done()
 
-    def allowed(self, actions: Sequence[str] = ACTIONS) -> tuple[str, ...]:
-        """``actions`` as the agent mode permits (``off``: only talk)."""
-        return ("explain",) if self.agent == "off" else tuple(actions)
+    async def current_mode(self) -> str:
+        """The notebook's agent mode in force now (``%ambient``, the sidebar, the widget set it)."""
+        self.agent = await asyncio.to_thread(self.history.agent_mode, self.notebook, self.default_agent)
+        return self.agent
+
+    async def allowed(self, actions: Sequence[str] = ACTIONS) -> tuple[str, ...]:
+        """``actions`` as the agent mode in force permits (``off``: only talk)."""
+        return ("explain",) if await self.current_mode() == "off" else tuple(actions)
 
     async def ask(
         self,
@@ -261,7 +304,7 @@ class Assistant:
             if earlier is not None:
                 return earlier
         return await self._run_turn(
-            stored["seq"], None, self.allowed(), role=role, on_token=on_token, once=bool(client_id)
+            stored["seq"], None, await self.allowed(), role=role, on_token=on_token, once=bool(client_id)
         )
 
     async def _earlier_turn(self, seq: int) -> Turn | None:
@@ -291,7 +334,7 @@ class Assistant:
         if not self.should_react(event):
             return None
         self._last_unprompted = time.monotonic()
-        return await self._failure_turn(event, self.allowed(actions))
+        return await self._failure_turn(event, await self.allowed(actions))
 
     async def fix(self, event: dict[str, Any], *, attempt: int = 1) -> Turn:
         """Propose a fix for a failed cell, as an edit of that cell (the headless ``--agent`` loop).
@@ -385,33 +428,6 @@ class Assistant:
             backend = await self.backend()
             transcript = await self.transcript()
             await backend.prefill(transcript.messages())
-
-    # -- decisions --------------------------------------------------------------
-
-    async def apply_policy(self, proposal: dict[str, Any], *, person_present: bool) -> Verdict:
-        """Record what the agent mode decides on its own; ``ask`` means a person must decide."""
-        verdict, reason = policy(self.agent, safe=bool(proposal.get("safe")), person_present=person_present)
-        if verdict != "ask":
-            await self.decide(proposal, "approved" if verdict == "approve" else "rejected", by="policy", reason=reason)
-        return verdict
-
-    async def decide(
-        self, proposal: dict[str, Any], decision: str, *, by: str = "user", reason: str | None = None
-    ) -> dict[str, Any]:
-        """Record a decision on ``proposal``, bound to the hash of its code (once per action)."""
-        event = ActionDecided(
-            action_id=proposal["action_id"],
-            decision=decision,  # type: ignore[arg-type]
-            by=by,  # type: ignore[arg-type]
-            sha256=proposal["sha256"],
-            reason=reason,
-        )
-        return await self._store(_store_dict(event), dedup_key=f"decide:{proposal['action_id']}")
-
-    async def executed(self, action_id: str, **fields: Any) -> dict[str, Any]:
-        """Record that an approved action ran (``cell_event_seq``, ``ok``, ``result``, ``error``)."""
-        event = ActionExecuted(action_id=action_id, **fields)
-        return await self._store(_store_dict(event), dedup_key=f"executed:{action_id}")
 
     # -- the turn ---------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from .gate import AGENT_MODES
 from .history import History, HistoryError
-from .kernel.recorder import notebook_agent
+from .tail import Tail
 
 __all__ = ["Feed", "View", "for_view", "join", "leave"]
 
@@ -61,14 +61,12 @@ class Feed:
         self.notebook = notebook
         self.lock = threading.Lock()
         self.widgets: list[View] = []
-        self.sent_seq = self.history.last_seq(notebook)
+        self.tail = Tail(self.history, notebook, PAGE)
         # Later settings_changed events are observed again as they are pumped: the last one wins.
-        self.mode, _ = notebook_agent(self.history, notebook, default_mode)
+        self.mode = self.history.agent_mode(notebook, default_mode)
         self.status = "idle"
         self.awaiting_run: set[str] = set()
         """Actions approved by the mode whose run this kernel handed to a view."""
-        self.claimed: set[str] = set()
-        """Actions this kernel has started running (each runs once)."""
         self._wake = threading.Event()
         self._stopped = False
         self._thread = threading.Thread(target=self._poll, name="ambient-chat", daemon=True)
@@ -98,32 +96,23 @@ class Feed:
         self._wake.set()
 
     def pump(self) -> None:
-        """Send every event after :attr:`sent_seq` to every widget, in order."""
+        """Send every event after the live position to every widget, in order."""
         with self.lock:
-            while True:
-                page = self.history.read(self.notebook, self.sent_seq, limit=PAGE)
-                if not page:
-                    return
-                self.sent_seq = int(page[-1]["seq"])
+            while page := self.tail.live():
                 for event in page:
                     self._observe(event)
                 self.broadcast({"type": "events", "events": [for_view(e) for e in page]})
                 for widget in list(self.widgets):
                     if widget.mode != self.mode:
                         widget.mode = self.mode
-                if len(page) < PAGE:
+                if not self.tail.more(page):
                     return
 
     def replay(self, widget: View, view: str, after_seq: int) -> None:
-        """Send one view what it lacks, up to where the live stream is; it goes live after."""
+        """Send one view what it lacks, up to the live position; it goes live after."""
         with self.lock:
-            # A view that has more than we do saw another history file: start it over.
-            reset = after_seq > self.sent_seq
-            after = 0 if reset else after_seq
-            while after < self.sent_seq:
-                page = [e for e in self.history.read(self.notebook, after, limit=PAGE) if e["seq"] <= self.sent_seq]
-                if not page:
-                    break
+            after, reset = self.tail.start(after_seq)
+            while page := self.tail.backlog(after):
                 after = int(page[-1]["seq"])
                 widget.send({"type": "replay", "view": view, "events": [for_view(e) for e in page], "done": False})
             widget.send({"type": "replay", "view": view, "events": [], "done": True, "reset": reset})

@@ -51,6 +51,11 @@ A fix that runs cleanly makes the failing cell count as fixed, and the run goes 
 Agent cells carry their provenance in cell metadata ("ambient"); approvals are
 recorded in the history only, never read from the notebook.
 
+settings: --model, --expert, --agent and --quiet default to $AMBIENT_MODEL,
+$AMBIENT_EXPERT, $AMBIENT_AGENT and $AMBIENT_QUIET; $AMBIENT_COOLDOWN,
+$AMBIENT_MAX_REPLY_TOKENS and $AMBIENT_OUTPUT_LIMIT apply as well. The notebook's
+kernel gets the same settings (for %%ask).
+
 exit status: 0 if no unfixed cell error remains (cells tagged raises-exception do
 not count), 1 otherwise, 130 if stopped with Ctrl-C, 2 if the notebook is missing.
 """
@@ -66,15 +71,28 @@ def _add_run(sub: Any) -> None:
     )
     p.add_argument("notebook", help="the .ipynb to run")
     p.add_argument("-o", "--output", help="where to write the executed notebook (default: NAME.run.ipynb)")
-    p.add_argument("--model", default=None, help="model spec (default: $AMBIENT_MODEL or auto)")
+    p.add_argument(
+        "--model", default=None, metavar="SPEC", help="the watcher's model (default: $AMBIENT_MODEL or auto)"
+    )
+    p.add_argument(
+        "--expert",
+        default=None,
+        metavar="SPEC",
+        help="the expert's model, e.g. openai:gpt-4o-mini; it takes the turn when the watcher's action is "
+        "invalid twice ('' for none; default: $AMBIENT_EXPERT, else none)",
+    )
     p.add_argument(
         "--agent",
         choices=["off", "ask", "auto"],
-        default="ask",
-        help="what the agent may do when a cell fails (default: ask; see below)",
+        default=None,
+        help="what the agent may do when a cell fails (default: $AMBIENT_AGENT or ask; see below)",
     )
+    # None when absent, so that $AMBIENT_QUIET decides.
     p.add_argument(
-        "--quiet", action="store_true", help="do not consult the model on failures: no diagnosis and no fixes"
+        "--quiet",
+        action="store_true",
+        default=None,
+        help="do not consult the model on failures: no diagnosis and no fixes (default: $AMBIENT_QUIET)",
     )
     p.add_argument("--allow-errors", action="store_true", help="keep running after a cell that fails and is not fixed")
     p.add_argument(
@@ -117,18 +135,20 @@ def _add_history(sub: Any) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     import os
 
+    from .config import AmbientSettings
     from .runner import run_notebook
 
     if not os.path.isfile(args.notebook):
         print(f"ambient-jupyter: no notebook at {args.notebook}", file=sys.stderr)
         return 2
-    model = args.model or os.environ.get("AMBIENT_MODEL", "").strip() or "auto"
+    # The flags are these traits; a flag not given leaves the trait to the environment.
+    # (An empty --model means the same as none; an empty --expert turns the expert off.)
+    flags = {"model": args.model or None, "expert": args.expert, "agent": args.agent, "quiet": args.quiet}
+    settings = AmbientSettings(**{name: value for name, value in flags.items() if value is not None})
     result = run_notebook(
         args.notebook,
         args.output,
-        model=model,
-        agent=args.agent,
-        quiet=args.quiet,
+        settings=settings,
         allow_errors=args.allow_errors,
         timeout=args.timeout,
         kernel_name=args.kernel,
@@ -209,15 +229,9 @@ def _cmd_history(args: argparse.Namespace) -> int:
                 print(f"ambient-jupyter: the history at {history.path} is empty", file=sys.stderr)
                 return 0
             notebook = known[0][0]
-        after = args.after
-        while True:
-            page = history.read(notebook, after, limit=1000)
-            if not page:
-                break
-            for event in page:
-                # Readable lines show the person's text: no control characters reach the terminal.
-                print(json.dumps(event, ensure_ascii=False) if args.json else printable(_format(event)))
-            after = page[-1]["seq"]
+        for event in history.iter_events(notebook, args.after):
+            # Readable lines show the person's text: no control characters reach the terminal.
+            print(json.dumps(event, ensure_ascii=False) if args.json else printable(_format(event)))
     return 0
 
 

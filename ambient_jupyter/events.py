@@ -186,8 +186,13 @@ class ActionDecided(_EventBase):
     by: Literal["user", "policy"] = "user"
     sha256: str | None = None
     """The code hash this decision was made for (an approval is valid only for it)."""
+    rule: Literal["user", "auto", "safe_plugin", "no_person", "off", "failed_before"] | None = None
+    """What decided, for programs: a person (``user``), the ``auto`` mode, a plugin
+    action declared safe, ``ask`` mode with no person to ask, the ``off`` mode, or
+    the runner refusing code that already failed in this run (None only in
+    histories written before the rule was recorded)."""
     reason: str | None = None
-    """Why a policy decided (``auto`` mode, a safe plugin action, no one to ask...)."""
+    """Why, in words, for people; programs read ``rule``."""
 
 
 class ActionExecuted(_EventBase):
@@ -225,7 +230,7 @@ class SettingsChanged(_EventBase):
 
     kind: Literal["settings_changed"] = "settings_changed"
     agent: Literal["off", "ask", "auto"]
-    by: Literal["sidebar", "magic", "widget"] = "sidebar"
+    by: Literal["sidebar", "magic", "widget", "runner"] = "sidebar"
 
 
 Event = Annotated[

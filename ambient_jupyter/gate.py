@@ -1,50 +1,94 @@
 """The approval gate: who may run what the agent proposes.
 
-Two halves, used by every host:
+Two halves, used by the act engine (:mod:`ambient_jupyter.act`) in every host:
 
-* :func:`policy` says what the notebook's mode decides on its own: ``auto``
-  approves; ``ask`` approves only plugin actions declared safe, and otherwise waits
-  for a person (or, with no person to ask, rejects); ``off`` rejects.
-* :func:`approval` is checked by whoever is about to run the code, right before it
-  runs: the runner before it executes a cell, the kernel before it calls a plugin,
-  the server before it hands a cell to a tab. It reads the proposal and the
+* :func:`policy` says what the notebook's mode decides on its own, and by which
+  :data:`Rule`: ``auto`` approves; ``ask`` approves only plugin actions declared
+  safe, and otherwise waits for a person (or, with no person to ask, rejects);
+  ``off`` rejects.
+* :func:`approval` is checked right before code runs. It reads the proposal and the
   decision **from the history only** (never from a notebook file, so a shared
-  notebook cannot carry a pre-approval), and accepts only an approval recorded for
-  the sha256 of exactly the code that is about to run.
+  notebook cannot carry a pre-approval), accepts only an approval recorded for the
+  sha256 of exactly the code that is about to run, and judges it by the agent mode
+  in force *now*: under ``off`` nothing runs, and an approval the ``auto`` mode gave
+  lapses once the mode is no longer ``auto``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from .actions import code_sha256
 
-__all__ = ["AGENT_MODES", "Approval", "NotApproved", "Verdict", "approval", "find_action", "policy"]
+__all__ = [
+    "AGENT_MODES",
+    "Approval",
+    "NotApproved",
+    "Policy",
+    "Rule",
+    "Verdict",
+    "approval",
+    "find_action",
+    "policy",
+    "rule_of",
+]
 
 AGENT_MODES = ("off", "ask", "auto")
 Verdict = Literal["approve", "ask", "reject"]
+Rule = Literal["user", "auto", "safe_plugin", "no_person", "off", "failed_before"]
+"""What decided: a person, or which part of the policy."""
 
 
 class _Reader(Protocol):
-    def read(self, notebook: str, after: int = 0, *, limit: int | None = None) -> list[dict[str, Any]]: ...
+    def find_action(self, notebook: str, action_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]: ...
 
 
 class NotApproved(PermissionError):
     """The code may not run; the message says why."""
 
 
-def policy(mode: str, *, safe: bool, person_present: bool) -> tuple[Verdict, str]:
-    """What the agent mode decides without asking anyone, and why."""
+class Policy(NamedTuple):
+    verdict: Verdict
+    reason: str
+    """For people; empty when a person must decide."""
+    rule: Rule | None
+    """None when a person must decide."""
+
+
+_REASONS: dict[Rule, str] = {
+    "auto": "agent mode is auto",
+    "safe_plugin": "a plugin action that changes only its widget",
+    "no_person": "agent mode is ask and there is no one to ask",
+    "off": "agent mode is off",
+}
+
+
+def policy(mode: str, *, safe: bool, person_present: bool) -> Policy:
+    """What the agent mode decides without asking anyone, by which rule, and why."""
     if mode == "auto":
-        return "approve", "agent mode is auto"
+        return Policy("approve", _REASONS["auto"], "auto")
     if mode == "ask":
         if safe:
-            return "approve", "a plugin action that changes only its widget"
+            return Policy("approve", _REASONS["safe_plugin"], "safe_plugin")
         if person_present:
-            return "ask", ""
-        return "reject", "agent mode is ask and there is no one to ask"
-    return "reject", "agent mode is off"
+            return Policy("ask", "", None)
+        return Policy("reject", _REASONS["no_person"], "no_person")
+    return Policy("reject", _REASONS["off"], "off")
+
+
+def rule_of(decision: dict[str, Any]) -> Rule:
+    """The rule of a recorded decision; older histories have only ``by`` and the reason."""
+    rule = decision.get("rule")
+    if rule in ("user", "auto", "safe_plugin", "no_person", "off", "failed_before"):
+        return rule  # type: ignore[no-any-return]
+    if decision.get("by") != "policy":
+        return "user"
+    for known, reason in _REASONS.items():
+        if decision.get("reason") == reason:
+            return known
+    # An unknown policy decision: treated as the strictest kind of automatic approval.
+    return "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,35 +106,26 @@ class Approval:
     def code(self) -> str:
         return str(self.proposal["code"])
 
+    @property
+    def rule(self) -> Rule:
+        return rule_of(self.decision)
+
 
 _PAGE = 1000
 
 
 def find_action(history: _Reader, notebook: str, action_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The proposal with ``action_id`` and every event that refers to it, from the history."""
-    proposal: dict[str, Any] | None = None
-    related: list[dict[str, Any]] = []
-    after = 0
-    while True:
-        page = history.read(notebook, after, limit=_PAGE)
-        for event in page:
-            if event.get("action_id") != action_id:
-                continue
-            if event.get("kind") == "action_proposed" and proposal is None:
-                proposal = event
-            else:
-                related.append(event)
-        if len(page) < _PAGE:
-            return proposal, related
-        after = int(page[-1]["seq"])
+    return history.find_action(notebook, action_id)
 
 
-def approval(history: _Reader, notebook: str, action_id: str, code: str | None = None) -> Approval:
+def approval(history: _Reader, notebook: str, action_id: str, code: str | None = None, *, mode: str) -> Approval:
     """The recorded approval of ``action_id``, valid for ``code`` (default: the proposed code).
 
-    Raises :class:`NotApproved` unless the history holds the proposal, exactly one
-    decision, an approval, bound to the sha256 of the code, and no execution yet
-    (an approval is good for one run).
+    ``mode`` is the notebook's agent mode in force now. Raises :class:`NotApproved`
+    unless the history holds the proposal, exactly one decision, an approval, bound
+    to the sha256 of the code, and no execution yet (an approval is good for one
+    run), and the mode still allows it.
     """
     proposal, related = find_action(history, notebook, action_id)
     if proposal is None:
@@ -116,4 +151,14 @@ def approval(history: _Reader, notebook: str, action_id: str, code: str | None =
     if any(e.get("kind") == "action_executed" for e in related):
         msg = f"action {action_id} has already run; an approval is good for one run"
         raise NotApproved(msg)
-    return Approval(proposal, decision)
+    granted = Approval(proposal, decision)
+    if mode not in ("ask", "auto"):
+        msg = f"action {action_id}: the agent mode is now {mode}, so nothing the agent proposed runs"
+        raise NotApproved(msg)
+    if granted.rule == "auto" and mode != "auto":
+        msg = (
+            f"action {action_id} was approved only because the agent mode was auto; it is now {mode}, "
+            "so it does not run on its own. Ask again to get a new proposal to approve."
+        )
+        raise NotApproved(msg)
+    return granted

@@ -6,8 +6,9 @@ and an approved fix runs as a new cell right after the failing one, with its
 provenance in the cell's metadata. If it runs cleanly the failing cell counts as
 fixed; if it fails, the agent may try again, within a bound per cell and per run.
 
-Nothing runs without :func:`~ambient_jupyter.gate.approval`, checked right before
-the cell runs, and only the proposed code (whose hash was approved) is run. A fix
+Decisions and runs go through the act engine (:mod:`ambient_jupyter.act`): nothing
+runs without an approval checked right before the cell runs, under the agent mode
+in force then, and only the proposed code (whose hash was approved) is run. A fix
 that timed out, was interrupted or took the kernel with it is reported and never
 run again on our own.
 """
@@ -21,9 +22,10 @@ from typing import Any, Protocol
 
 import nbformat
 
+from .act import ActEngine, Ran
 from .assistant import Assistant
 from .cell_driver import CellDriver, CellOutcome, wait_for_cell_event
-from .gate import Approval, NotApproved, approval, policy
+from .gate import Approval
 
 __all__ = ["FixLimits", "FixResult", "HeadlessAgent"]
 
@@ -109,6 +111,7 @@ class HeadlessAgent:
         stopped: Callable[[], bool],
     ) -> None:
         self.assistant = assistant
+        self.acts = ActEngine(assistant)
         self.history = assistant.history
         self.notebook = assistant.notebook
         self.driver = driver
@@ -150,7 +153,7 @@ class HeadlessAgent:
             proposal = turn.proposal
             if self.stopped():
                 if proposal is not None:  # proposed just before Ctrl-C: settle it, so it never runs later
-                    await self.assistant.decide(proposal, "rejected", by="user", reason="the run was stopped")
+                    await self.acts.record(proposal, "rejected", rule="user", reason="the run was stopped")
                 break
             if proposal is None:
                 say(f"the agent proposed no fix (its reply is {turn.state}); {label} stays failed")
@@ -158,15 +161,34 @@ class HeadlessAgent:
             say(f"the agent proposes a fix for {label} (action {_short(proposal['action_id'])})")
             if proposal["sha256"] in self.failed_code:
                 reason = "the same code already failed in this run"
-                await self.assistant.decide(proposal, "rejected", by="policy", reason=reason)
+                await self.acts.record(proposal, "rejected", rule="failed_before", reason=reason)
                 say(f"rejected: {reason}; nothing runs")
                 break
-            if not await self._decide(proposal, label) or self.stopped():
+            ran: list[tuple[CellOutcome, dict[str, Any] | None]] = []
+
+            async def run(
+                granted: Approval, at: int = position + 1, ran: list[tuple[CellOutcome, dict[str, Any] | None]] = ran
+            ) -> Ran | None:
+                if self.stopped():
+                    return Ran(ok=False, error="the run was stopped before the fix ran")
+                outcome, fix_event, done = await self._run(granted, at, label)
+                ran.append((outcome, fix_event))
+                return done
+
+            ask = (lambda p: self._ask(p, label)) if self.person_present else None
+            acted = await self.acts.act(proposal, run, ask=ask)
+            if acted.state == "rejected":
+                if acted.rule == "user":
+                    say("rejected; nothing runs")
+                else:
+                    say(f"rejected by policy ({acted.reason}); nothing the agent proposes runs")
                 break
-            ran = await self._run(proposal, position + 1)
-            if ran is None:
+            if acted.state == "refused":
+                say(f"not run: {acted.reason}")
                 break
-            outcome, fix_event = ran
+            if not ran:
+                break
+            outcome, fix_event = ran[0]
             result.inserted += 1
             position += 1
             if outcome.status == "ok":
@@ -184,26 +206,9 @@ class HeadlessAgent:
                 self.console.hints(fix_event)
         return result
 
-    async def _decide(self, proposal: dict[str, Any], label: str) -> bool:
-        """Record the decision on ``proposal``: by policy, or by the person at the terminal."""
-        verdict = await self.assistant.apply_policy(proposal, person_present=self.person_present)
-        if verdict != "ask":
-            safe = bool(proposal.get("safe"))
-            _, reason = policy(self.assistant.agent, safe=safe, person_present=self.person_present)
-            if verdict == "approve":
-                self.console.say(f"approved by policy ({reason})")
-                self.console.show(self._header(proposal, label), str(proposal["code"]), proposal.get("diff"))
-                return True
-            self.console.say(f"rejected by policy ({reason}); nothing the agent proposes runs")
-            return False
-        header = self._header(proposal, label)
-        answer = await self.console.confirm(header, str(proposal["code"]), proposal.get("diff"))
-        if answer is None:
-            await self.assistant.decide(proposal, "rejected", by="user", reason="the run was stopped")
-            return False
-        await self.assistant.decide(proposal, "approved" if answer else "rejected", by="user")
-        self.console.say("approved; running it" if answer else "rejected; nothing runs")
-        return answer
+    async def _ask(self, proposal: dict[str, Any], label: str) -> bool | None:
+        """The person at the terminal decides."""
+        return await self.console.confirm(self._header(proposal, label), str(proposal["code"]), proposal.get("diff"))
 
     @staticmethod
     def _header(proposal: dict[str, Any], label: str) -> str:
@@ -212,19 +217,16 @@ class HeadlessAgent:
         return f"{who} proposes this fix of {label}, to run as a new cell below it (action {action}):"
 
     async def _run(
-        self, proposal: dict[str, Any], position: int
-    ) -> tuple[CellOutcome, dict[str, Any] | None] | None:
-        """Insert and run an approved fix at ``position``: how it ended, and its recorded event.
-
-        None if the gate refuses it.
-        """
-        action_id = str(proposal["action_id"])
-        try:
-            approved = await asyncio.to_thread(approval, self.history, self.notebook, action_id)
-        except NotApproved as exc:
-            self.console.say(f"not run: {exc}")
-            return None
-        # Only the approved proposal's code runs: approval() checked its sha256 just now.
+        self, approved: Approval, position: int, label: str
+    ) -> tuple[CellOutcome, dict[str, Any] | None, Ran]:
+        """Insert and run an approved fix at ``position``: how it ended, its recorded event, and the outcome."""
+        proposal = approved.proposal
+        if approved.rule == "user":
+            self.console.say("approved; running it")
+        else:
+            self.console.say(f"approved by policy ({approved.decision.get('reason')})")
+            self.console.show(self._header(proposal, label), approved.code, proposal.get("diff"))
+        # Only the approved proposal's code runs: the engine checked its sha256 just now.
         cell = nbformat.v4.new_code_cell(approved.code, metadata={"ambient": _provenance(approved)})
         self.driver.insert(position, cell)
         self.console.cell_added()
@@ -234,13 +236,11 @@ class HeadlessAgent:
         event = None
         if outcome.replied:
             event = await wait_for_cell_event(self.history, self.notebook, outcome.execution_count, before)
-        error, message = self._describe(outcome, action_id)
-        await self.assistant.executed(
-            action_id, cell_event_seq=event["seq"] if event else None, ok=outcome.status == "ok", error=error
-        )
+        error, message = self._describe(outcome, approved.action_id)
         if message:
             self.console.say(message)
-        return outcome, event
+        done = Ran(ok=outcome.status == "ok", cell_event_seq=event["seq"] if event else None, error=error)
+        return outcome, event, done
 
     def _describe(self, outcome: CellOutcome, action_id: str) -> tuple[str | None, str]:
         """The ``error`` stored with the execution, and what to tell the person."""

@@ -14,6 +14,10 @@ Design notes
   the path still names the very file it found unusable (otherwise another process
   already did, and it opens the fresh one). Opening takes the same lock shared, so
   no process opens the path half-way through a move.
+* Lookups by action and "the latest event of a kind" go through indexes (schema v2),
+  so approving an action or reading the agent mode costs the same in a notebook of
+  100,000 events as in one of 100. A v1 file is upgraded in place when opened, under
+  SQLite's write lock, so several processes opening it at once upgrade it once.
 * This module deliberately imports only the standard library: it is imported by the
   kernel extension and by the crash-test child processes, where start-up time counts.
 """
@@ -29,7 +33,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +42,27 @@ try:
 except ImportError:  # pragma: no cover (Windows: no flock; moving aside still tolerates races)
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["SCHEMA_VERSION", "History", "HistoryError", "default_path", "normalize_notebook"]
+__all__ = ["AGENT_MODES", "SCHEMA_VERSION", "History", "HistoryError", "default_path", "normalize_notebook"]
 
 log = logging.getLogger("ambient_jupyter.history")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA = """
+AGENT_MODES = ("off", "ask", "auto")
+"""The values of a ``settings_changed`` event's ``agent`` (the same as ``gate.AGENT_MODES``,
+repeated because this module imports only the standard library)."""
+
+# Added in v2. Index entries of a WITHOUT ROWID table end with its primary key, so
+# both come out in seq order per notebook with no sort.
+_INDEXES_V2 = """
+CREATE INDEX IF NOT EXISTS events_action
+    ON events (notebook_id, action_id) WHERE action_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_kind
+    ON events (notebook_id, kind, seq);
+"""
+
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS notebooks (
     id INTEGER PRIMARY KEY,
     path TEXT NOT NULL UNIQUE,
@@ -57,10 +75,56 @@ CREATE TABLE IF NOT EXISTS events (
     kind TEXT NOT NULL,
     dedup_key TEXT,
     body TEXT NOT NULL,
+    action_id TEXT,
     PRIMARY KEY (notebook_id, seq)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS events_dedup
     ON events (notebook_id, dedup_key) WHERE dedup_key IS NOT NULL;
+"""
+    + _INDEXES_V2
+)
+
+# A v1 file gets the column, its values and the indexes; nothing else changes.
+_MIGRATE_V1 = (
+    """
+ALTER TABLE events ADD COLUMN action_id TEXT;
+"""
+    + _INDEXES_V2
+)
+
+# The same rule as ``_action_id`` below: only a string ``action_id`` is indexed. A body
+# that is not valid JSON (there should be none) is skipped rather than failing the upgrade.
+_BACKFILL_SQL = """
+UPDATE events SET action_id = json_extract(body, '$.action_id')
+WHERE json_valid(body) AND json_type(body, '$.action_id') = 'text'
+"""
+# A process still running v1 code (a kernel started before the upgrade) keeps
+# appending without the column; this fills it in for those rows, so no decision or
+# outcome it records is missed by a lookup. Rows this version writes already have it
+# (or have no string action_id), so for them the trigger stops at its WHEN clause.
+_FILL_TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS events_action_id_fill AFTER INSERT ON events
+WHEN NEW.action_id IS NULL AND instr(NEW.body, '"action_id":"') > 0
+BEGIN
+    UPDATE events SET action_id = json_extract(NEW.body, '$.action_id')
+    WHERE notebook_id = NEW.notebook_id AND seq = NEW.seq
+        AND json_valid(NEW.body) AND json_type(NEW.body, '$.action_id') = 'text';
+END
+"""
+_BACKFILL_PY = "UPDATE events SET action_id = ambient_action_id(body) WHERE instr(body, '\"action_id\"') > 0"
+
+# INDEXED BY: without ANALYZE statistics SQLite prefers the primary key here (it
+# already yields seq order), which walks every event of the notebook.
+_FIND_ACTION = "SELECT body FROM events INDEXED BY events_action WHERE notebook_id = ? AND action_id = ? ORDER BY seq"
+_LATEST_OF_KIND = "SELECT body FROM events INDEXED BY events_kind WHERE notebook_id = ? AND kind = ? ORDER BY seq DESC"
+_UNDECIDED = """
+SELECT p.body FROM events p INDEXED BY events_kind
+WHERE p.notebook_id = ? AND p.kind = 'action_proposed' AND p.action_id IS NOT NULL
+AND NOT EXISTS (
+    SELECT 1 FROM events d INDEXED BY events_action
+    WHERE d.notebook_id = p.notebook_id AND d.action_id = p.action_id AND d.kind = 'action_decided'
+)
+ORDER BY p.seq
 """
 
 # SQLite primary result codes that mean "this file is not a healthy database".
@@ -124,6 +188,47 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+def _action_id(record: dict[str, Any]) -> str | None:
+    """What the ``action_id`` column holds for an event: its ``action_id`` when that is a string."""
+    value = record.get("action_id")
+    return value if isinstance(value, str) else None
+
+
+def _action_id_of_body(body: str) -> str | None:
+    try:
+        record = json.loads(body)
+    except ValueError:
+        return None
+    return _action_id(record) if isinstance(record, dict) else None
+
+
+def _has_sql_json(conn: sqlite3.Connection) -> bool:
+    """Whether this SQLite has the JSON functions (built in since 3.38, an option before)."""
+    try:
+        conn.execute("SELECT json_type('{}', '$.x')").fetchone()
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
+def _backfill_action_ids(conn: sqlite3.Connection, *, sql_json: bool) -> None:
+    """Fill the ``action_id`` column from the stored bodies (inside the caller's transaction)."""
+    if sql_json:
+        conn.execute(_BACKFILL_SQL)
+        return
+    # Without SQLite's JSON functions, Python reads the bodies; only rows that mention
+    # the key at all are decoded (``_dumps`` writes keys quoted, with no space).
+    conn.create_function("ambient_action_id", 1, _action_id_of_body, deterministic=True)
+    try:
+        conn.execute(_BACKFILL_PY)
+    finally:
+        conn.create_function("ambient_action_id", 1, None)
+
+
+def _statements(script: str) -> list[str]:
+    return [s for s in script.split(";") if s.strip()]
+
+
 class History:
     """A handle on the history file, safe to share between threads of one process.
 
@@ -148,9 +253,7 @@ class History:
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so nothing is implicit.
-        conn = sqlite3.connect(
-            self.path, timeout=self._busy_ms / 1000, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000, isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -166,22 +269,58 @@ class History:
                 if check != "ok":
                     msg = f"integrity check failed: {check}"
                     raise _Unusable(msg)
-            else:
-                # Two processes may create the schema at once: the write lock orders
-                # them and IF NOT EXISTS makes the second a no-op.
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in filter(str.strip, _SCHEMA.split(";")):
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
+            if version < SCHEMA_VERSION:
+                self._prepare_schema(conn)
             return conn
         except BaseException:
             conn.close()
             raise
+
+    def _prepare_schema(self, conn: sqlite3.Connection) -> None:
+        """Create the schema in a new file, or upgrade an older one in place.
+
+        Several processes may open the same new or old file at once. The write lock
+        orders them, and each reads the version again once it holds the lock: the
+        first does the work, the others find it done.
+        """
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                msg = f"schema version {version} is newer than this ambient-jupyter ({SCHEMA_VERSION})"
+                raise _Unusable(msg)
+            sql_json = _has_sql_json(conn)
+            if version == 0:
+                for statement in _statements(_SCHEMA):
+                    conn.execute(statement)
+            elif version == 1:
+                self._upgrade_from_v1(conn, sql_json=sql_json)
+            if sql_json:
+                conn.execute(_FILL_TRIGGER)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _upgrade_from_v1(self, conn: sqlite3.Connection, *, sql_json: bool) -> None:
+        started = time.monotonic()
+        for statement in _statements(_MIGRATE_V1):
+            conn.execute(statement)
+        _backfill_action_ids(conn, sql_json=sql_json)
+        if not sql_json:
+            log.warning(
+                "This SQLite has no JSON functions: events that processes still running an older "
+                "ambient-jupyter append to %s will not be found by action until they restart.",
+                self.path,
+            )
+        log.info(
+            "Upgraded the history %s from schema 1 to %d in %.1f s.",
+            self.path,
+            SCHEMA_VERSION,
+            time.monotonic() - started,
+        )
 
     def _connect_retrying(self) -> sqlite3.Connection:
         """``_connect``, retried while another process holds a lock.
@@ -341,9 +480,7 @@ class History:
 
     # -- writing --------------------------------------------------------------
 
-    def append(
-        self, notebook: str, event: dict[str, Any], *, dedup_key: str | None = None
-    ) -> dict[str, Any]:
+    def append(self, notebook: str, event: dict[str, Any], *, dedup_key: str | None = None) -> dict[str, Any]:
         """Append one event and return it with ``seq`` and ``notebook`` set.
 
         Returns only after the transaction has committed (``synchronous=FULL``). When
@@ -352,9 +489,7 @@ class History:
         """
         return self.append_many(notebook, [(event, dedup_key)])[0]
 
-    def append_many(
-        self, notebook: str, items: Sequence[tuple[dict[str, Any], str | None]]
-    ) -> list[dict[str, Any]]:
+    def append_many(self, notebook: str, items: Sequence[tuple[dict[str, Any], str | None]]) -> list[dict[str, Any]]:
         """Append several events in one transaction (one disk sync for the batch)."""
         nb = normalize_notebook(notebook)
         with self._lock:
@@ -366,9 +501,7 @@ class History:
                 self._recover(exc)
                 return self._append_locked(nb, items)
 
-    def _append_locked(
-        self, nb: str, items: Sequence[tuple[dict[str, Any], str | None]]
-    ) -> list[dict[str, Any]]:
+    def _append_locked(self, nb: str, items: Sequence[tuple[dict[str, Any], str | None]]) -> list[dict[str, Any]]:
         conn = self.conn
         # One timestamp per transaction: its events are committed together, and this
         # runs on the kernel's writer thread, where every microsecond is the user's.
@@ -377,14 +510,12 @@ class History:
         try:
             row = conn.execute("SELECT id, last_seq FROM notebooks WHERE path = ?", (nb,)).fetchone()
             if row is None:
-                cur = conn.execute(
-                    "INSERT INTO notebooks (path, last_seq, updated_at) VALUES (?, 0, ?)", (nb, now)
-                )
+                cur = conn.execute("INSERT INTO notebooks (path, last_seq, updated_at) VALUES (?, 0, ?)", (nb, now))
                 nb_id, seq = cur.lastrowid, 0
             else:
                 nb_id, seq = row
             stored: list[dict[str, Any]] = []
-            rows: list[tuple[int | None, int, str, str | None, str]] = []
+            rows: list[tuple[int | None, int, str, str | None, str, str | None]] = []
             keyed: dict[str, dict[str, Any]] = {}  # dedup keys first used in this batch
             for event, dedup_key in items:
                 if dedup_key is not None:
@@ -401,12 +532,13 @@ class History:
                 seq += 1
                 record = {**event, "seq": seq, "notebook": nb}
                 record.setdefault("at", now)
-                rows.append((nb_id, seq, str(record.get("kind", "")), dedup_key, _dumps(record)))
+                rows.append((nb_id, seq, str(record.get("kind", "")), dedup_key, _dumps(record), _action_id(record)))
                 if dedup_key is not None:
                     keyed[dedup_key] = record
                 stored.append(record)
             conn.executemany(
-                "INSERT INTO events (notebook_id, seq, kind, dedup_key, body) VALUES (?, ?, ?, ?, ?)", rows
+                "INSERT INTO events (notebook_id, seq, kind, dedup_key, body, action_id) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
             )
             conn.execute("UPDATE notebooks SET last_seq = ?, updated_at = ? WHERE id = ?", (seq, now, nb_id))
             conn.execute("COMMIT")
@@ -418,9 +550,7 @@ class History:
 
     # -- reading --------------------------------------------------------------
 
-    def read(
-        self, notebook: str, after: int = 0, *, limit: int | None = None
-    ) -> list[dict[str, Any]]:
+    def read(self, notebook: str, after: int = 0, *, limit: int | None = None) -> list[dict[str, Any]]:
         """Events of ``notebook`` with ``seq > after``, oldest first."""
         nb = normalize_notebook(notebook)
         sql = (
@@ -434,6 +564,80 @@ class History:
         with self._lock:
             rows = self.conn.execute(sql, params).fetchall()
         return [json.loads(body) for (body,) in rows]
+
+    def iter_events(self, notebook: str, after: int = 0, *, page: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every event of ``notebook`` after ``after``, oldest first, read ``page`` at a time.
+
+        A long history is never held whole in memory, and the lock is held only while
+        a page is read, so appends go on while a caller works through the events.
+        """
+        if page < 1:
+            msg = "page must be at least 1"
+            raise ValueError(msg)
+        while True:
+            events = self.read(notebook, after, limit=page)
+            yield from events
+            if len(events) < page:
+                return
+            after = int(events[-1]["seq"])
+
+    def find_action(self, notebook: str, action_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The ``action_proposed`` event of ``action_id``, and every other event that names it.
+
+        The proposal is the first ``action_proposed`` with that id (None if there is
+        none); the other events (decisions, outcomes, any later proposal with the
+        same id) come in seq order. One indexed lookup: its cost does not grow with
+        the notebook.
+        """
+        nb = normalize_notebook(notebook)
+        with self._lock:
+            nb_id = self._notebook_id(nb)
+            rows = [] if nb_id is None else self.conn.execute(_FIND_ACTION, (nb_id, action_id)).fetchall()
+        proposal: dict[str, Any] | None = None
+        related: list[dict[str, Any]] = []
+        for (body,) in rows:
+            event = json.loads(body)
+            if proposal is None and event.get("kind") == "action_proposed":
+                proposal = event
+            else:
+                related.append(event)
+        return proposal, related
+
+    def agent_mode(self, notebook: str, default: str) -> str:
+        """The ``agent`` of the latest ``settings_changed`` event that sets a valid mode, else ``default``.
+
+        Walks the notebook's settings changes newest first through an index, and stops
+        at the first one whose ``agent`` is one of :data:`AGENT_MODES`.
+        """
+        nb = normalize_notebook(notebook)
+        with self._lock:
+            nb_id = self._notebook_id(nb)
+            if nb_id is None:
+                return default
+            cursor = self.conn.execute(_LATEST_OF_KIND, (nb_id, "settings_changed"))
+            try:
+                for (body,) in cursor:
+                    agent = json.loads(body).get("agent")
+                    if agent in AGENT_MODES:
+                        return str(agent)
+            finally:
+                cursor.close()
+        return default
+
+    def undecided(self, notebook: str) -> list[dict[str, Any]]:
+        """Every ``action_proposed`` event that no ``action_decided`` names yet, oldest first.
+
+        Through the indexes: the cost grows with the notebook's proposals, not its events.
+        """
+        nb = normalize_notebook(notebook)
+        with self._lock:
+            nb_id = self._notebook_id(nb)
+            rows = [] if nb_id is None else self.conn.execute(_UNDECIDED, (nb_id,)).fetchall()
+        return [json.loads(body) for (body,) in rows]
+
+    def _notebook_id(self, nb: str) -> int | None:
+        row = self.conn.execute("SELECT id FROM notebooks WHERE path = ?", (nb,)).fetchone()
+        return int(row[0]) if row else None
 
     def last_seq(self, notebook: str) -> int:
         nb = normalize_notebook(notebook)
@@ -474,13 +678,3 @@ def _dumps(record: dict[str, Any]) -> str:
     # ensure_ascii keeps the stored text pure ASCII, so lone surrogates or odd bytes
     # that slipped through capture can never make SQLite reject a row.
     return json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=repr)
-
-
-def iter_notebook_events(history: History, notebook: str, after: int = 0) -> Iterable[dict[str, Any]]:
-    """Read in pages so a long history is never held twice in memory."""
-    while True:
-        page = history.read(notebook, after, limit=1000)
-        if not page:
-            return
-        yield from page
-        after = page[-1]["seq"]

@@ -24,8 +24,10 @@ import nbformat
 from tqdm import tqdm
 
 from ._trim import printable
+from .act import ActEngine
 from .assistant import Assistant
 from .cell_driver import CellDriver, CellOutcome, wait_for_cell_event
+from .config import AmbientSettings
 from .headless_agent import FixLimits, HeadlessAgent
 from .history import History, normalize_notebook
 
@@ -96,6 +98,12 @@ class _Terminal:
     def say(self, text: str) -> None:
         self.end()
         self.bar.write(f"ambient-jupyter: {text}", file=sys.stderr)
+
+    def stored(self, event: dict[str, Any]) -> None:
+        """An event the assistant stored. The person is told when the expert wrote a turn:
+        its words stream like the watcher's, and its model may send the notebook elsewhere."""
+        if event.get("kind") == "assistant_message" and event.get("role") == "expert":
+            self.say(f"the expert ({event.get('model')}) took this turn")
 
     def cell_added(self) -> None:
         self.bar.total = (self.bar.total or 0) + 1
@@ -227,11 +235,9 @@ class _Run:
         """Explain a failure unprompted; only the fix loop proposes code here."""
         # An expected failure (or --agent off) gets words only: a proposal here would
         # wait for a decision that nobody in a headless run is asked for.
-        mode, self.assistant.agent = self.assistant.agent, "off"
         try:
-            await self.assistant.react(event)
+            await self.assistant.react(event, actions=("explain",))
         finally:
-            self.assistant.agent = mode
             self.terminal.end()
 
     async def cells(self) -> None:
@@ -309,9 +315,7 @@ async def async_run_notebook(
     path: str | os.PathLike[str],
     output: str | os.PathLike[str] | None = None,
     *,
-    model: str = "auto",
-    agent: str = "ask",
-    quiet: bool = False,
+    settings: AmbientSettings | None = None,
     allow_errors: bool = False,
     timeout: float | None = None,
     kernel_name: str | None = None,
@@ -328,13 +332,13 @@ async def async_run_notebook(
     ----------
     path, output
         The notebook, and where to write the executed copy (default ``NAME.run.ipynb``).
-    model
-        The model spec.
-    agent
+    settings
+        The assistant's settings (default: from the environment). Its ``agent`` is
         ``off`` (failures are explained), ``ask`` (a fix runs once the person at the
-        terminal approves it; with no terminal nothing runs) or ``auto``.
-    quiet
-        Do not consult the model on failures at all.
+        terminal approves it; with no terminal nothing runs) or ``auto``; ``quiet``:
+        the model is not consulted on failures at all; ``expert``: the model the
+        watcher hands a turn to after two invalid actions. The kernel gets the same
+        settings (through its environment), for ``%%ask`` in the notebook.
     allow_errors
         Keep going after a cell that fails (and is not fixed).
     timeout, agent_timeout
@@ -350,28 +354,29 @@ async def async_run_notebook(
     nb = nbformat.read(source, as_version=4)
     target = Path(output) if output else source.with_name(f"{source.stem}.run.ipynb")
     notebook = normalize_notebook(str(source))
+    settings = settings if settings is not None else AmbientSettings()
+    agent, quiet = settings.agent, settings.quiet
     history = History()
     if person_present is None:
         person_present = sys.stdin.isatty() and out.isatty()
 
     env = dict(os.environ)
-    env.update(
-        AMBIENT_NOTEBOOK=notebook,
-        AMBIENT_HOST="runner",
-        AMBIENT_DB=str(history.path),
-        AMBIENT_MODEL=model,
-        AMBIENT_AGENT=agent,
-        AMBIENT_QUIET="1" if quiet else "0",
-    )
+    env.update(settings.environ())
+    env.update(AMBIENT_NOTEBOOK=notebook, AMBIENT_HOST="runner", AMBIENT_DB=str(history.path))
     code_cells = sum(1 for c in nb.cells if c.cell_type == "code")
     bar = tqdm(total=code_cells, unit="cell", desc=source.name, file=sys.stderr, disable=not progress)
     terminal = _Terminal(bar, out)
-    assistant = Assistant(history, notebook, model, agent=agent, quiet=quiet, on_token=terminal.token)
+    assistant = Assistant.from_settings(history, notebook, settings, on_token=terminal.token, on_event=terminal.stored)
     driver = CellDriver(
         nb,
         kernel_name=kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3"),
         cwd=str(source.parent.resolve()),
     )
+    # This run's mode (its flag, else $AMBIENT_AGENT, else ask) governs this run: a mode
+    # an earlier session left in the history (auto, set in the sidebar) must not outrank
+    # it. It is recorded, so every reader of the history sees which mode was in force.
+    if await asyncio.to_thread(history.agent_mode, notebook, agent) != agent:
+        await ActEngine(assistant).set_mode(agent, "runner")
     fixer = None
     if agent in ("ask", "auto"):
         limits = FixLimits(max_fix_attempts, max_fixes, agent_timeout)
@@ -383,9 +388,7 @@ async def async_run_notebook(
             console=terminal,
             stopped=lambda: run.stop_requested,
         )
-    run = _Run(
-        nb, driver, assistant, terminal, allow_errors=allow_errors, timeout=timeout, quiet=quiet, agent=fixer
-    )
+    run = _Run(nb, driver, assistant, terminal, allow_errors=allow_errors, timeout=timeout, quiet=quiet, agent=fixer)
     if quiet and agent == "auto":
         terminal.say("--quiet: failures are not shown to the model, so the agent will fix nothing")
     started = time.monotonic()

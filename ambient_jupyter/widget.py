@@ -23,20 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from IPython.utils.capture import capture_output
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from traitlets import Unicode
 
-from ._trim import clean_text, strip_ansi, trim_text
-from .actions import CODE_ACTIONS
+from .act import Acted, ActEngine
+from .act import Refused as NotAllowed
+from .act import Run as Runner
 from .assistant import NO_EXPERT_HELP, Role
 from .chat_feed import Feed, join, leave
-from .gate import NotApproved, approval, find_action
 
 try:
     import anywidget
@@ -49,9 +48,6 @@ __all__ = ["ChatWidget", "chat"]
 log = logging.getLogger("ambient_jupyter.widget")
 
 _STATIC = Path(__file__).parent / "static"
-STORE_TIMEOUT = 30.0
-OUTPUT_LIMIT = 2000
-"""Characters kept of what approved code printed (head and tail)."""
 
 
 # -- what a view may send ------------------------------------------------------------
@@ -111,8 +107,8 @@ class ChatWidget(anywidget.AnyWidget):
     conversation itself travels as custom messages (see the module docstring).
     """
 
-    _esm = _STATIC / "chat.js"
-    _css = _STATIC / "chat.css"
+    _esm = _STATIC / "widget.js"  # built from labextension/src/widget.ts (scripts/build-widget.js)
+    _css = _STATIC / "widget.css"  # the sidebar's stylesheet, labextension/style/base.css
     _ambient_record = False
     """Its traits are the conversation's own state, not something the user did."""
 
@@ -127,6 +123,8 @@ class ChatWidget(anywidget.AnyWidget):
         self._recorder = recorder
         self._host = recorder.ensure_host()
         self._assistant = self._host.assistant
+        self._acts: ActEngine = self._host.acts
+        self._runner: Runner = self._host.runner(recorder, keep_output=True)
         feed = join(self, self._assistant.history.path, self._assistant.notebook, recorder.settings.agent)
         self._feed: Feed | None = feed
         self.notebook, self.mode, self.status = self._assistant.notebook, feed.mode, feed.status
@@ -169,9 +167,7 @@ class ChatWidget(anywidget.AnyWidget):
             elif message.action_id in feed.awaiting_run:
                 # A run the mode approved, handed back by a view; the first view's wins.
                 feed.awaiting_run.discard(message.action_id)
-                proposal, _related = find_action(self._assistant.history, feed.notebook, message.action_id)
-                if proposal is not None:
-                    self._run(feed, proposal)
+                self._act(feed, self._acts.run(message.action_id, self._runner), message.action_id)
         except Refused as exc:
             self.send({"type": "error", "message": str(exc), **exc.about})
 
@@ -198,7 +194,6 @@ class ChatWidget(anywidget.AnyWidget):
         """On the host's loop: answer, stream, and let the mode decide what the model proposed."""
         # Everything run so far must be in the history before the model reads it.
         await asyncio.to_thread(self._recorder.writer.flush, 5.0)
-        await asyncio.to_thread(self._host.agent_mode)  # the notebook's mode: what may be proposed
         try:
             turn = await self._assistant.ask(text, source="widget", client_id=client_id, on_token=feed.token, role=role)
         finally:
@@ -208,10 +203,11 @@ class ChatWidget(anywidget.AnyWidget):
         proposal = turn.proposal
         if proposal is None or turn.state != "complete":
             return
-        verdict = await self._assistant.apply_policy(proposal, person_present=True)
+        settled = await self._acts.settle(proposal, person_present=True)
         feed.wake()
-        if verdict == "approve":
-            # Code runs on the kernel's main thread, which only a comm message reaches.
+        if settled.state == "ran":
+            # Approved by the mode in force now. Code runs on the kernel's main thread,
+            # which only a comm message reaches; the engine checks the mode again there.
             feed.awaiting_run.add(str(proposal["action_id"]))
             feed.broadcast({"type": "run", "action_id": proposal["action_id"]})
 
@@ -223,75 +219,30 @@ class ChatWidget(anywidget.AnyWidget):
             feed.set_status("idle")
             feed.broadcast({"type": "error", "message": f"The assistant failed: {exc}. See the kernel's log."})
 
-    def _store(self, coro: Any, **about: str) -> None:
-        """Store a decision or an outcome through the assistant (on its loop); wait for the commit."""
-        try:
-            self._host.submit(coro).result(STORE_TIMEOUT)
-        except FutureTimeout:
-            raise Refused("The history did not answer in time; nothing more was done. Try again.", **about) from None
-
     def _decide(self, feed: Feed, message: Decide) -> None:
-        about = {"action_id": message.action_id}
-        proposal, related = find_action(self._assistant.history, feed.notebook, message.action_id)
-        if proposal is None:
-            raise Refused(f"No proposed action {message.action_id!r} in this notebook.", **about)
-        if any(e.get("kind") == "action_decided" for e in related):
-            raise Refused("This action was already decided.", **about)
-        if message.decision == "approve" and message.sha256 != proposal.get("sha256"):
-            # The approval must be for exactly the code the person was shown.
-            raise Refused("Refused: the code's sha256 does not match the proposal. Nothing was approved or run.",
-                          **about)
-        outcome = "approved" if message.decision == "approve" else "rejected"
-        self._store(self._assistant.decide(proposal, outcome, by="user"), **about)
-        feed.wake()
-        if outcome == "approved":
-            self._run(feed, proposal)
+        """A person's Approve / Reject; an approval runs at once, here on the main thread."""
 
-    def _run(self, feed: Feed, proposal: dict[str, Any]) -> None:
-        """Run an approved action once, here on the kernel's main thread."""
-        action_id = str(proposal["action_id"])
+        async def decide() -> Acted | None:
+            await self._acts.decide(message.action_id, message.decision, message.sha256)
+            if message.decision != "approve":
+                return None
+            return await self._acts.run(message.action_id, self._runner)
+
+        self._act(feed, decide(), message.action_id)
+
+    def _act(self, feed: Feed, coro: Coroutine[Any, Any, Acted | None], action_id: str) -> None:
+        """Run an act-engine step, serving the main-thread work it hands over; refusals go to the view."""
         about = {"action_id": action_id}
-        if action_id in feed.claimed:
-            return
-        if proposal.get("action") == "call_plugin":
-            self._dispatch(feed, action_id)
-            return
-        if proposal.get("action") not in CODE_ACTIONS:
-            raise Refused(f"This kernel cannot run a {proposal.get('action')!r} action.", **about)
         try:
-            code = approval(self._assistant.history, feed.notebook, action_id).code
-        except NotApproved as exc:
-            raise Refused(str(exc), **about) from None
-        feed.claimed.add(action_id)
-        # What it prints would go to no cell (its parent is this comm message): keep it
-        # as the action's result, for the card and for the model.
-        with capture_output(display=False) as printed:
-            # Recorded as a cell_executed of its own (this is a comm message, not an execute_request).
-            result, cell = self._recorder.run_agent_cell(code)
-        error = result.error_in_exec or result.error_before_exec
-        text = clean_text(strip_ansi(printed.stdout + printed.stderr))
-        outcome = self._assistant.executed(
-            action_id,
-            ok=bool(result.success),
-            cell_event_seq=int(cell["seq"]) if cell else None,
-            result=trim_text(text, OUTPUT_LIMIT) if text else None,
-            error=f"{type(error).__name__}: {error}" if error is not None else None,
-        )
-        self._store(outcome, **about)
-        feed.wake()
-
-    def _dispatch(self, feed: Feed, action_id: str) -> None:
-        from .plugins import dispatch  # loaded on first use: it needs the plugin machinery
-
-        feed.claimed.add(action_id)
-        try:
-            dispatch(action_id)  # checks the approval itself and records the outcome
-        except NotApproved as exc:
-            raise Refused(str(exc), action_id=action_id) from None
-        except Exception as exc:  # noqa: BLE001 (the plugin's own failure, recorded by dispatch: shown on its card)
-            raise Refused(f"The plugin action failed: {type(exc).__name__}: {exc}", action_id=action_id) from None
+            acted = self._host.serve(coro)
+        except NotAllowed as exc:
+            raise Refused(f"{str(exc)[:1].upper()}{str(exc)[1:]}.", **about) from None
+        except TimeoutError:
+            raise Refused("The history did not answer in time; nothing more was done. Try again.", **about) from None
         finally:
             feed.wake()
+        if acted is not None and acted.state == "refused":
+            raise Refused(f"Not run: {acted.reason}", **about)
 
 
 def chat() -> ChatWidget:

@@ -84,7 +84,7 @@ class JupyterServer:
     """``python -m jupyter_server`` with the ambient extension, on a free loopback port.
 
     ``env`` adds to the environment (AMBIENT_MODEL, OLLAMA_HOST...); ``args`` are extra
-    command-line options (``--AmbientExtension.max_reply_tokens=2000``); ``config_py`` is
+    command-line options (``--AmbientSettings.max_reply_tokens=2000``); ``config_py`` is
     written to the server's private ``jupyter_server_config.py`` (to try a change out).
     """
 

@@ -229,6 +229,22 @@ SUITE: tuple[Bench, ...] = (
         ),
         quick=("--sizes", "10,100", "--rounds", "1"),
     ),
+    Bench(
+        id="P10",
+        script="approval_roundtrip.py",
+        title="Approval round trip vs notebook length",
+        baseline="the same approval in a 100-event notebook (same server, same run)",
+        figure="{ratio}× (p50 {large_p50_ms} ms with {large_events} events / {small_p50_ms} ms with {small_events})",
+        targets=(Target("ratio", "<=", 1.2, "×"),),
+        method=(
+            "A real Jupyter server with the extension serves two notebooks whose histories were seeded into its "
+            "SQLite file: about 100 and 100,000 events, each with the proposals to approve spread through it and "
+            "the agent mode set at its very start. One tab per notebook sends a `decide` frame (approve, with the "
+            "sha256); timed to the `run` frame at that tab, rounds alternating between the notebooks. "
+            "Figure: p50 long / p50 short."
+        ),
+        quick=("--large", "10000", "--rounds", "5"),
+    ),
 )
 
 

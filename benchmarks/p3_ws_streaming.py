@@ -164,7 +164,7 @@ async def main() -> int:
     started = time.monotonic()
     env = {"AMBIENT_MODEL": "embedded", "AMBIENT_AGENT": "off", "AMBIENT_THREADS": threads}
     with JupyterServer(
-        env=env, args=[f"--AmbientExtension.max_reply_tokens={args.max_tokens}"], config_py=config_py
+        env=env, args=[f"--AmbientSettings.max_reply_tokens={args.max_tokens}"], config_py=config_py
     ) as server:
         notebook_id = resolve_notebook(str(server.root), NB).notebook_id
         history = History(server.db)

@@ -255,7 +255,7 @@ async def main() -> int:
     started = time.monotonic()
     with JupyterServer(
         env={"AMBIENT_MODEL": "embedded", "AMBIENT_AGENT": "off"},
-        args=[f"--AmbientExtension.max_reply_tokens={args.max_tokens}"],
+        args=[f"--AmbientSettings.max_reply_tokens={args.max_tokens}"],
         config_py=config_py,
     ) as server:
         driver = Driver(await WsClient.connect(server))

@@ -61,7 +61,7 @@ from ambient_jupyter.history import History
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PLOT = ROOT / "docs" / "img" / "growth.png"
 MAX_REPLY_TOKENS = 1024
-"""The hosts' default turn budget (``AmbientExtension.max_reply_tokens``)."""
+"""The hosts' default turn budget (``AmbientSettings.max_reply_tokens``)."""
 
 
 def executed_cell(count: int, rng: random.Random) -> dict[str, Any]:

@@ -209,17 +209,19 @@ def test_action_code_is_exactly_what_runs() -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "safe", "person", "verdict"),
+    ("mode", "safe", "person", "verdict", "rule"),
     [
-        ("auto", False, False, "approve"),
-        ("ask", True, False, "approve"),
-        ("ask", False, True, "ask"),
-        ("ask", False, False, "reject"),
-        ("off", True, True, "reject"),
+        ("auto", False, False, "approve", "auto"),
+        ("ask", True, False, "approve", "safe_plugin"),
+        ("ask", False, True, "ask", None),
+        ("ask", False, False, "reject", "no_person"),
+        ("off", True, True, "reject", "off"),
     ],
 )
-def test_policy(mode: str, safe: bool, person: bool, verdict: str) -> None:
-    assert policy(mode, safe=safe, person_present=person)[0] == verdict
+def test_policy(mode: str, safe: bool, person: bool, verdict: str, rule: str | None) -> None:
+    decided = policy(mode, safe=safe, person_present=person)
+    assert (decided.verdict, decided.rule) == (verdict, rule)
+    assert bool(decided.reason) == (rule is not None)
 
 
 def propose(history: History, code: str, action_id: str = "a1") -> dict[str, Any]:
@@ -235,9 +237,11 @@ def propose(history: History, code: str, action_id: str = "a1") -> dict[str, Any
     )
 
 
-def decide(history: History, action_id: str, decision: str, sha256: str) -> None:
+def decide(history: History, action_id: str, decision: str, sha256: str, **more: Any) -> None:
     history.append(
-        NB, {"kind": "action_decided", "action_id": action_id, "decision": decision, "by": "user", "sha256": sha256}
+        NB,
+        {"kind": "action_decided", "action_id": action_id, "decision": decision, "by": "user", "sha256": sha256}
+        | more,
     )
 
 
@@ -246,23 +250,23 @@ def test_approval_is_read_from_the_history_and_bound_to_the_hash(tmp_path: Path)
     with History(tmp_path / "h.sqlite") as history:
         proposal = propose(history, a)
         with pytest.raises(NotApproved, match="not been approved"):
-            approval(history, NB, "a1")
+            approval(history, NB, "a1", mode="ask")
         decide(history, "a1", "approved", proposal["sha256"])
-        granted = approval(history, NB, "a1")
+        granted = approval(history, NB, "a1", mode="ask")
         assert granted.code == a
         # Approving A never runs B.
         with pytest.raises(NotApproved, match="not the code that was proposed"):
-            approval(history, NB, "a1", code=b)
+            approval(history, NB, "a1", code=b, mode="ask")
         # One run per approval.
         history.append(NB, {"kind": "action_executed", "action_id": "a1", "ok": True})
         with pytest.raises(NotApproved, match="already run"):
-            approval(history, NB, "a1")
+            approval(history, NB, "a1", mode="ask")
 
         # A decision recorded for other code approves nothing.
         other = propose(history, b, "a2")
         decide(history, "a2", "approved", code_sha256(a))
         with pytest.raises(NotApproved, match="other code"):
-            approval(history, NB, "a2")
+            approval(history, NB, "a2", mode="ask")
         # A proposal whose stored hash does not match its code (tampered row) is refused.
         history.append(
             NB,
@@ -276,15 +280,38 @@ def test_approval_is_read_from_the_history_and_bound_to_the_hash(tmp_path: Path)
         )
         decide(history, "a3", "approved", code_sha256(a))
         with pytest.raises(NotApproved, match="not the code that was proposed"):
-            approval(history, NB, "a3")
+            approval(history, NB, "a3", mode="ask")
         # Rejected stays rejected, even if an approval follows.
         propose(history, a, "a4")
         decide(history, "a4", "rejected", other["sha256"])
         decide(history, "a4", "approved", code_sha256(a))
         with pytest.raises(NotApproved, match="rejected"):
-            approval(history, NB, "a4")
+            approval(history, NB, "a4", mode="ask")
         with pytest.raises(NotApproved, match="no proposed action"):
-            approval(history, NB, "nope")
+            approval(history, NB, "nope", mode="ask")
+
+
+def test_the_mode_in_force_when_code_is_about_to_run_is_the_one_that_counts(tmp_path: Path) -> None:
+    code = "print('A')\n"
+    with History(tmp_path / "h.sqlite") as history:
+        # Approved by a person: good under ask and auto, never under off.
+        propose(history, code, "by-user")
+        decide(history, "by-user", "approved", code_sha256(code), rule="user")
+        assert approval(history, NB, "by-user", mode="ask").rule == "user"
+        assert approval(history, NB, "by-user", mode="auto").rule == "user"
+        with pytest.raises(NotApproved, match="mode is now off"):
+            approval(history, NB, "by-user", mode="off")
+        # Approved because the mode was auto: lapses as soon as the mode is not auto.
+        propose(history, code, "by-auto")
+        decide(history, "by-auto", "approved", code_sha256(code), by="policy", rule="auto", reason="agent mode is auto")
+        assert approval(history, NB, "by-auto", mode="auto").rule == "auto"
+        with pytest.raises(NotApproved, match="only because the agent mode was auto; it is now ask"):
+            approval(history, NB, "by-auto", mode="ask")
+        # A decision written before rules were recorded is read by its reason.
+        propose(history, code, "old")
+        decide(history, "old", "approved", code_sha256(code), by="policy", reason="agent mode is auto")
+        with pytest.raises(NotApproved, match="only because the agent mode was auto"):
+            approval(history, NB, "old", mode="ask")
 
 
 def test_string_limits_leave_room_for_a_whole_action() -> None:

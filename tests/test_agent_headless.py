@@ -27,6 +27,7 @@ import pytest
 from conftest import events_of, make_notebook
 from fakes.ollama_server import FakeOllama
 
+from ambient_jupyter.act import ActEngine
 from ambient_jupyter.actions import code_sha256
 from ambient_jupyter.assistant import Assistant
 from ambient_jupyter.code_check import parse_problem
@@ -139,6 +140,7 @@ def test_auto_fixes_the_bug_and_the_later_cells_run(tmp_path: Path, history: His
     assert proposal["sha256"] == code_sha256(FIX) and proposal["reply_to"] == message["seq"]
     assert decision["action_id"] == proposal["action_id"]
     assert (decision["decision"], decision["by"], decision["sha256"]) == ("approved", "policy", code_sha256(FIX))
+    assert decision["rule"] == "auto"
     # Exactly the approved code ran, once, and the execution points at its cell.
     assert fix_cell["code"] == FIX and fix_cell["status"] == "ok"
     assert executed["action_id"] == proposal["action_id"]
@@ -279,6 +281,21 @@ def test_ask_without_a_terminal_runs_nothing(tmp_path: Path, history: History, f
     assert [c["code"] for c in events_of(history, nb, "cell_executed")] == BUGGY[:2]
 
 
+def test_the_runs_own_mode_outranks_a_mode_left_in_the_history(
+    tmp_path: Path, history: History, fake: FakeOllama
+) -> None:
+    """The sidebar once set this notebook to auto; a run with ``--agent ask`` runs nothing unasked."""
+    nb = buggy(tmp_path)
+    history.append(str(nb), {"kind": "settings_changed", "agent": "auto", "by": "sidebar"})
+    fake.reply = proposes(FIX)
+    run = run_cli(nb, fake, "--agent", "ask")
+    assert run.returncode == 1, run.stderr[-2000:]
+    nothing_agent_proposed_ran(history, nb)
+    modes = [(e["agent"], e["by"]) for e in events_of(history, nb, "settings_changed")]
+    assert modes == [("auto", "sidebar"), ("ask", "runner")]
+    assert history.agent_mode(str(nb), "off") == "ask"
+
+
 def test_approvals_in_notebook_metadata_are_ignored(tmp_path: Path, history: History, fake: FakeOllama) -> None:
     claim = {"approved": True, "decision": "approved", "decided_by": "user", "sha256": code_sha256(FIX),
              "code": FIX, "agent": "auto"}
@@ -295,7 +312,7 @@ def test_approvals_in_notebook_metadata_are_ignored(tmp_path: Path, history: His
     proposal = events_of(history, nb, "action_proposed")[0]
     assert proposal["sha256"] == claim["sha256"]  # exactly the code the notebook claims is approved
     with pytest.raises(NotApproved, match="rejected"):
-        approval(history, str(nb), proposal["action_id"])
+        approval(history, str(nb), proposal["action_id"], mode="ask")
 
 
 INJECTION = re.compile(r"import os; os\.remove\(r'[^']+'\)")
@@ -360,13 +377,13 @@ def test_an_approval_of_code_a_never_runs_code_b(
         assistant = Assistant(history, nb, MODEL, agent="ask")
         turn = await assistant.fix(failing)
         assert turn.proposal is not None
-        await assistant.decide(turn.proposal, "approved", by="user")
+        await ActEngine(assistant).decide(turn.proposal["action_id"], "approve", turn.proposal["sha256"])
         return turn.proposal
 
     proposal = asyncio.run(propose_and_approve())
     with pytest.raises(NotApproved, match="not the code that was proposed"):
-        approval(history, nb, proposal["action_id"], code=code_b)
-    assert approval(history, nb, proposal["action_id"]).code == FIX
+        approval(history, nb, proposal["action_id"], code=code_b, mode="ask")
+    assert approval(history, nb, proposal["action_id"], mode="ask").code == FIX
 
 
 # -- a person at the terminal ----------------------------------------------------------------
@@ -522,6 +539,28 @@ def test_ctrl_c_during_an_agent_turn_stops_it_at_once(tmp_path: Path, history: H
     assert "stopped by Ctrl-C" in err
     assert not events_of(history, nb, "action_proposed")
     assert [c["code"] for c in events_of(history, nb, "cell_executed")] == BUGGY[:2]
+
+
+def test_a_switch_to_ask_while_the_model_streams_runs_nothing(
+    tmp_path: Path, history: History, fake: FakeOllama
+) -> None:
+    """``--agent auto``; the sidebar (or ``%ambient`` elsewhere) switches the notebook to ask mid-reply."""
+    nb = buggy(tmp_path)
+    fake.reply = proposes(FIX, text=" ".join(["Still writing the explanation."] * 8))
+    fake.token_delay = 0.05
+    proc = subprocess.Popen(run_args(nb, "--agent", "auto"), env={**os.environ, "OLLAMA_HOST": fake.url},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(fake.chat_requests, 60, "the fix request")
+        history.append(str(nb), {"kind": "settings_changed", "agent": "ask", "by": "sidebar"})
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    nothing_agent_proposed_ran(history, nb)
+    (decision,) = events_of(history, nb, "action_decided")
+    assert decision["rule"] == "no_person"
+    assert "rejected by policy (agent mode is ask and there is no one to ask)" in err
 
 
 def test_ctrl_c_during_an_agent_cell_interrupts_the_kernel(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -80,7 +82,7 @@ def fake() -> Iterator[FakeOllama]:
         server.stop()
 
 
-def run(path: Path, fake: FakeOllama) -> tuple[Any, list[dict[str, Any]]]:
+def run(path: Path, fake: FakeOllama, **env: str) -> tuple[Any, list[dict[str, Any]]]:
     nb = nbformat.read(path, as_version=4)
     replies: list[dict[str, Any]] = []
     client = NotebookClient(
@@ -92,7 +94,13 @@ def run(path: Path, fake: FakeOllama) -> tuple[Any, list[dict[str, Any]]]:
         on_cell_executed=lambda cell, cell_index, execute_reply: replies.append(execute_reply["content"]),
     )
     client.execute(
-        env={**os.environ, "AMBIENT_MODEL": f"ollama:{MODEL}", "OLLAMA_HOST": fake.url, "AMBIENT_NOTEBOOK": str(path)}
+        env={
+            **os.environ,
+            "AMBIENT_MODEL": f"ollama:{MODEL}",
+            "OLLAMA_HOST": fake.url,
+            "AMBIENT_NOTEBOOK": str(path),
+            **env,
+        }
     )
     return nb, replies
 
@@ -126,6 +134,7 @@ def test_every_action_type_headless(tmp_path: Path, history: History, fake: Fake
     executed = [e for e in events if e["kind"] == "action_executed"]
     assert [d["action_id"] for d in decided] == [proposal["action_id"]]
     assert decided[0]["sha256"] == proposal["sha256"] and decided[0]["by"] == "policy"
+    assert decided[0]["rule"] == ("auto" if mode == "auto" else "no_person")
 
     if mode == "ask":
         # No one to ask: nothing ran; a code action is offered as the next cell instead.
@@ -150,3 +159,36 @@ def test_every_action_type_headless(tmp_path: Path, history: History, fake: Fake
         assert [e["code"] for e in events if e["kind"] == "cell_executed"].count(code) == (
             2 if kind == "run_cell" else 1
         )
+
+
+def test_a_switch_to_ask_while_the_model_streams_runs_nothing_without_a_click(
+    tmp_path: Path, history: History, fake: FakeOllama
+) -> None:
+    """``%%ask`` under ``auto``; the sidebar switches the notebook to ``ask`` mid-reply."""
+    code = "hits.append('ran')\n"
+    fake.reply = json.dumps({"action": "insert_cell", "text": "Adding it, slowly.", "code": code, "after": 3})
+    fake.token_delay = 0.05
+    path = make_notebook(
+        tmp_path / "switch.ipynb",
+        [*SETUP, "%ambient agent=auto", "%%ask\nPlease do it.", "print(json.dumps(hits))"],
+    )
+
+    def switch() -> None:
+        deadline = time.monotonic() + 120
+        while not fake.chat_requests() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        history.append(str(path), {"kind": "settings_changed", "agent": "ask", "by": "sidebar"})
+
+    switcher = threading.Thread(target=switch)
+    switcher.start()
+    # AMBIENT_HOST=server: a sidebar can ask a person, so the proposal waits for its click.
+    nb, replies = run(path, fake, AMBIENT_HOST="server")
+    switcher.join()
+    assert all(r["status"] == "ok" for r in replies), replies
+    events = events_of(history, path)
+    (proposal,) = [e for e in events if e["kind"] == "action_proposed"]
+    assert proposal["code"] == code
+    assert [e for e in events if e["kind"] in ("action_decided", "action_executed")] == []
+    assert hits_of(nb.cells[-1]) == ["cell3"]
+    said = "".join(o.get("text", "") for o in nb.cells[-2].outputs)
+    assert "Proposed, not run (waiting for your approval in the Ambient sidebar)" in said

@@ -39,7 +39,8 @@ pytestmark = pytest.mark.timeout(300)
 ARTIFACTS = ROOT / "tests" / "artifacts"
 FAKE_MODEL = "tiny:1b"
 CHAT_CELL = "import ambient_jupyter\nambient_jupyter.chat()"
-WIDGET = ".jp-NotebookPanel:not(.lm-mod-hidden) .ambient-chat"
+# The widget is the sidebar's renderer bundled on its own (labextension/src/widget.ts): same markup.
+WIDGET = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Ambient-chat"
 
 
 @pytest.fixture
@@ -189,7 +190,7 @@ class KernelTap:
 STREAM_WATCH = """
 window.__chatStreamed = 0;
 new MutationObserver(() => {
-  if (document.querySelector('.ambient-chat .ambient-chat-assistant.is-streaming')) window.__chatStreamed += 1;
+  if (document.querySelector('.jp-Ambient-chat .jp-Ambient-assistant.jp-mod-streaming')) window.__chatStreamed += 1;
 }).observe(document, {subtree: true, childList: true, characterData: true});
 """
 
@@ -211,14 +212,14 @@ def open_chat_notebook(page: Any, lab: LabServer) -> None:
 
 def transcript(page: Any) -> list[tuple[str, str, str]]:
     """(seq, kind, text) of every stored event the widget shows, in order."""
-    return [tuple(x) for x in page.locator(f"{WIDGET} .ambient-chat-log > [data-seq]").evaluate_all(
+    return [tuple(x) for x in page.locator(f"{WIDGET} .jp-Ambient-log > [data-seq]").evaluate_all(
         "nodes => nodes.map(n => [n.dataset.seq, n.dataset.kind, n.innerText.trim()])"
     )]
 
 
 def wait_transcript(page: Any, expected: list[tuple[str, str, str]]) -> None:
     page.wait_for_function(
-        f"document.querySelectorAll('{WIDGET} .ambient-chat-log > [data-seq]').length >= {len(expected)}",
+        f"document.querySelectorAll('{WIDGET} .jp-Ambient-log > [data-seq]').length >= {len(expected)}",
         timeout=60_000,
     )
     time.sleep(1.0)  # anything replayed twice would arrive now
@@ -237,35 +238,36 @@ def test_chat_widget_streams_a_reply_and_survives_a_reload(
     run_cell(page, 0)
     widget = page.locator(WIDGET)
     widget.wait_for(timeout=60_000)
-    assert "ollama:tiny:1b" in widget.locator(".ambient-chat-model").inner_text()
-    assert widget.locator(".ambient-chat-mode").inner_text() == "agent: ask"
+    assert "ollama:tiny:1b" in widget.locator(".jp-Ambient-model").inner_text()
+    assert widget.locator(".jp-Ambient-modeBadge").inner_text() == "agent: ask"
 
-    box = widget.locator(".ambient-chat-input")
+    box = widget.locator(".jp-Ambient-input")
     box.click()
     box.type("What does sorted")
     box.press("Shift+Enter")
     box.type("do?")
     box.press("Enter")
     assert box.input_value() == ""
-    user = widget.locator('.ambient-chat-log > [data-kind="user_message"]')
+    user = widget.locator('.jp-Ambient-log > [data-kind="user_message"]')
     user.wait_for()
     assert user.inner_text().strip() == "What does sorted\ndo?"
 
-    reply = widget.locator('.ambient-chat-log > [data-kind="assistant_message"]')
+    reply = widget.locator('.jp-Ambient-log > [data-kind="assistant_message"]')
     reply.wait_for(timeout=60_000)
     tokens = tap.of_type("token")
     assert len(tokens) >= 5, f"the reply did not stream in pieces ({len(tokens)} token messages)"
     assert "".join(t["text"] for t in tokens) == text
     assert page.evaluate("window.__chatStreamed") > 0, "no streaming bubble was shown"
-    assert widget.locator(".ambient-chat-live .is-streaming").count() == 0, "the streamed text was not replaced"
-    assert widget.locator(".ambient-chat-live .is-pending").count() == 0
+    assert widget.locator(".jp-Ambient-live .jp-mod-streaming").count() == 0, "the streamed text was not replaced"
+    assert widget.locator(".jp-Ambient-live .jp-mod-pending").count() == 0
     page.locator(f'{WIDGET}[data-status="idle"]').wait_for()
-    assert widget.locator(".ambient-chat-stop").is_hidden()
+    assert widget.locator(".jp-Ambient-stop").is_hidden()
 
     # The stored reply, as text: the fence became a <pre>, the markup stayed inert text.
-    assert reply.locator(".ambient-chat-pre").inner_text() == "sorted([3, 1, 2])"
+    assert reply.locator(".jp-Ambient-markdown pre").inner_text() == "sorted([3, 1, 2])"
     assert '<img src="' in reply.inner_text() and "<b>not bold</b>" in reply.inner_text()
-    assert "ollama:tiny:1b · watcher" in reply.locator(".ambient-chat-meta").inner_text()
+    assert reply.locator(".jp-Ambient-meta .jp-Ambient-modelName").inner_text() == "ollama:tiny:1b"
+    assert reply.locator(".jp-Ambient-meta .jp-Ambient-role").inner_text() == "watcher"
     assert widget.locator("img, b, a, script, iframe").count() == 0
     before = transcript(page)
     # The kernel's state for the question comes right before it, as a card of its own.
@@ -287,7 +289,7 @@ def test_chat_widget_streams_a_reply_and_survives_a_reload(
     # Re-running the cell renders a new widget: the same conversation, once, and now
     # the re-run itself (recording has been on since the first run).
     run_cell(page, 0)
-    page.locator(f'{WIDGET} .ambient-chat-log > [data-kind="cell_executed"]').wait_for(timeout=60_000)
+    page.locator(f'{WIDGET} .jp-Ambient-log > [data-kind="cell_executed"]').wait_for(timeout=60_000)
     time.sleep(1.0)
     after = transcript(page)
     assert after[: len(before)] == before
@@ -317,24 +319,26 @@ def test_approve_in_the_widget_runs_the_shown_code(page: Any, lab: LabServer, fa
     tap.wait_widgets_ready()
     run_cell(page, 0)
     widget = page.locator(WIDGET)
-    box = widget.locator(".ambient-chat-input")
+    box = widget.locator(".jp-Ambient-input")
     box.click()
     box.fill("Compute six times seven.")
     box.press("Enter")
 
-    card = widget.locator('.ambient-chat-log > [data-kind="action_proposed"]')
+    card = widget.locator('.jp-Ambient-log > [data-kind="action_proposed"]')
     card.wait_for(timeout=60_000)
-    assert card.locator(".ambient-chat-code").inner_text() == PROPOSED  # the exact code
-    approve = card.locator(".ambient-chat-approve")
+    assert card.locator(".jp-Ambient-proposedCode").inner_text() == PROPOSED  # the exact code
+    approve = card.locator(".jp-Ambient-approve")
     page.wait_for_function("el => !el.disabled", arg=approve.element_handle())  # the shown code's hash checked
     approve.click()
-    widget.locator('.ambient-chat-log > [data-kind="action_executed"]').wait_for(timeout=60_000)
+    widget.locator('.jp-Ambient-log > [data-kind="action_executed"]').wait_for(timeout=60_000)
+    # It ran as an agent cell of its own (recorded as cell_executed): the card says which one.
     page.wait_for_function(
-        "el => el.textContent.startsWith('✓ ran')", arg=card.locator(".ambient-chat-action-state").element_handle()
+        r"el => /^ran as \[\d+\]$/.test(el.textContent)", arg=card.locator(".jp-Ambient-outcome").element_handle()
     )
+    assert card.locator(".jp-Ambient-actionState").inner_text() == "approved by you"
     assert approve.is_hidden()
-    executed = widget.locator('.ambient-chat-log > [data-kind="action_executed"]')
-    assert executed.locator(".ambient-chat-output").inner_text().strip() == "approved from the widget 42"
+    executed = widget.locator('.jp-Ambient-log > [data-kind="action_executed"]')
+    assert executed.locator(".jp-Ambient-output").inner_text().strip() == "approved from the widget 42"
     with History(lab.db) as history:
         events = [e for nb, _, _ in history.notebooks() for e in history.read(nb)]
     proposal = next(e for e in events if e["kind"] == "action_proposed")

@@ -304,7 +304,8 @@ def test_a_cell_edited_after_the_proposal_keeps_the_persons_text(
     assert page.errors == []
 
 
-WIDGET = ".jp-NotebookPanel:not(.lm-mod-hidden) .ambient-chat"
+# The chat widget is the sidebar's renderer bundled on its own (labextension/src/widget.ts): same markup.
+WIDGET = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Ambient-chat"
 MARKUP_SETUP = (
     "import pandas as pd\n"
     "sales = pd.DataFrame({'Region': ['North', 'South', 'North'], 'units': [3, 4, 5], '<b>note</b>': [0, 0, 0]})"
@@ -328,18 +329,19 @@ def test_the_chat_widget_and_the_state_card_show_the_same_facts_as_text(
     sidebar.locator(CANDIDATE).wait_for(timeout=60_000)
 
     widget = page.locator(WIDGET)
-    cell = widget.locator('.ambient-chat-card[data-kind="cell_executed"].is-error')
-    hint = cell.locator('.ambient-chat-hint[data-kind="column"]')
+    cell = widget.locator('.jp-Ambient-card[data-kind="cell_executed"].jp-mod-error')
+    hint = cell.locator('.jp-Ambient-hint[data-kind="column"]')
     hint.wait_for(timeout=60_000)
     assert "Did you mean 'Region'?" in hint.inner_text() and "<b>note</b>" in hint.inner_text()
-    assert hint.locator(".ambient-chat-hint-fix").inner_text() == "fix: 'region' → 'Region'"
+    assert hint.locator(".jp-Ambient-hintFix").inner_text() == "fix: 'region' → 'Region'"
     assert cell.locator("b").count() == 0
-    proposal = widget.locator('.ambient-chat-proposal[data-origin="hint"]')
+    proposal = widget.locator('.jp-Ambient-proposal[data-origin="hint"]')
     proposal.wait_for(timeout=60_000)
-    assert proposal.locator(".ambient-chat-origin").inner_text() == "✓ checked fix"
-    assert proposal.locator(".ambient-chat-diff-line.is-del .ambient-chat-diff-text").inner_text() == FAILING
-    assert proposal.locator(".ambient-chat-diff-line.is-add .ambient-chat-diff-text").inner_text() == FIXED
-    assert proposal.locator("details.ambient-chat-full .ambient-chat-code").text_content() == FIXED
+    assert proposal.locator(".jp-Ambient-origin").inner_text() == "✓ checked fix"
+    assert proposal.locator(".jp-Ambient-diffDel .jp-Ambient-diffText").inner_text() == FAILING
+    assert proposal.locator(".jp-Ambient-diffAdd .jp-Ambient-diffText").inner_text() == FIXED
+    full = proposal.locator(".jp-Ambient-fullCode .jp-Ambient-proposedCode")
+    assert full.text_content() == FIXED and full.is_hidden(), "the whole cell is not there, folded"
 
     # A question makes the server ask the kernel what it holds, before the turn.
     sidebar.send("what is in sales?")
@@ -354,9 +356,9 @@ def test_the_chat_widget_and_the_state_card_show_the_same_facts_as_text(
     assert "sales (pandas.DataFrame)" in entry.locator(".jp-Ambient-stateName").inner_text()
     assert "<b>note</b>" in entry.locator(".jp-Ambient-stateText").inner_text()
     assert state.locator("b").count() == 0
-    widget_state = widget.locator('.ambient-chat-card[data-kind="kernel_state"]')
+    widget_state = widget.locator('.jp-Ambient-card[data-kind="kernel_state"]')
     widget_state.wait_for(timeout=60_000)
-    assert widget_state.locator(".ambient-chat-state-names").inner_text() == names
-    assert widget_state.locator("details.ambient-chat-state-details").get_attribute("open") is None
+    assert widget_state.locator(".jp-Ambient-stateNames").inner_text() == names
+    assert widget_state.locator("details.jp-Ambient-stateDetails").get_attribute("open") is None
     assert widget_state.locator("b").count() == 0
     assert page.errors == []

@@ -282,7 +282,9 @@ def test_approve_runs_exactly_the_shown_code_once(frontend: WidgetFrontend, fake
     fe.send({"type": "decide", "action_id": action_id, "decision": "approve", "sha256": proposal["sha256"]})
     executed = fe.wait_for(lambda: next(iter(fe.live_events("action_executed")), None), what="the run")
     decided = events_of(history, notebook, "action_decided")
-    assert [(d["decision"], d["by"], d["sha256"]) for d in decided] == [("approved", "user", sha(PROPOSED))]
+    assert [(d["decision"], d["by"], d["rule"], d["sha256"]) for d in decided] == [
+        ("approved", "user", "user", sha(PROPOSED))
+    ]
     ran = [c for c in events_of(history, notebook, "cell_executed") if c["code"] == PROPOSED]
     assert len(ran) == 1 and ran[0]["status"] == "ok"
     assert (executed["action_id"], executed["ok"], executed["cell_event_seq"]) == (action_id, True, ran[0]["seq"])
@@ -379,7 +381,7 @@ def test_auto_mode_runs_what_the_policy_approved(frontend: WidgetFrontend, fake:
     run = fe.wait_for(lambda: next(iter(fe.of_type("run")), None), what="the run request")
     assert run["action_id"] == proposal["action_id"]
     decided = events_of(history, notebook, "action_decided")
-    assert [(d["decision"], d["by"]) for d in decided] == [("approved", "policy")]
+    assert [(d["decision"], d["by"], d["rule"]) for d in decided] == [("approved", "policy", "auto")]
     assert fe.value("'ran_by_agent' in globals()") is False, "nothing runs before the view hands it back"
 
     # Every view answers the run request; it runs once.
@@ -391,6 +393,80 @@ def test_auto_mode_runs_what_the_policy_approved(frontend: WidgetFrontend, fake:
     assert fe.value("ran_by_agent") == 42
     assert len([c for c in events_of(history, notebook, "cell_executed") if c["code"] == PROPOSED]) == 1
     assert fe.errors() == []
+
+
+# -- the mode in force when code is about to run is the one that counts ---------------------
+
+
+def set_mode(history: History, notebook: str, mode: str) -> None:
+    """What the sidebar does on another tab: a settings_changed event in the shared history."""
+    history.append(notebook, {"kind": "settings_changed", "agent": mode, "by": "sidebar"})
+
+
+def test_a_switch_to_ask_while_the_model_streams_waits_for_a_click(
+    frontend: WidgetFrontend, fake: FakeOllama, history: History, notebook: str
+) -> None:
+    fe = frontend
+    set_mode(history, notebook, "auto")
+    fe.wait_for(lambda: any(s.get("mode") == "auto" for s in fe.states), what="auto to reach the widget")
+    fake.reply = insert_cell(PROPOSED)
+    fake.token_delay = 0.05
+    fe.send({"type": "chat", "text": "Compute six times seven.", "client_id": "c-switch"})
+    fe.wait_for(fake.chat_requests, what="the model to be asked")
+    set_mode(history, notebook, "ask")  # while the reply streams
+    proposal = fe.wait_for(lambda: next(iter(fe.live_events("action_proposed")), None), what="the proposal")
+    fe.wait_for(lambda: fe.statuses() and fe.statuses()[-1] == "idle", what="the end of the turn")
+    fe.execute("pass")
+    assert events_of(history, notebook, "action_decided") == [], "under ask, only a person decides"
+    assert fe.of_type("run") == [] and fe.value("'ran_by_agent' in globals()") is False
+
+    # The click runs it.
+    fe.send({"type": "decide", "action_id": proposal["action_id"], "decision": "approve",
+             "sha256": proposal["sha256"]})
+    executed = fe.wait_for(lambda: next(iter(fe.live_events("action_executed")), None), what="the run")
+    assert executed["ok"] is True and fe.value("ran_by_agent") == 42
+    assert [d["rule"] for d in events_of(history, notebook, "action_decided")] == ["user"]
+
+
+def test_an_auto_approval_lapses_when_the_mode_changes_before_it_runs(
+    frontend: WidgetFrontend, fake: FakeOllama, history: History, notebook: str
+) -> None:
+    fe = frontend
+    set_mode(history, notebook, "auto")
+    fe.wait_for(lambda: any(s.get("mode") == "auto" for s in fe.states), what="auto to reach the widget")
+    fake.reply = insert_cell(PROPOSED)
+    proposal = proposal_of(fe, ask(fe, "Compute six times seven.", "c-lapse"))
+    fe.wait_for(lambda: fe.of_type("run"), what="the run request")
+    set_mode(history, notebook, "ask")  # before the view hands the run back
+    fe.send({"type": "run", "action_id": proposal["action_id"]})
+    refusal = fe.wait_for(lambda: next(iter(fe.errors()), None), what="the refusal")
+    assert refusal["action_id"] == proposal["action_id"]
+    assert "only because the agent mode was auto; it is now ask" in refusal["message"]
+    assert fe.value("'ran_by_agent' in globals()") is False
+    assert events_of(history, notebook, "action_executed") == []
+
+
+def test_a_switch_to_off_expires_what_waits_for_approval(
+    frontend: WidgetFrontend, fake: FakeOllama, history: History, notebook: str
+) -> None:
+    fe = frontend
+    fake.reply = insert_cell(PROPOSED)
+    proposal = proposal_of(fe, ask(fe, "Compute six times seven.", "c-off"))
+    fe.execute("%ambient agent=off")
+    expired = events_of(history, notebook, "action_decided")
+    assert [(d["action_id"], d["decision"], d["rule"]) for d in expired] == [
+        (proposal["action_id"], "rejected", "off")
+    ]
+    # Neither an approval now, nor one after switching back to ask, runs it.
+    for mode in ("off", "ask"):
+        fe.execute(f"%ambient agent={mode}")
+        refused = len(fe.errors())
+        fe.send({"type": "decide", "action_id": proposal["action_id"], "decision": "approve",
+                 "sha256": proposal["sha256"]})
+        fe.wait_for(lambda: len(fe.errors()) > refused, what="the refusal")  # noqa: B023 (used at once)
+        assert "already decided" in fe.errors()[-1]["message"]
+    assert fe.value("'ran_by_agent' in globals()") is False
+    assert events_of(history, notebook, "action_executed") == []
 
 
 # -- plugin calls go through ambient_jupyter.plugins.dispatch --------------------------

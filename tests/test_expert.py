@@ -19,6 +19,7 @@ import pytest
 from fakes.ollama_server import FakeOllama, ollama_server_fixture  # noqa: F401 (the `ollama_server` fixture)
 from fakes.openai_server import FakeOpenAI, openai_server_fixture  # noqa: F401 (the `openai_server` fixture)
 
+from ambient_jupyter.act import ActEngine
 from ambient_jupyter.actions import code_sha256
 from ambient_jupyter.assistant import NO_EXPERT_HELP, Assistant
 from ambient_jupyter.backends.ollama import OllamaBackend
@@ -82,9 +83,10 @@ def test_a_turn_proposes_exactly_the_code_and_the_mode_decides(history: History,
         assistant = Assistant(history, NB, backend, agent="ask")
         try:
             turn = await assistant.ask("Fix it", source="sidebar")
-            asked = await assistant.apply_policy(turn.proposal, person_present=True)
-            nobody = await assistant.apply_policy(turn.proposal, person_present=False)
-            return turn, asked, nobody
+            acts = ActEngine(assistant)
+            asked = await acts.settle(turn.proposal, person_present=True)
+            nobody = await acts.settle(turn.proposal, person_present=False)
+            return turn, asked.state, nobody.state
         finally:
             await backend.aclose()
 
@@ -101,9 +103,11 @@ def test_a_turn_proposes_exactly_the_code_and_the_mode_decides(history: History,
     variants = {v["properties"]["action"]["const"]: v for v in sent["format"]["anyOf"]}
     assert set(variants) == {"explain", "insert_cell", "edit_cell", "run_cell", "propose_next_cell"}
     assert variants["run_cell"]["properties"]["cell"] == {"enum": [1, 2]}
-    assert (asked, nobody) == ("ask", "reject")
+    assert (asked, nobody) == ("waiting", "rejected")
     decided = [e for e in history.read(NB) if e["kind"] == "action_decided"]
-    assert [(d["decision"], d["by"], d["sha256"]) for d in decided] == [("rejected", "policy", code_sha256(FIX))]
+    assert [(d["decision"], d["by"], d["rule"], d["sha256"]) for d in decided] == [
+        ("rejected", "policy", "no_person", code_sha256(FIX))
+    ]
     assert "no one to ask" in decided[0]["reason"]
 
 

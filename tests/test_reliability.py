@@ -224,7 +224,8 @@ class TestADenyingAuthorizer:
         monkeypatch.setenv("OLLAMA_HOST", ollama_server.url)
         return {
             "ServerApp": {"jpserver_extensions": {"ambient_jupyter": True}, "authorizer_class": DenyAmbient},
-            "AmbientExtension": {"model": MODEL, "poll_interval": 0.02},
+            "AmbientExtension": {"poll_interval": 0.02},
+            "AmbientSettings": {"model": MODEL},
         }
 
     async def test_every_route_is_403_and_nothing_is_touched(
@@ -586,7 +587,8 @@ class TestSlowAndStalledModels:
         # The product's own first-token and stall timeouts: nothing here shortens them.
         return {
             "ServerApp": {"jpserver_extensions": {"ambient_jupyter": True}},
-            "AmbientExtension": {"model": MODEL, "poll_interval": 0.02},
+            "AmbientExtension": {"poll_interval": 0.02},
+            "AmbientSettings": {"model": MODEL},
         }
 
     async def test_cold_start_succeeds_stall_is_incomplete_stop_is_prompt_and_no_task_is_left(

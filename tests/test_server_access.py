@@ -190,7 +190,8 @@ class TestAReadWriteUser:
         monkeypatch.setenv("OLLAMA_HOST", ollama_server.url)
         return {
             "ServerApp": {"jpserver_extensions": {"ambient_jupyter": True}, "authorizer_class": ReadWrite},
-            "AmbientExtension": {"model": "ollama:tiny:1b", "poll_interval": 0.02},
+            "AmbientExtension": {"poll_interval": 0.02},
+            "AmbientSettings": {"model": "ollama:tiny:1b"},
         }
 
     async def test_cannot_set_the_mode_decide_or_be_handed_code(self, jp_ws_fetch, jp_root_dir, ollama_server,

@@ -25,7 +25,8 @@ def jp_server_config(ollama_server: FakeOllama, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("OLLAMA_HOST", ollama_server.url)
     return {
         "ServerApp": {"jpserver_extensions": {"ambient_jupyter": True}},
-        "AmbientExtension": {"model": MODEL, "poll_interval": 0.02, "cooldown": 0.0},
+        "AmbientExtension": {"poll_interval": 0.02},
+        "AmbientSettings": {"model": MODEL, "cooldown": 0.0},
     }
 
 

@@ -38,7 +38,8 @@ def fake(ollama_server: FakeOllama, monkeypatch: pytest.MonkeyPatch) -> FakeOlla
 def jp_server_config(fake: FakeOllama) -> dict[str, Any]:
     return {
         "ServerApp": {"jpserver_extensions": {"ambient_jupyter": True}},
-        "AmbientExtension": {"model": MODEL, "poll_interval": 0.02, "cooldown": 0.0},
+        "AmbientExtension": {"poll_interval": 0.02},
+        "AmbientSettings": {"model": MODEL, "cooldown": 0.0},
     }
 
 
@@ -330,8 +331,9 @@ async def test_approval_is_bound_to_the_code_hash(jp_ws_fetch, fake, notebook_id
     assert run == {
         "type": "run", "notebook": NB, "action_id": proposal["action_id"], "action": "insert_cell", "code": code,
         "sha256": proposal["sha256"], "args": {}, "model": MODEL, "role": "watcher", "reply_to": reply["seq"],
-        "decided_by": "user", "approved_at": decided["at"],
+        "decided_by": "user", "rule": "user", "approved_at": decided["at"],
     }
+    assert decided["rule"] == "user"
     await c.send(decide_frame(proposal))
     assert "already decided" in (await c.until(lambda f: f["type"] == "error"))["message"]
     await drain(c)
@@ -438,12 +440,56 @@ async def test_auto_mode_hands_one_run_frame_to_the_asking_tab(jp_ws_fetch, fake
     proposal = await propose(tabs[1], "do it")  # the middle tab asks
     decided = (await tabs[1].until(is_event("action_decided")))["event"]
     assert decided["decision"] == "approved" and decided["by"] == "policy"
-    assert decided["reason"] == "agent mode is auto"
+    assert decided["reason"] == "agent mode is auto" and decided["rule"] == "auto"
     await tabs[1].until(lambda f: f["type"] == "run")
     await drain(*tabs)
     assert [(i, f["action_id"]) for i, f in runs(*tabs)] == [(1, proposal["action_id"])]
     for c in tabs:
         c.close()
+
+
+async def test_a_switch_to_ask_while_the_model_streams_waits_for_a_click(
+    jp_ws_fetch, fake, notebook_id, kernel_side
+):
+    code = "print('switched')\n"
+    fake.reply = act("insert_cell", "Running it, slowly.", code=code, after=None)
+    fake.token_delay = 0.05
+    tab, other = await connect(jp_ws_fetch), await connect(jp_ws_fetch)
+    for t in (tab, other):
+        await t.hello(NB)
+    await tab.send({"type": "mode", "notebook": NB, "agent": "auto"})
+    await tab.until(lambda f: f["type"] == "status" and f["agent"] == "auto")
+
+    await tab.send({"type": "chat", "notebook": NB, "text": "do it", "client_id": "c-switch"})
+    await tab.until(lambda f: f["type"] == "token")  # the model is streaming
+    await other.send({"type": "mode", "notebook": NB, "agent": "ask"})
+    proposal = (await tab.until(is_event("action_proposed")))["event"]
+    await drain(tab, other)
+    assert not stored_kinds(kernel_side, notebook_id, "action_decided"), "under ask, only a person decides"
+    assert runs(tab, other) == []
+
+    await tab.send(decide_frame(proposal))
+    run = await tab.until(lambda f: f["type"] == "run")
+    assert (run["action_id"], run["rule"]) == (proposal["action_id"], "user")
+    for t in (tab, other):
+        t.close()
+
+
+async def test_a_switch_to_off_expires_what_waits_for_approval(jp_ws_fetch, fake, notebook_id, kernel_side):
+    fake.reply = act("insert_cell", "Here.", code="print('expired')\n", after=None)
+    c = await connect(jp_ws_fetch)
+    await c.hello(NB)
+    proposal = await propose(c)
+    await c.send({"type": "mode", "notebook": NB, "agent": "off"})
+    expired = (await c.until(is_event("action_decided")))["event"]
+    assert (expired["action_id"], expired["decision"], expired["rule"]) == (proposal["action_id"], "rejected", "off")
+    for mode in ("off", "ask"):
+        await c.send({"type": "mode", "notebook": NB, "agent": mode})
+        await c.send(decide_frame(proposal))
+        assert "already decided" in (await c.until(lambda f: f["type"] == "error"))["message"]
+    await drain(c)
+    assert runs(c) == [] and not stored_kinds(kernel_side, notebook_id, "action_executed")
+    c.close()
 
 
 async def test_auto_mode_without_the_asking_tab_goes_to_the_newest(jp_ws_fetch, fake, notebook_id, kernel_side):
@@ -611,7 +657,8 @@ class TestExpert:
         monkeypatch.setenv("OPENAI_API_KEY", "test-key")
         return {
             "ServerApp": {"jpserver_extensions": {"ambient_jupyter": True}},
-            "AmbientExtension": {"model": MODEL, "expert": "openai:fake-gpt", "poll_interval": 0.02},
+            "AmbientExtension": {"poll_interval": 0.02},
+            "AmbientSettings": {"model": MODEL, "expert": "openai:fake-gpt"},
         }
 
     async def test_expert_answers_in_its_own_name(self, jp_ws_fetch, fake, openai_server, notebook_id, kernel_side):
@@ -641,7 +688,8 @@ class TestFanOut:
     def jp_server_config(self, fake: FakeOllama) -> dict[str, Any]:
         return {
             "ServerApp": {"jpserver_extensions": {"ambient_jupyter": True}},
-            "AmbientExtension": {"model": MODEL, "poll_interval": 0.02, "client_queue_limit": 500},
+            "AmbientExtension": {"poll_interval": 0.02, "client_queue_limit": 500},
+            "AmbientSettings": {"model": MODEL},
         }
 
     async def test_twenty_clients_see_the_same_order_and_a_stalled_one_blocks_nobody(

@@ -201,6 +201,26 @@ def test_wheel_carries_the_prebuilt_labextension(wheel: Path) -> None:
     )
 
 
+def test_wheel_carries_the_chat_widget_bundle(wheel: Path) -> None:
+    """``ambient_jupyter.chat()``'s view: the sidebar's renderer, built with it (scripts/build-widget.js)."""
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        for name in ("widget.js", "widget.css"):
+            member = f"ambient_jupyter/static/{name}"
+            assert member in names, f"no {member} in {wheel.name}"
+            built = ROOT / "ambient_jupyter" / "static" / name
+            assert zf.read(member) == built.read_bytes(), f"the wheel's {name} is not the checkout's build"
+    assert not [n for n in names if n in ("ambient_jupyter/static/chat.js", "ambient_jupyter/static/chat.css")]
+    src = ROOT / "labextension"
+    inputs = [p for name in LABEXTENSION_SOURCES for p in [src / name, *(src / name).rglob("*")] if p.is_file()]
+    newest = max(inputs, key=lambda p: p.stat().st_mtime)
+    built = ROOT / "ambient_jupyter" / "static" / "widget.js"
+    assert newest.stat().st_mtime <= built.stat().st_mtime, (
+        f"the chat widget's bundle is older than {newest.relative_to(ROOT)}: "
+        "rebuild it (cd labextension && jlpm build:prod)"
+    )
+
+
 # -- installed with no Node.js -------------------------------------------------------
 
 

@@ -29,11 +29,13 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from .._trim import trim_text
+from ..act import ActEngine, Ran, Run
+from ..actions import CODE_ACTIONS
 from ..assistant import Assistant, Role, Turn
+from ..config import AmbientSettings
 from ..events import MessageSource
-from ..gate import NotApproved, approval, policy
+from ..gate import Approval, NotApproved
 from ..history import History
-from .recorder import notebook_agent
 from .widgets import json_safe
 
 __all__ = ["KernelHost"]
@@ -47,6 +49,8 @@ REACT_ACTIONS = ("explain",)
 """What an unprompted reaction may do in the kernel: talk, never propose code."""
 WAIT = 60.0
 """Seconds the main thread waits for the host loop to store a decision or a result."""
+OUTPUT_LIMIT = 2000
+"""Characters kept of what approved code printed, when it printed to no cell (head and tail)."""
 
 
 def _short(value: Any, limit: int = 300) -> str:
@@ -64,40 +68,21 @@ class KernelHost:
     ----------
     history, notebook
         Where the conversation is.
-    model, expert
-        The watcher's and the expert's model specs (``expert`` empty: none).
-    agent
-        The agent mode to assume until the history says otherwise.
-    quiet, react, cooldown, max_reply_tokens
-        ``react``: diagnose failures unprompted (when no other host does).
+    settings
+        The kernel's settings: the models, the agent mode to assume until the history
+        says otherwise, quiet, cooldown, the longest turn.
+    react
+        Diagnose failures unprompted (when no other host does).
     """
 
-    def __init__(
-        self,
-        history: History,
-        notebook: str,
-        *,
-        model: str,
-        quiet: bool,
-        react: bool,
-        cooldown: float,
-        max_reply_tokens: int,
-        expert: str | None = None,
-        agent: str = "ask",
-    ) -> None:
+    def __init__(self, history: History, notebook: str, settings: AmbientSettings, *, react: bool) -> None:
         self.react_to_errors = react
-        self.assistant = Assistant(
-            history,
-            notebook,
-            model,
-            expert=expert or None,
-            agent=agent,
-            quiet=quiet,
-            cooldown=cooldown,
-            max_reply_tokens=max_reply_tokens,
-        )
-        self._agent_seen = 0
-        self._agent_lock = threading.Lock()
+        self.assistant = Assistant.from_settings(history, notebook, settings)
+        self.acts = ActEngine(self.assistant)
+        self.last_cell: int | None = None
+        """The execution count of the last agent cell this host ran."""
+        self._main: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        """Work the host's loop hands to the kernel's main thread while it waits in :meth:`serve`."""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ambient-host", daemon=True)
         self._thread.start()
@@ -116,18 +101,6 @@ class KernelHost:
     def _wait(self, coro: Any) -> Any:
         return self._submit(coro).result(WAIT)
 
-    def agent_mode(self) -> str:
-        """The notebook's agent mode as the history has it now (``%ambient``, the sidebar).
-
-        Also sets it on the assistant. Reads only what is new since the last call.
-        """
-        with self._agent_lock:
-            mode, self._agent_seen = notebook_agent(
-                self.assistant.history, self.assistant.notebook, self.assistant.agent, self._agent_seen
-            )
-            self.assistant.agent = mode
-        return mode
-
     def on_committed(self, events: list[dict[str, Any]]) -> None:
         """Writer-thread callback: diagnose failures when we are the host (explaining only)."""
         if not self.react_to_errors:
@@ -140,14 +113,11 @@ class KernelHost:
         self, text: str, write: Callable[[str], None], *, role: Role = "watcher", source: MessageSource = "magic"
     ) -> Turn:
         """Answer ``text``, calling ``write`` with each piece on the caller's thread."""
-        self.agent_mode()
         pieces: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
         async def run() -> Turn:
             try:
-                return await self.assistant.ask(
-                    text, source=source, role=role, on_token=lambda _rid, t: pieces.put(t)
-                )
+                return await self.assistant.ask(text, source=source, role=role, on_token=lambda _rid, t: pieces.put(t))
             finally:
                 pieces.put(_DONE)
 
@@ -165,8 +135,94 @@ class KernelHost:
             raise
         return future.result()
 
+    # -- acting, on the kernel's main thread ---------------------------------------
+
+    def serve(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the host's loop while this (the main) thread does what it hands over.
+
+        Approved code and plugin calls must run on the kernel's main thread, the one
+        whose cell or comm message is being handled, so their outputs, widget updates
+        and history belong there; the act engine lives on the host's loop.
+        """
+        future = self._submit(coro)
+        done = threading.Event()
+
+        def finished(_future: Future[T]) -> None:
+            done.set()
+            self._main.put(lambda: None)  # wakes the main thread
+
+        future.add_done_callback(finished)
+        deadline = time.monotonic() + WAIT
+        while not done.is_set():
+            try:
+                work = self._main.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            work()
+            deadline = time.monotonic() + WAIT  # the work itself (a cell) may take long
+        return future.result(0)
+
+    async def on_main(self, work: Callable[[], T]) -> T:
+        """Run ``work`` on the main thread, which is waiting in :meth:`serve`."""
+        result: Future[T] = Future()
+
+        def call() -> None:
+            try:
+                result.set_result(work())
+            except BaseException as exc:  # noqa: BLE001 (handed back to the awaiting coroutine)
+                result.set_exception(exc)
+
+        self._main.put(call)
+        return await asyncio.wrap_future(result)
+
+    def runner(self, recorder: Any, *, keep_output: bool = False, write: Callable[[str], None] | None = None) -> Run:
+        """How this kernel runs an approved action: a plugin call, or an agent cell of its own.
+
+        ``keep_output``: what the code prints goes to no cell (a comm message is its
+        parent), so keep it as the action's result. ``write`` announces a cell first.
+        """
+        from IPython.utils.capture import capture_output
+
+        from .._trim import clean_text, strip_ansi
+
+        async def run(granted: Approval) -> Ran | None:
+            if granted.proposal.get("action") == "call_plugin":
+                from ..plugins import dispatch
+
+                # dispatch checks the approval again where the code runs, and records the outcome.
+                try:
+                    await self.on_main(lambda: dispatch(granted.action_id))
+                except NotApproved as exc:
+                    return Ran(ok=False, error=f"not run: {exc}")
+                except Exception:
+                    log.debug("plugin action %s failed", granted.action_id, exc_info=True)
+                return None
+            if granted.proposal.get("action") not in CODE_ACTIONS:
+                return Ran(ok=False, error=f"this kernel cannot run a {granted.proposal.get('action')!r} action")
+            if write is not None:
+                write(f"Running the agent's code (rule: {granted.rule}):\n{granted.code.rstrip()}")
+
+            def cell() -> tuple[Any, dict[str, Any] | None, str]:
+                if not keep_output:
+                    return (*recorder.run_agent_cell(granted.code), "")
+                with capture_output(display=False) as printed:
+                    result, event = recorder.run_agent_cell(granted.code)
+                return result, event, clean_text(strip_ansi(printed.stdout + printed.stderr))
+
+            result, event, printed = await self.on_main(cell)
+            error = result.error_in_exec or result.error_before_exec
+            self.last_cell = result.execution_count
+            return Ran(
+                ok=bool(result.success),
+                cell_event_seq=int(event["seq"]) if event else None,
+                result=trim_text(printed, OUTPUT_LIMIT) if printed else None,
+                error=None if error is None else f"{type(error).__name__}: {error}",
+            )
+
+        return run
+
     def act(self, turn: Turn, recorder: Any, write: Callable[[str], None] = print) -> str | None:
-        """Carry out what ``turn`` proposed, as far as the gate allows; returns one line saying what happened.
+        """Carry out what a ``%%ask`` turn proposed, as far as the gate allows; one line says what happened.
 
         Call it on the kernel's main thread (the asking cell's): plugins and cells
         run there, so their outputs and widget updates belong to that cell.
@@ -174,48 +230,34 @@ class KernelHost:
         proposal = turn.proposal
         if proposal is None or turn.state != "complete":
             return None
-        mode = self.assistant.agent
         # Under Jupyter Server the Ambient sidebar can ask a person: the proposal then
         # waits there for Approve / Reject instead of being rejected by policy.
         present = os.environ.get("AMBIENT_HOST", "").strip() == "server"
-        verdict = self._wait(self.assistant.apply_policy(proposal, person_present=present))
         code = str(proposal.get("code", ""))
-        action_id = str(proposal["action_id"])
-        if proposal.get("action") == "call_plugin":
-            if verdict == "ask":
-                return f"Waiting for your approval in the Ambient sidebar: {code}"
-            if verdict != "approve":
-                reason = policy(mode, safe=bool(proposal.get("safe")), person_present=False)[1]
-                return f"Not run: {code} ({reason}). Run it yourself, or switch with %ambient agent=auto."
-            from ..plugins import dispatch
-
-            try:
-                result = dispatch(action_id)
-            except Exception as exc:  # noqa: BLE001 (dispatch recorded it; the user gets one line)
-                return f"{code} failed: {type(exc).__name__}: {exc}"
-            return f"Ran {code} -> {_short(result)}"
-        if verdict != "approve":
+        plugin = proposal.get("action") == "call_plugin"
+        acted = self.serve(self.acts.act(proposal, self.runner(recorder, write=write), person_present=present))
+        if acted.state in ("waiting", "rejected"):
+            why = "waiting for your approval in the Ambient sidebar" if acted.state == "waiting" else acted.reason
+            if plugin:
+                return f"Not run: {code} ({why}). Run it yourself, or switch with %ambient agent=auto."
             # Nothing runs without an approval; the user can read the code and run it.
             recorder.shell.set_next_input(code, replace=False)
-            where = " (or approve it in the Ambient sidebar)" if verdict == "ask" else ""
-            return (
-                f"Proposed, not run (agent mode {mode}): the code is in a new cell below; "
-                f"run it if it looks right{where}."
-            )
-        try:
-            approval(self.assistant.history, self.assistant.notebook, action_id, code)
-        except NotApproved as exc:
-            return f"Not run: {exc}"
-        write(f"Running the agent's code (agent mode {mode}):\n{code.rstrip()}")
-        result, cell = recorder.run_agent_cell(code)
-        error = result.error_in_exec or result.error_before_exec
-        message = None if error is None else f"{type(error).__name__}: {error}"
-        self._wait(
-            self.assistant.executed(
-                action_id, cell_event_seq=cell["seq"] if cell else None, ok=bool(result.success), error=message
-            )
-        )
-        return f"Ran it as cell [{result.execution_count}]: " + ("ok." if result.success else f"failed: {message}")
+            return f"Proposed, not run ({why}): the code is in a new cell below; run it if it looks right."
+        if acted.state == "refused":
+            return f"Not run: {acted.reason}"
+        if plugin:
+            done = self._outcome(str(proposal["action_id"]))
+            if done is None or not done.get("ok"):
+                return f"{code} failed: {(done or {}).get('error', 'no outcome was recorded')}"
+            return f"Ran {code} -> {_short(done.get('result'))}"
+        ran = acted.ran
+        if ran is None:
+            return None
+        return f"Ran it as cell [{self.last_cell}]: " + ("ok." if ran.ok else f"failed: {ran.error}")
+
+    def _outcome(self, action_id: str) -> dict[str, Any] | None:
+        _proposal, related = self.assistant.history.find_action(self.assistant.notebook, action_id)
+        return next((e for e in related if e.get("kind") == "action_executed"), None)
 
     def stop(self) -> bool:
         return self._loop.call_soon_threadsafe(self.assistant.stop) is not None

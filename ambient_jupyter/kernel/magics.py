@@ -9,10 +9,8 @@ from typing import Any
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from .._trim import printable
-from ..events import SettingsChanged
 from ..gate import AGENT_MODES
 from ..history import normalize_notebook
-from .recorder import notebook_agent
 
 __all__ = ["AmbientMagics"]
 
@@ -144,7 +142,7 @@ class AmbientMagics(Magics):
             _say(f"{exc}\n{_USAGE}")
             return
         history = recorder.writer.history
-        agent, _ = notebook_agent(history, recorder.notebook, settings.agent)
+        agent = history.agent_mode(recorder.notebook, settings.agent)
         print(
             f"notebook: {recorder.notebook}\n"
             f"model:    {settings.model}\n"
@@ -160,12 +158,11 @@ class AmbientMagics(Magics):
             raise ValueError(f"agent must be off, ask or auto, not {value!r}")
         recorder = self.recorder
         recorder.settings.agent = mode
-        # The mode is the notebook's, for every host (the sidebar, a runner): an event.
-        event = SettingsChanged(agent=mode, by="magic").model_dump(exclude={"seq", "notebook"})  # type: ignore[arg-type]
-        recorder.writer.submit(lambda: event)
+        # The mode is the notebook's, for every host (the sidebar, a runner): an event,
+        # recorded after what already ran; switching off expires what waits for approval.
         recorder.writer.flush()
-        if recorder.host is not None:
-            recorder.host.agent_mode()
+        host = recorder.ensure_host()
+        host.serve(host.acts.set_mode(mode, "magic"))
 
     def _set_notebook(self, value: str) -> None:
         recorder = self.recorder

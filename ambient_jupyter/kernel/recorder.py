@@ -17,13 +17,12 @@ import time
 from typing import Any
 
 from ..config import AmbientSettings
-from ..gate import AGENT_MODES
 from ..history import History, normalize_notebook
 from .capture import OUTPUT_TYPES, CellCapture
 from .widgets import WidgetWatcher
 from .writer import Writer
 
-__all__ = ["Recorder", "detect_notebook", "notebook_agent"]
+__all__ = ["Recorder", "detect_notebook"]
 
 log = logging.getLogger("ambient_jupyter.kernel")
 
@@ -58,20 +57,6 @@ def detect_notebook(shell: Any) -> tuple[str, bool]:
     if kernel:
         return f"kernel:{os.getcwd()}/{kernel}", False
     return f"ipython:{os.getcwd()}", False
-
-
-def notebook_agent(history: History, notebook: str, default: str, after: int = 0) -> tuple[str, int]:
-    """The notebook's agent mode (the latest ``settings_changed`` after ``after``, else
-    ``default``), and the last seq read: pass it back as ``after`` to read on from there."""
-    mode, last = default, after
-    while True:
-        page = history.read(notebook, last, limit=1000)
-        for event in page:
-            if event.get("kind") == "settings_changed" and event.get("agent") in AGENT_MODES:
-                mode = event["agent"]
-        if not page:
-            return mode, last
-        last = int(page[-1]["seq"])
 
 
 class Recorder:
@@ -280,16 +265,5 @@ class Recorder:
         if self.host is None:
             from .host import KernelHost
 
-            s = self.settings
-            self.host = KernelHost(
-                self.writer.history,
-                self.notebook,
-                model=s.model,
-                expert=s.expert,
-                agent=s.agent,
-                quiet=s.quiet,
-                react=self._should_host(),
-                cooldown=s.cooldown,
-                max_reply_tokens=s.max_reply_tokens,
-            )
+            self.host = KernelHost(self.writer.history, self.notebook, self.settings, react=self._should_host())
         return self.host

@@ -1,7 +1,10 @@
 """The kernel's writer thread: the only place kernel events touch the disk.
 
 The cell hook hands over a callable that builds the event (so even JSON-shaping
-happens here, not on the hot path). The writer groups commits: it commits at
+happens here, not on the hot path). Here, too, each event is typed: parsed into its
+model in :mod:`ambient_jupyter.events` and stored as that model's dump, so what the
+kernel writes is checked against the vocabulary every reader shares, at no cost to
+the user's cell. The writer groups commits: it commits at
 most once per ``GROUP_WINDOW``. An event after a quiet spell (a person running a
 cell) is committed at once; during a burst (a notebook run, a slider dragged) the
 writer sleeps out the rest of the window and appends all that is queued in one
@@ -21,13 +24,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError
+
+from ..events import parse_event
 from ..history import History, HistoryError
 
-__all__ = ["Writer"]
+__all__ = ["Writer", "typed"]
 
 log = logging.getLogger("ambient_jupyter.kernel")
 
 Builder = Callable[[], dict[str, Any] | None]
+"""Makes an event's fields (``kind`` and the rest of its model's fields), or None for no event."""
 _FLUSH = object()
 
 GROUP_WINDOW = 0.2
@@ -157,11 +164,10 @@ class Writer:
         for build in builders:
             try:
                 event = build()
+                if event is not None:
+                    events.append((typed(event), None))
             except Exception:
                 log.exception("ambient-jupyter could not build an event; it was skipped")
-                continue
-            if event is not None:
-                events.append((event, None))
         if not events:
             return
         assert self._history is not None
@@ -184,3 +190,36 @@ class Writer:
                 self.on_committed(stored)
             except Exception:
                 log.exception("an ambient-jupyter listener failed")
+
+
+def typed(event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` checked against its model (by ``kind``), as the dict to store.
+
+    Only the fields the builder set are dumped: the history stamps ``at`` once per
+    transaction, and a successful cell keeps storing no empty ``hints``.
+
+    An event that does not fit its model is still stored, as built, with an
+    ``invalid`` note saying why, and logged as an error. It records something that
+    happened in the kernel (a cell ran, a value changed), and the misfit is our
+    shaping bug, not the person's: dropping the event would lose that fact for
+    good, while every reader already tolerates fields it does not know.
+    """
+    try:
+        model = parse_event(event)
+    except ValidationError as exc:
+        problem = "; ".join(f"{_where(e['loc'], event)}: {e['msg']}" for e in exc.errors(include_url=False)[:5])
+        log.error(
+            "ambient-jupyter recorded a %r event that does not fit its model (%s); it is stored with this note",
+            event.get("kind"),
+            problem,
+        )
+        return {**event, "invalid": problem}
+    return model.model_dump(exclude_unset=True)
+
+
+def _where(loc: tuple[int | str, ...], event: dict[str, Any]) -> str:
+    # The union puts the kind first (``cell_executed.hints.0.text``); the note sits in
+    # that very event, so the field's own path says it better.
+    if loc and loc[0] == event.get("kind"):
+        loc = loc[1:]
+    return ".".join(map(str, loc)) or "kind"

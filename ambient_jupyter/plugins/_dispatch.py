@@ -14,7 +14,7 @@ from typing import Any
 
 from ..actions import plugin_call_code
 from ..events import ActionExecuted
-from ..gate import NotApproved, approval, policy
+from ..gate import NotApproved, approval
 from ..history import History
 from . import _registry
 
@@ -25,18 +25,18 @@ _started: set[str] = set()
 ``action_executed`` has been committed."""
 _started_lock = threading.Lock()
 
-_SAFE_REASON = policy("ask", safe=True, person_present=False)[1]
 
-
-def _where(recorder: Any) -> tuple[History, str, bool]:
-    """The history and notebook to check and record in; True if we opened the history."""
+def _where(recorder: Any) -> tuple[History, str, str, bool]:
+    """The history and notebook to check and record in, the default agent mode, and
+    True if we opened the history."""
     if recorder is not None:
-        return recorder.writer.history, recorder.notebook, False
+        return recorder.writer.history, recorder.notebook, recorder.settings.agent, False
     from IPython import get_ipython
 
+    from ..config import AmbientSettings
     from ..kernel.recorder import detect_notebook
 
-    return History(), detect_notebook(get_ipython())[0], True
+    return History(), detect_notebook(get_ipython())[0], AmbientSettings().agent, True
 
 
 def _record(recorder: Any, history: History, notebook: str, event: ActionExecuted) -> None:
@@ -72,9 +72,10 @@ def dispatch(action_id: str) -> Any:
     from ..kernel import current
 
     recorder = current()
-    history, notebook, opened = _where(recorder)
+    history, notebook, default_mode, opened = _where(recorder)
     try:
-        approved = approval(history, notebook, action_id)
+        # Judged by the agent mode in force now, as the act engine judges it.
+        approved = approval(history, notebook, action_id, mode=history.agent_mode(notebook, default_mode))
         proposal = approved.proposal
         if proposal.get("action") != "call_plugin":
             msg = f"action {action_id} is {proposal.get('action')}, not a plugin call; dispatch runs only plugin calls"
@@ -94,8 +95,7 @@ def dispatch(action_id: str) -> Any:
             if _start(action_id):
                 _record(recorder, history, notebook, ActionExecuted(action_id=action_id, ok=False, error=str(exc)))
             raise
-        decision = approved.decision
-        if decision.get("by") == "policy" and decision.get("reason") == _SAFE_REASON and not safe:
+        if approved.rule == "safe_plugin" and not safe:
             # Approved unasked because it was announced as safe; the plugin here says otherwise.
             msg = f"{plugin_name}.{name} is not declared safe in this kernel, so it needs a person's approval"
             raise NotApproved(msg)

@@ -10,10 +10,10 @@ from typing import Any
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode, default
+from traitlets import Float, Int, Unicode
 
 from ..backends.llamacpp import usable_cpus
-from ..config import env_flag
+from ..config import AmbientSettings
 from ..history import History
 from .handlers import AmbientSocket, HistoryHandler, ModelsHandler, StatusHandler
 from .hub import Hub, HubSettings, KernelCallError
@@ -21,50 +21,17 @@ from .paths import resolve_notebook
 
 __all__ = ["AmbientExtension"]
 
-
 class AmbientExtension(ExtensionApp):
     """ambient-jupyter inside Jupyter Server: the chat sidebar's backend."""
 
     name = "ambient_jupyter"
     load_other_extensions = True
 
-    model = Unicode(
-        help="Model spec: auto, embedded, ollama:<name>, llamacpp:<path.gguf>, openai:<name>. Env: AMBIENT_MODEL."
-    ).tag(config=True)
+    # The server's assistant is configured by the one AmbientSettings (a child
+    # configurable, as ServerApp makes its managers), so that c.AmbientSettings.x means
+    # the same thing here as in a kernel or a headless run.
+    classes = [*ExtensionApp.classes, AmbientSettings]
 
-    @default("model")
-    def _model_default(self) -> str:
-        return os.environ.get("AMBIENT_MODEL", "").strip() or "auto"
-
-    expert = Unicode(
-        help="The frontier model handed a turn with /expert (e.g. openai:gpt-4o-mini). Env: AMBIENT_EXPERT."
-    ).tag(config=True)
-
-    @default("expert")
-    def _expert_default(self) -> str:
-        return os.environ.get("AMBIENT_EXPERT", "").strip()
-
-    quiet = Bool(help="Never speak unprompted. Env: AMBIENT_QUIET.").tag(config=True)
-
-    @default("quiet")
-    def _quiet_default(self) -> bool:
-        return env_flag("AMBIENT_QUIET")
-
-    agent = CaselessStrEnum(
-        ["off", "ask", "auto"],
-        help="Default agent mode of a notebook (the sidebar sets it per notebook): off: only talk; "
-        "ask: propose, run only once approved; auto: run what it proposes. Env: AMBIENT_AGENT.",
-    ).tag(config=True)
-
-    @default("agent")
-    def _agent_default(self) -> str:
-        value = os.environ.get("AMBIENT_AGENT", "").strip().lower()
-        return value if value in ("off", "ask", "auto") else "ask"
-
-    cooldown = Float(30.0, help="Seconds after an unprompted reply during which failures are left alone.").tag(
-        config=True
-    )
-    max_reply_tokens = Int(1024, help="Longest turn, in tokens (its strings are limited to fit).").tag(config=True)
     model_threads = Int(
         0,
         help="Threads for an in-process model (embedded, llamacpp:). 0: every CPU but one, so that "
@@ -85,6 +52,8 @@ class AmbientExtension(ExtensionApp):
     db = Unicode("", help="The history file. Default: $AMBIENT_DB, else the Jupyter data dir.").tag(config=True)
 
     hub: Hub | None = None
+    ambient: AmbientSettings | None = None
+    """The assistant's settings, made in :meth:`initialize_settings`."""
 
     def initialize_settings(self) -> None:
         # Kernels started by this server inherit its environment: tell their recorder
@@ -99,13 +68,9 @@ class AmbientExtension(ExtensionApp):
         history = History(self.db or None)
         assert self.serverapp is not None
         root_dir = self.serverapp.root_dir
+        self.ambient = AmbientSettings(parent=self)
         settings = HubSettings(
-            model=self.model,
-            expert=self.expert,
-            quiet=self.quiet,
-            agent=self.agent,
-            cooldown=self.cooldown,
-            max_reply_tokens=self.max_reply_tokens,
+            assistant=self.ambient,
             poll_interval=self.poll_interval,
             client_queue_limit=self.client_queue_limit,
             state_timeout=self.state_timeout,
@@ -118,7 +83,7 @@ class AmbientExtension(ExtensionApp):
             kernel_runner=self._run_in_kernel,
         )
         self.settings["ambient_hub"] = self.hub
-        self.log.info("ambient-jupyter: model %s, history %s", self.model, history.path)
+        self.log.info("ambient-jupyter: model %s, history %s", self.ambient.model, history.path)
 
     async def _open_notebooks(self) -> set[str]:
         assert self.serverapp is not None
@@ -133,9 +98,7 @@ class AmbientExtension(ExtensionApp):
         limit = self.plugin_timeout if timeout is None else timeout
         assert self.serverapp is not None
         sessions = await self.serverapp.session_manager.list_sessions()
-        kernel_id = next(
-            (s["kernel"]["id"] for s in sessions if s.get("path") == api_path and s.get("kernel")), None
-        )
+        kernel_id = next((s["kernel"]["id"] for s in sessions if s.get("path") == api_path and s.get("kernel")), None)
         if kernel_id is None:
             msg = f"{api_path} has no running kernel in this server; open it and run a cell first"
             raise LookupError(msg)

@@ -20,6 +20,7 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web, websocket
 
 from .. import __version__
+from .frames import Chat, ClientFrame, Decide, Hello, Mode, Stop, parse_frame
 from .hub import FrameError, Hub, Room
 from .paths import BadNotebookPath, NotebookRef
 
@@ -126,6 +127,9 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)
+        # Frames are small and come in pairs (an approval's event, then its run frame):
+        # with Nagle's algorithm on, the second can wait ~40 ms for the tab's delayed ACK.
+        self.set_nodelay(True)
         self._room: Room | None = None
         self._queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=self.hub.settings.client_queue_limit)
         self._sender = asyncio.ensure_future(self._send_loop())
@@ -182,56 +186,37 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
             raise FrameError("frames must be JSON objects") from None
         if not isinstance(frame, dict):
             raise FrameError("frames must be JSON objects")
-        kind = frame.get("type")
-        handler = {
-            "hello": self._hello,
-            "chat": self._chat,
-            "stop": self._stop,
-            "decide": self._decide,
-            "mode": self._mode,
-            "run_failed": self._run_failed,
-        }.get(kind)  # type: ignore[arg-type]
-        if handler is None:
-            raise FrameError(f"unknown frame type {kind!r}; expected hello, chat, decide, mode, run_failed or stop")
-        await handler(frame)
+        typed = parse_frame(frame)
+        if isinstance(typed, Hello):
+            await self._hello(typed)
+            return
+        # Choosing who may run code without asking is as strong as approving code.
+        need = "write" if isinstance(typed, Chat | Stop) else "execute"
+        room = await self._room_for(typed, need)
+        if isinstance(typed, Chat):
+            room.chat(typed.text, typed.client_id, self)
+        elif isinstance(typed, Stop):
+            room.stop()
+        elif isinstance(typed, Decide):
+            await room.handoff.decide(typed.action_id, typed.decision, typed.sha256, self)
+        elif isinstance(typed, Mode):
+            await room.set_agent(typed.agent)
+        else:
+            await room.handoff.run_failed(typed.action_id, typed.error, self)
 
-    async def _room_for(self, frame: dict[str, Any], action: str) -> Room:
+    async def _room_for(self, frame: ClientFrame, action: str) -> Room:
         if not await self._allowed(action):
             raise FrameError(f"not allowed: {action} on {AUTH_RESOURCE}")
         try:
-            ref = self.resolve(frame.get("notebook"))
+            ref = self.resolve(frame.notebook)
         except BadNotebookPath as exc:
             raise FrameError(str(exc)) from None
         return await self.hub.room(ref)
 
-    async def _hello(self, frame: dict[str, Any]) -> None:
+    async def _hello(self, frame: Hello) -> None:
         room = await self._room_for(frame, "read")
-        after = frame.get("after_seq", 0)
-        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-            raise FrameError("'after_seq' must be a non-negative integer")
         # Approved cells are handed only to tabs whose user may approve code.
         self.can_run = await self._allowed("execute")
         self._leave()
         self._room = room
-        await room.subscribe(self, after)
-
-    async def _chat(self, frame: dict[str, Any]) -> None:
-        room = await self._room_for(frame, "write")
-        room.chat(frame.get("text"), frame.get("client_id"), self)
-
-    async def _stop(self, frame: dict[str, Any]) -> None:
-        room = await self._room_for(frame, "write")
-        room.stop()
-
-    async def _decide(self, frame: dict[str, Any]) -> None:
-        room = await self._room_for(frame, "execute")
-        await room.decide(frame.get("action_id"), frame.get("decision"), frame.get("sha256"), self)
-
-    async def _mode(self, frame: dict[str, Any]) -> None:
-        # Choosing who may run code without asking is as strong as approving code.
-        room = await self._room_for(frame, "execute")
-        await room.set_agent(frame.get("agent"))
-
-    async def _run_failed(self, frame: dict[str, Any]) -> None:
-        room = await self._room_for(frame, "execute")
-        await room.run_failed(frame.get("action_id"), frame.get("error"), self)
+        await room.subscribe(self, frame.after_seq)

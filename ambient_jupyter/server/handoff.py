@@ -1,8 +1,9 @@
 """Approved actions on their way to being run, for one notebook in this server.
 
-A decision is recorded once; an approved action is handed out once: a cell action
-to exactly one tab (as a ``run`` frame), a plugin call to the notebook's kernel.
-Whatever happens next is recorded as ``action_executed``: the cell's own
+Decisions, the approval check and the one-run claim are the act engine's
+(:mod:`ambient_jupyter.act`); this module is the server's way to run: an approved
+action is handed out once, a cell action to exactly one tab (as a ``run`` frame), a
+plugin call to the notebook's kernel. Whatever happens next is recorded as ``action_executed``: the cell's own
 ``cell_executed`` event, linked back by the hash of its code; the tab's report that
 it could not run it (``run_failed``); or the kernel's answer.
 """
@@ -12,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from ..act import ActEngine, Ran, Refused
 from ..actions import CODE_ACTIONS, code_sha256
-from ..gate import NotApproved, approval, find_action
+from ..gate import Approval
 
 if TYPE_CHECKING:
     from .hub import Room, Subscriber
@@ -33,75 +35,61 @@ class FrameError(ValueError):
 
 
 class Handoff:
-    """Decisions, and the hand-off of approved actions, for one room."""
+    """The hand-off of approved actions, for one room; decisions go through the act engine."""
 
     def __init__(self, room: Room) -> None:
         self.room = room
-        self._lock = asyncio.Lock()
-        """Decisions and hand-offs one at a time: a person and the policy (or two
-        tabs) deciding together must not both hand the action out."""
+        self._acts: ActEngine | None = None
         self._handed: dict[str, Subscriber | None] = {}
         """action_id -> the tab that has it (None: the kernel has it, or nobody could)."""
         self._waiting: dict[str, list[str]] = defaultdict(list)
         """sha256 -> cell actions handed to a tab whose cell has not run yet, oldest first."""
 
+    @property
+    def acts(self) -> ActEngine:
+        if self._acts is None:
+            self._acts = ActEngine(self.room.assistant)
+        return self._acts
+
     # -- decisions ----------------------------------------------------------------
 
-    async def decide(self, action_id: object, decision: object, sha256: object, sub: Subscriber | None) -> None:
+    async def decide(
+        self, action_id: str, decision: Literal["approve", "reject"], sha256: str | None, sub: Subscriber | None
+    ) -> None:
         """A person's decision from a ``decide`` frame; an approval is handed out at once."""
-        if not isinstance(action_id, str) or not action_id or len(action_id) > 200:
-            raise FrameError("'action_id' is required")
-        if decision not in ("approve", "reject"):
-            raise FrameError("'decision' must be 'approve' or 'reject'")
-        async with self._lock:
-            proposal, related = await asyncio.to_thread(self._find, action_id)
-            if proposal is None:
-                raise FrameError(f"no proposed action {action_id!r} in this notebook")
-            if any(e.get("kind") == "action_decided" for e in related):
-                raise FrameError(f"action {action_id!r} was already decided")
-            if decision == "approve" and sha256 != proposal.get("sha256"):
-                # The approval must be for exactly the code that was shown.
-                raise FrameError("the code's sha256 does not match the proposal; nothing was approved or run")
-            outcome = "approved" if decision == "approve" else "rejected"
-            stored = await self.room.assistant.decide(proposal, outcome, by="user")
-            if stored.get("by") != "user" or stored.get("decision") != outcome:
-                # The history already held another decision (another process made it).
-                raise FrameError(f"action {action_id!r} was already decided")
-            if outcome == "approved":
-                await self._hand_out(proposal, sub)
+        try:
+            await self.acts.decide(action_id, decision, sha256)
+        except Refused as exc:
+            raise FrameError(str(exc)) from None
+        if decision == "approve":
+            await self._run(action_id, sub)
 
     async def apply_policy(self, proposal: dict[str, Any], requester: Subscriber | None) -> None:
-        """What the notebook's agent mode decides on its own; an approval is handed out at once."""
-        async with self._lock:
-            verdict = await self.room.assistant.apply_policy(proposal, person_present=True)
-            if verdict == "approve":
-                await self._hand_out(proposal, requester)
+        """What the notebook's agent mode in force decides on its own; an approval is handed out at once."""
+        settled = await self.acts.settle(proposal, person_present=True)
+        if settled.state == "ran":
+            await self._run(str(proposal["action_id"]), requester)
 
-    def _find(self, action_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        return find_action(self.room.hub.history, self.room.ref.notebook_id, action_id)
+    async def _run(self, action_id: str, approver: Subscriber | None) -> None:
+        acted = await self.acts.run(action_id, lambda granted: self._hand_out(granted, approver))
+        if acted.state == "refused":
+            self.room.broadcast({"type": "error", "message": acted.reason})
 
     # -- handing out ----------------------------------------------------------------
 
-    async def _hand_out(self, proposal: dict[str, Any], approver: Subscriber | None) -> None:
-        """Give an approved action to whoever runs it, after checking the approval once more."""
+    async def _hand_out(self, granted: Approval, approver: Subscriber | None) -> Ran | None:
+        """Give an approved action to whoever runs it (the engine checked the approval just now)."""
         room = self.room
-        action_id = str(proposal["action_id"])
-        if action_id in self._handed:
-            return  # an approval is good for one run
-        try:
-            granted = await asyncio.to_thread(approval, room.hub.history, room.ref.notebook_id, action_id)
-        except NotApproved as exc:
-            room.broadcast({"type": "error", "message": str(exc)})
-            return
+        proposal, action_id = granted.proposal, granted.action_id
         action = proposal.get("action")
         if action == "call_plugin":
             # Plugins live in the kernel; the kernel checks the approval again itself.
             # Not awaited: a slow plugin must not hold up this client's next frame.
             self._handed[action_id] = None
             room.hub.spawn(room.hub.run_plugin(room, action_id))
-            return
+            return None
         if action not in CODE_ACTIONS:
-            return
+            return Ran(ok=False, error=f"this server cannot run a {action!r} action")
         # Cells are the frontend's to insert and run: exactly one tab does it, the
         # approver if it is still here, else the tab that arrived last. Only tabs
         # whose user may approve code are asked to run it.
@@ -111,8 +99,7 @@ class Handoff:
         if tab is None:
             error = "it was approved, but no JupyterLab tab showing this notebook was connected to run it"
             room.broadcast({"type": "error", "message": f"action {action_id}: {error}"})
-            await room.assistant.executed(action_id, ok=False, error=error)
-            return
+            return Ran(ok=False, error=error)
         self._waiting[str(proposal["sha256"])].append(action_id)
         decision = granted.decision
         tab.send(
@@ -128,10 +115,12 @@ class Handoff:
                 "role": proposal.get("role") or "watcher",
                 "reply_to": proposal.get("reply_to"),
                 "decided_by": decision.get("by"),
+                "rule": granted.rule,
                 "approved_at": decision.get("at"),
                 **({"old_code": proposal["old_code"]} if proposal.get("old_code") is not None else {}),
             }
         )
+        return None
 
     # -- what became of it ----------------------------------------------------------
 
@@ -148,35 +137,28 @@ class Handoff:
         if not queue:
             del self._waiting[digest]
         error = event.get("error") or {}
-        self.room.hub.spawn(
-            self.room.assistant.executed(
-                action_id,
-                cell_event_seq=int(event["seq"]),
-                ok=event.get("status") == "ok",
-                error=f"{error.get('ename')}: {error.get('evalue')}" if event.get("status") == "error" else None,
-            )
+        failed = event.get("status") == "error"
+        ran = Ran(
+            ok=event.get("status") == "ok",
+            cell_event_seq=int(event["seq"]),
+            error=f"{error.get('ename')}: {error.get('evalue')}" if failed else None,
         )
+        self.room.hub.spawn(self.acts.executed(action_id, ran))
 
-    async def run_failed(self, action_id: object, error: object, sub: Subscriber) -> None:
+    async def run_failed(self, action_id: str, error: str, sub: Subscriber) -> None:
         """The tab an action was handed to reports that it could not run it."""
-        if not isinstance(action_id, str) or not action_id:
-            raise FrameError("'action_id' is required")
-        if not isinstance(error, str) or not error.strip():
-            raise FrameError("'error' must say why the action could not run")
-        if len(error) > MAX_FAILURE_CHARS:
-            raise FrameError(f"'error' can be at most {MAX_FAILURE_CHARS:,} characters")
-        async with self._lock:
-            if action_id not in self._handed or self._handed[action_id] is not sub:
-                raise FrameError(f"action {action_id!r} was not handed to this tab to run")
-            if not self._unwait(action_id):
-                raise FrameError(f"action {action_id!r} has already run")
-            await self.room.assistant.executed(action_id, ok=False, error=f"the tab did not run it: {error.strip()}")
+        if action_id not in self._handed or self._handed[action_id] is not sub:
+            raise FrameError(f"action {action_id!r} was not handed to this tab to run")
+        if not self._unwait(action_id):
+            raise FrameError(f"action {action_id!r} has already run")
+        await self.acts.executed(action_id, Ran(ok=False, error=f"the tab did not run it: {error.strip()}"))
 
     async def plugin_failed(self, action_id: str, error: str) -> None:
         """The kernel could not run a plugin call; recorded unless the kernel recorded an outcome itself."""
-        _proposal, related = await asyncio.to_thread(self._find, action_id)
+        history = self.room.hub.history
+        _proposal, related = await asyncio.to_thread(history.find_action, self.room.ref.notebook_id, action_id)
         if not any(e.get("kind") == "action_executed" for e in related):
-            await self.room.assistant.executed(action_id, ok=False, error=error)
+            await self.acts.executed(action_id, Ran(ok=False, error=error))
 
     def _unwait(self, action_id: str) -> bool:
         for digest, queue in list(self._waiting.items()):

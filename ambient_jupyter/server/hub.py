@@ -14,13 +14,15 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 from ..assistant import Assistant, Role, Turn
-from ..events import KernelState, SettingsChanged
+from ..config import AmbientSettings
+from ..events import KernelState
 from ..gate import AGENT_MODES
 from ..history import History
+from ..tail import Tail
 from .handoff import FrameError, Handoff
 from .paths import NotebookRef
 
@@ -29,7 +31,6 @@ __all__ = ["FrameError", "Hub", "HubSettings", "KernelCallError", "KernelRunner"
 log = logging.getLogger("ambient_jupyter.server")
 
 Frame = dict[str, Any]
-MAX_CHAT_CHARS = 20_000
 REPLAY_PAGE = 1000
 _EXPERT = re.compile(r"/expert(?:\s+|$)")
 """``/expert question``: the question goes to the expert model."""
@@ -63,15 +64,22 @@ class KernelCallError(RuntimeError):
 
 @dataclass
 class HubSettings:
-    model: str = "auto"
-    expert: str = ""
-    quiet: bool = False
-    agent: str = "ask"
-    cooldown: float = 30.0
-    max_reply_tokens: int = 1024
+    """The server-only settings, and the assistant's settings (the one :class:`AmbientSettings`)."""
+
+    assistant: AmbientSettings = field(default_factory=AmbientSettings)
     poll_interval: float = 0.05
     client_queue_limit: int = 2000
     state_timeout: float = 2.0
+
+    # Read-only views for the code that only needs the defaults (status, a new room's
+    # mode); the values live in ``assistant`` alone, so they cannot drift apart.
+    @property
+    def model(self) -> str:
+        return str(self.assistant.model)
+
+    @property
+    def agent(self) -> str:
+        return str(self.assistant.agent)
 
 
 class Room:
@@ -82,7 +90,7 @@ class Room:
         self.ref = ref
         self.subscribers: dict[Subscriber, None] = {}
         """In the order they arrived (a dict, as an ordered set)."""
-        self.sent_seq = start_seq
+        self.tail = Tail(hub.history, ref.notebook_id, REPLAY_PAGE, start_seq)
         self.live_from = start_seq
         """Only failures after this seq are diagnosed (never a replayed old one)."""
         self.state = "idle"
@@ -91,16 +99,11 @@ class Room:
         """The last note stored for a failed state request (not repeated question after question)."""
         self._pump_lock = asyncio.Lock()
         self.handoff = Handoff(self)
-        settings = hub.settings
-        self.assistant = Assistant(
+        self.assistant = Assistant.from_settings(
             hub.history,
             ref.notebook_id,
-            settings.model,
-            expert=settings.expert or None,
+            hub.settings.assistant,
             agent=agent,
-            quiet=settings.quiet,
-            cooldown=settings.cooldown,
-            max_reply_tokens=settings.max_reply_tokens,
             on_token=self._on_token,
             on_event=self._on_stored,
         )
@@ -117,42 +120,30 @@ class Room:
             sub.send(frame)
 
     async def pump(self) -> None:
-        """Send every stored event after :attr:`sent_seq`, in order, to every subscriber."""
+        """Send every stored event after the live position, in order, to every subscriber."""
         async with self._pump_lock:
             while True:
-                page = await asyncio.to_thread(
-                    self.hub.history.read, self.ref.notebook_id, self.sent_seq, limit=REPLAY_PAGE
-                )
+                page = await asyncio.to_thread(self.tail.live)
                 for event in page:
-                    self.sent_seq = seq = int(event["seq"])
+                    seq = int(event["seq"])
                     frame = {"type": "event", "event": self._public(event)}
                     for sub in list(self.subscribers):
                         if seq > sub.seen:
                             sub.seen = seq
                             sub.send(frame)
                     await self._observe(event)
-                if len(page) < REPLAY_PAGE:
+                if not self.tail.more(page):
                     return
 
     async def subscribe(self, sub: Subscriber, after_seq: int) -> None:
         """Replay what ``sub`` missed, then add it to the live stream (no gap, no duplicate)."""
         async with self._pump_lock:
-            # A client that claims more than we have holds another history (the file
-            # was replaced): start it over rather than hide events from it.
-            reset = after_seq > self.sent_seq
-            after_seq = 0 if reset else max(0, after_seq)
-            after = after_seq
-            while after < self.sent_seq:
-                page = await asyncio.to_thread(
-                    self.hub.history.read, self.ref.notebook_id, after, limit=REPLAY_PAGE
-                )
-                page = [e for e in page if int(e["seq"]) <= self.sent_seq]
-                if not page:
-                    break
+            after, reset = self.tail.start(after_seq)
+            while page := await asyncio.to_thread(self.tail.backlog, after):
                 for event in page:
                     sub.send({"type": "event", "event": self._public(event)})
                 after = int(page[-1]["seq"])
-            sub.seen = max(after, after_seq)
+            sub.seen = after
             self.subscribers[sub] = None
         sub.send({"type": "ready", "notebook": self.ref.api_path, "last_seq": sub.seen, "reset": reset})
         sub.send(self._status())
@@ -214,20 +205,14 @@ class Room:
 
     # -- what clients ask for ---------------------------------------------------
 
-    def chat(self, text: object, client_id: object, sub: Subscriber | None = None) -> None:
-        if not isinstance(text, str) or not text.strip():
-            raise FrameError("a chat message needs non-empty 'text'")
-        if len(text) > MAX_CHAT_CHARS:
-            raise FrameError(f"a chat message can be at most {MAX_CHAT_CHARS:,} characters")
-        if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 200):
-            raise FrameError("'client_id' must be a short string")
+    def chat(self, text: str, client_id: str | None, sub: Subscriber | None = None) -> None:
         role: Role = "watcher"
         expert = _EXPERT.match(text.lstrip())
         if expert:
             if not self.assistant.expert_spec:
                 raise FrameError(
                     "No expert model is set for this server: start it with AMBIENT_EXPERT=openai:<name> "
-                    "(plus OPENAI_BASE_URL and OPENAI_API_KEY), or set c.AmbientExtension.expert."
+                    "(plus OPENAI_BASE_URL and OPENAI_API_KEY), or set c.AmbientSettings.expert."
                 )
             text = text.lstrip()[expert.end() :].strip()
             if not text:
@@ -263,23 +248,9 @@ class Room:
     def stop(self) -> bool:
         return self.assistant.stop()
 
-    async def set_agent(self, agent: object) -> None:
-        if not isinstance(agent, str) or agent not in AGENT_MODES:
-            raise FrameError("'agent' must be off, ask or auto")
-        await self._store_settings(agent)
-
-    async def _store_settings(self, agent: str) -> None:
-        event = SettingsChanged(agent=agent, by="sidebar")  # type: ignore[arg-type]
-        await asyncio.to_thread(
-            self.hub.history.append, self.ref.notebook_id, event.model_dump(exclude={"seq", "notebook"})
-        )
+    async def set_agent(self, agent: Literal["off", "ask", "auto"]) -> None:
+        await self.handoff.acts.set_mode(agent, "sidebar")
         await self.pump()
-
-    async def decide(self, action_id: object, decision: object, sha256: object, sub: Subscriber | None = None) -> None:
-        await self.handoff.decide(action_id, decision, sha256, sub)
-
-    async def run_failed(self, action_id: object, error: object, sub: Subscriber) -> None:
-        await self.handoff.run_failed(action_id, error, sub)
 
 
 class Hub:
@@ -316,16 +287,7 @@ class Hub:
 
     def _room_state(self, notebook: str) -> tuple[int, str]:
         """The last seq of a notebook, and its agent mode (the latest one set, else the default)."""
-        agent = self.settings.agent
-        after = 0
-        while True:
-            page = self.history.read(notebook, after, limit=REPLAY_PAGE)
-            for event in page:
-                if event.get("kind") == "settings_changed" and event.get("agent") in AGENT_MODES:
-                    agent = event["agent"]
-            if len(page) < REPLAY_PAGE:
-                return (int(page[-1]["seq"]) if page else after), agent
-            after = int(page[-1]["seq"])
+        return self.history.last_seq(notebook), self.history.agent_mode(notebook, self.settings.agent)
 
     async def run_plugin(self, room: Room, action_id: str) -> None:
         """Ask the notebook's kernel to run an approved plugin action (it re-checks the approval)."""

@@ -63,8 +63,11 @@ function card(event: IAmbientEvent, modifier: string, children: Array<Node | nul
   );
 }
 
-export function userMessageNode(event: IAmbientEvent): HTMLElement {
+/** A stored question; `ownSource` is where it is shown (a question from elsewhere says where). */
+export function userMessageNode(event: IAmbientEvent, ownSource = 'sidebar'): HTMLElement {
   const source = str(event, 'source', 'sidebar');
+  const meta = [source !== ownSource ? `via ${source}` : '', str(event, 'to') === 'expert' ? 'to the expert' : ''];
+  const about = meta.filter(Boolean).join(' · ');
   return h(
     'div',
     {
@@ -73,7 +76,7 @@ export function userMessageNode(event: IAmbientEvent): HTMLElement {
       attrs: { 'data-seq': String(event.seq), 'data-kind': event.kind }
     },
     [
-      source !== 'sidebar' ? h('div', { className: 'jp-Ambient-meta', text: `via ${source}` }) : null,
+      about ? h('div', { className: 'jp-Ambient-meta', text: about }) : null,
       h('div', { className: 'jp-Ambient-text', text: str(event, 'text') })
     ]
   );
@@ -309,17 +312,25 @@ export function executedText(event: IAmbientEvent, count: number | null = null):
 
 export function executedCard(event: IAmbientEvent, count: number | null = null): HTMLElement {
   const ok = event.ok !== false;
+  // What approved code printed (the in-kernel hosts keep it, bounded): as text.
+  const printed = typeof event.result === 'string' && event.result ? event.result : '';
   return card(event, `jp-Ambient-executed jp-mod-${ok ? 'ok' : 'failed'}`, [
     h('span', { className: 'jp-Ambient-badge', text: ok ? '▶ ran' : '✗ not run' }),
     h('span', {
       className: 'jp-Ambient-meta',
       text: ` · action ${str(event, 'action_id').slice(0, 8)}: ${executedText(event, count)}`
-    })
+    }),
+    printed ? h('pre', { className: 'jp-Ambient-output', text: printed }) : null
   ]);
 }
 
 export function settingsCard(event: IAmbientEvent): HTMLElement {
-  const where: Record<string, string> = { sidebar: 'in the sidebar', magic: 'with %ambient', widget: 'in the chat widget' };
+  const where: Record<string, string> = {
+    sidebar: 'in the sidebar',
+    magic: 'with %ambient',
+    widget: 'in the chat widget',
+    runner: 'by ambient-jupyter run'
+  };
   const by = str(event, 'by', 'sidebar');
   return card(event, 'jp-Ambient-settings', [
     h('span', { className: 'jp-Ambient-badge', text: `⚙ agent mode: ${str(event, 'agent')}` }),
@@ -387,6 +398,8 @@ export function describeAction(event: IAmbientEvent): string {
 export interface IProposalHandlers {
   approve(card: ProposalCard): void;
   reject(card: ProposalCard): void;
+  /** What approving does, in a few words, where that differs from `describeAction`. */
+  describe?(event: IAmbientEvent): string;
 }
 
 export type OutcomeKind = 'ok' | 'error' | 'refused' | 'pending';
@@ -412,7 +425,7 @@ export class ProposalCard {
     this.action = str(event, 'action');
     this.code = str(event, 'code');
     this.sha256 = str(event, 'sha256');
-    const what = describeAction(event);
+    const what = handlers.describe?.(event) ?? describeAction(event);
     const plugin = this.action === 'call_plugin';
     this._approve = button('jp-Ambient-approve jp-mod-accept', 'Approve', () => handlers.approve(this), `Approve: ${what}`);
     this._reject = button('jp-Ambient-reject', 'Reject', () => handlers.reject(this), 'Reject: nothing runs');

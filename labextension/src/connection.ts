@@ -10,6 +10,7 @@ import { ServerConnection } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { ClientFrame, parseServerFrame, ServerFrame } from './protocol';
+import { IChatTransport } from './transport';
 
 export type ConnectionState = 'connecting' | 'open' | 'closed';
 
@@ -151,4 +152,25 @@ export class AmbientConnection {
   private _disposed = false;
   private readonly _frameReceived = new Signal<this, ServerFrame>(this);
   private readonly _stateChanged = new Signal<this, ConnectionState>(this);
+}
+
+/** One notebook's conversation over the shared socket: the sidebar's `IChatTransport`. */
+export class NotebookSocket implements IChatTransport {
+  constructor(private readonly _connection: AmbientConnection, readonly notebook: string) {}
+
+  hello(afterSeq: number): boolean {
+    return this._connection.send({ type: 'hello', notebook: this.notebook, after_seq: afterSeq });
+  }
+
+  chat(text: string, clientId: string): boolean {
+    return this._connection.send({ type: 'chat', notebook: this.notebook, text, client_id: clientId });
+  }
+
+  stop(): boolean {
+    return this._connection.send({ type: 'stop', notebook: this.notebook });
+  }
+
+  decide(actionId: string, decision: 'approve' | 'reject', sha256: string): boolean {
+    return this._connection.send({ type: 'decide', notebook: this.notebook, action_id: actionId, decision, sha256 });
+  }
 }

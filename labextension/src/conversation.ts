@@ -9,6 +9,7 @@ import {
   assistantNode,
   cellCard,
   decidedCard,
+  describeAction,
   executedCard,
   executedText,
   IProposalHandlers,
@@ -25,8 +26,9 @@ import {
   widgetCard
 } from './cards';
 import { h } from './dom';
-import { AgentMode, AssistantState, IAmbientEvent, num, str } from './protocol';
+import { AgentMode, AssistantState, IAmbientEvent, newClientId, num, str } from './protocol';
 import { sha256Hex } from './sha256';
+import { IChatTransport } from './transport';
 
 export interface IPendingChat {
   clientId: string;
@@ -34,13 +36,19 @@ export interface IPendingChat {
   node: HTMLElement;
 }
 
-export interface IConversationOwner extends IProposalHandlers {
+/** Where a conversation is shown: the sidebar or a chat widget. */
+export interface IConversationOwner {
+  /** How assistant replies (untrusted markdown) are rendered: sanitized, or as text. */
   readonly render: MarkdownRenderer;
+  /** The `source` of questions asked here (`sidebar`, `widget`): others are labelled "via ...". */
+  readonly source: string;
   /** A stored event was added (after it is in the DOM). */
   eventAdded(conversation: Conversation, event: IAmbientEvent): void;
+  /** What approving a proposal does here, where that is not what `describeAction` says. */
+  describeAction?(event: IAmbientEvent): string;
 }
 
-export class Conversation {
+export class Conversation implements IProposalHandlers {
   readonly node: HTMLElement;
   readonly pending = new Map<string, IPendingChat>();
   readonly proposals = new Map<string, ProposalCard>();
@@ -52,7 +60,11 @@ export class Conversation {
   /** The expert model a `/expert` question goes to, if the server has one. */
   expert: string | null = null;
 
-  constructor(readonly notebook: string, private readonly _owner: IConversationOwner) {
+  constructor(
+    readonly notebook: string,
+    private readonly _owner: IConversationOwner,
+    readonly transport: IChatTransport
+  ) {
     this._log = h('div', { className: 'jp-Ambient-log', attrs: { role: 'log' } });
     this._pendingArea = h('div', { className: 'jp-Ambient-pending' });
     this._live = h('div', { className: 'jp-Ambient-live' }, [this._pendingArea]);
@@ -68,6 +80,86 @@ export class Conversation {
   get eventCount(): number {
     return this._count;
   }
+
+  // -- what a person does here, sent through the transport ------------------------
+
+  /** Ask for what this conversation has not seen yet. */
+  hello(): boolean {
+    return this.transport.hello(this._lastSeq);
+  }
+
+  /** Ask a question: shown as pending until its stored message arrives. */
+  send(text: string): void {
+    const clientId = newClientId();
+    this.addPending(clientId, text);
+    // If it cannot go now it waits, shown as pending, and `resend` sends it later.
+    this.transport.chat(text, clientId);
+  }
+
+  /** Send every question not yet seen stored again, with its original client_id (stored once). */
+  resend(): void {
+    for (const chat of this.pending.values()) {
+      this.transport.chat(chat.text, chat.clientId);
+    }
+  }
+
+  stop(): boolean {
+    return this.transport.stop();
+  }
+
+  approve(card: ProposalCard): void {
+    this._decide(card, 'approve');
+  }
+
+  reject(card: ProposalCard): void {
+    this._decide(card, 'reject');
+  }
+
+  /** What approving does, as the proposal card says it. */
+  describe(event: IAmbientEvent): string {
+    return this._owner.describeAction?.(event) ?? describeAction(event);
+  }
+
+  /**
+   * A request was refused. A refused decision leaves its card usable again (all
+   * undecided cards, when the refusal does not say which); a refused question
+   * is no longer pending. (An approval stays remembered: if it was recorded
+   * after all, the action still runs and its card says so.)
+   */
+  refused(about: { actionId?: string; clientId?: string } = {}, message = ''): void {
+    if (about.actionId) {
+      const card = this.proposals.get(about.actionId);
+      if (card && !card.decided) {
+        card.setWaiting(false);
+      }
+      if (card && message) {
+        card.setOutcome(message, 'refused');
+      }
+    } else {
+      for (const card of this.proposals.values()) {
+        if (!card.decided) {
+          card.setWaiting(false);
+        }
+      }
+    }
+    const pending = about.clientId ? this.pending.get(about.clientId) : undefined;
+    if (pending) {
+      pending.node.remove();
+      this.pending.delete(pending.clientId);
+    }
+  }
+
+  private _decide(card: ProposalCard, decision: 'approve' | 'reject'): void {
+    if (this.transport.decide(card.actionId, decision, card.sha256)) {
+      // The decision is recorded where the approval is checked; an approved
+      // action then runs there (or is handed to a tab that runs it).
+      card.setWaiting(true);
+    } else {
+      this.showError(`Not connected: the ${decision === 'approve' ? 'approval' : 'decision'} was not sent.`);
+    }
+  }
+
+  // -- what the other side says --------------------------------------------------
 
   /** Add a stored event; false (and nothing changes) if it is not new. */
   addEvent(event: IAmbientEvent): boolean {
@@ -164,7 +256,7 @@ export class Conversation {
           pending.node.remove();
           this.pending.delete(clientId);
         }
-        return userMessageNode(event);
+        return userMessageNode(event, this._owner.source);
       }
       case 'assistant_message': {
         const replyId = str(event, 'reply_id');
@@ -187,7 +279,7 @@ export class Conversation {
       case 'model_error':
         return modelErrorCard(event);
       case 'action_proposed': {
-        const proposal = new ProposalCard(event, this._owner, sha256Hex(str(event, 'code')));
+        const proposal = new ProposalCard(event, this, sha256Hex(str(event, 'code')));
         this.proposals.set(proposal.actionId, proposal);
         return proposal.node;
       }

@@ -17,12 +17,13 @@ import {
 import { Widget } from '@lumino/widgets';
 
 import { notebookPath, runApproved, RunOutcome } from './agent';
-import { MarkdownRenderer, ProposalCard } from './cards';
-import { AmbientConnection, ConnectionState } from './connection';
+import { MarkdownRenderer } from './cards';
+import { AmbientConnection, ConnectionState, NotebookSocket } from './connection';
 import { Conversation, IConversationOwner } from './conversation';
 import { button, h } from './dom';
-import { AGENT_MODES, AgentMode, IAmbientEvent, IRunFrame, newClientId, ServerFrame } from './protocol';
+import { AGENT_MODES, AgentMode, IAmbientEvent, IRunFrame, ServerFrame } from './protocol';
 import { AmbientSanitizer } from './sanitize';
+import { Composer, FollowEnd, modelText } from './shell';
 
 const CONNECTION_TEXT: Record<ConnectionState, string> = {
   open: 'connected',
@@ -47,6 +48,7 @@ export namespace AmbientPanel {
 
 export class AmbientPanel extends Widget implements IConversationOwner {
   readonly render: MarkdownRenderer;
+  readonly source = 'sidebar';
 
   constructor(options: AmbientPanel.IOptions) {
     super();
@@ -69,19 +71,13 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     }
     this._mode.addEventListener('change', () => void this._onModeChange());
     this._body = h('div', { className: 'jp-Ambient-body' });
-    this._body.addEventListener('scroll', () => {
-      const body = this._body;
-      this._stick = body.scrollHeight - body.scrollTop - body.clientHeight < 48;
-    });
+    this._follow = new FollowEnd(this._body);
     this._empty = h('div', { className: 'jp-Ambient-empty', text: 'Open a notebook to see its conversation.' });
-    this._activity = h('span', { className: 'jp-Ambient-activity' });
-    this._stop = button('jp-Ambient-stop', 'Stop', () => this._sendStop(), 'Stop the reply');
-    this._input = h('textarea', {
-      className: 'jp-Ambient-input',
-      attrs: { rows: '2', placeholder: PLACEHOLDER, title: 'Enter sends; Shift+Enter starts a new line' }
-    }) as HTMLTextAreaElement;
-    this._input.addEventListener('keydown', event => this._onKeyDown(event));
-    this._send = button('jp-Ambient-send jp-mod-accept', 'Send', () => this._sendChat());
+    this._composer = new Composer({
+      placeholder: PLACEHOLDER,
+      onSend: text => this._sendChat(text),
+      onStop: () => void this._current?.stop()
+    });
 
     this.node.append(
       h('div', { className: 'jp-Ambient-header' }, [
@@ -101,10 +97,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
         ])
       ]),
       this._body,
-      h('div', { className: 'jp-Ambient-footer' }, [
-        h('div', { className: 'jp-Ambient-statusBar' }, [this._activity, this._stop]),
-        h('div', { className: 'jp-Ambient-composer' }, [this._input, this._send])
-      ])
+      this._composer.node
     );
     this._body.append(this._empty);
 
@@ -139,39 +132,6 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     }
   }
 
-  approve(card: ProposalCard): void {
-    const notebook = card.event.notebook;
-    const sent = this._connection.send({
-      type: 'decide',
-      notebook,
-      action_id: card.actionId,
-      decision: 'approve',
-      sha256: card.sha256
-    });
-    if (!sent) {
-      this._conversation(notebook).showError('Not connected: the approval was not sent.');
-      return;
-    }
-    // The server records the decision and hands the action to one tab (this
-    // one, if it is still here) as a `run` frame.
-    card.setWaiting(true);
-  }
-
-  reject(card: ProposalCard): void {
-    const sent = this._connection.send({
-      type: 'decide',
-      notebook: card.event.notebook,
-      action_id: card.actionId,
-      decision: 'reject',
-      sha256: card.sha256
-    });
-    if (sent) {
-      card.setWaiting(true);
-    } else {
-      this._conversation(card.event.notebook).showError('Not connected: the decision was not sent.');
-    }
-  }
-
   // -- the socket --------------------------------------------------------------
 
   private _onOpen(): void {
@@ -187,17 +147,12 @@ export class AmbientPanel extends Widget implements IConversationOwner {
   /** Send every chat not yet seen stored, with its original client_id. */
   private _resendAll(): void {
     for (const conv of this._conversations.values()) {
-      for (const chat of conv.pending.values()) {
-        this._connection.send({ type: 'chat', notebook: conv.notebook, text: chat.text, client_id: chat.clientId });
-      }
+      conv.resend();
     }
   }
 
   private _hello(): void {
-    const conversation = this._current;
-    if (conversation) {
-      this._connection.send({ type: 'hello', notebook: conversation.notebook, after_seq: conversation.lastSeq });
-    }
+    this._current?.hello();
   }
 
   private _onFrame(frame: ServerFrame): void {
@@ -211,7 +166,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
           // The server's history is not the one we hold (it was replaced):
           // start over from its beginning.
           conversation.clear();
-          this._connection.send({ type: 'hello', notebook: frame.notebook, after_seq: 0 });
+          conversation.hello();
           return;
         }
         if (this._resendPending) {
@@ -243,14 +198,9 @@ export class AmbientPanel extends Widget implements IConversationOwner {
       case 'error':
         this._current?.showError(frame.message);
         this._pendingMode = null; // a refused mode change shows the mode as it is
-        // A refused decision leaves its card usable again. (An approval stays
-        // remembered: if the server did record it, the cell is still run.)
+        // The frame does not say what it refuses: every waiting card is usable again.
         for (const conv of this._conversations.values()) {
-          for (const card of conv.proposals.values()) {
-            if (!card.decided) {
-              card.setWaiting(false);
-            }
-          }
+          conv.refused();
         }
         break;
     }
@@ -329,35 +279,16 @@ export class AmbientPanel extends Widget implements IConversationOwner {
 
   // -- the composer --------------------------------------------------------------
 
-  private _onKeyDown(event: KeyboardEvent): void {
-    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      this._sendChat();
-    }
-    // Keep JupyterLab's notebook shortcuts out of the text box.
-    event.stopPropagation();
-  }
-
-  private _sendChat(): void {
+  private _sendChat(text: string): boolean {
     const conversation = this._current;
-    const text = this._input.value;
-    if (!conversation || !text.trim()) {
-      return;
+    if (!conversation) {
+      return false;
     }
-    const clientId = newClientId();
-    conversation.addPending(clientId, text);
-    this._input.value = '';
     // If the socket is down the chat waits, shown as pending, and goes out
     // after the next `ready`.
-    this._connection.send({ type: 'chat', notebook: conversation.notebook, text, client_id: clientId });
+    conversation.send(text);
     this._scrollSoon();
-  }
-
-  private _sendStop(): void {
-    const conversation = this._current;
-    if (conversation) {
-      this._connection.send({ type: 'stop', notebook: conversation.notebook });
-    }
+    return true;
   }
 
   // -- showing ------------------------------------------------------------------
@@ -369,7 +300,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
   private _conversation(notebook: string): Conversation {
     let conversation = this._conversations.get(notebook);
     if (!conversation) {
-      conversation = new Conversation(notebook, this);
+      conversation = new Conversation(notebook, this, new NotebookSocket(this._connection, notebook));
       this._conversations.set(notebook, conversation);
     }
     return conversation;
@@ -396,31 +327,18 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     this._connectionNode.dataset.state = state;
     this._notebookName.textContent = conversation?.notebook ?? '';
     this._notebookName.title = conversation?.notebook ?? '';
-    const models = [conversation?.model ? `model: ${conversation.model}` : '', conversation?.expert ? `expert: ${conversation.expert}` : ''];
-    this._model.textContent = models.filter(Boolean).join(' · ');
+    this._model.textContent = modelText(conversation?.model ?? '', conversation?.expert ?? null);
     const mode = this._pendingMode ?? conversation?.agent ?? null;
     this._mode.value = mode ?? '';
     this._mode.disabled = !conversation || !conversation.agent;
     this._mode.dataset.agent = conversation?.agent ?? '';
     this._mode.dataset.pending = this._pendingMode ? 'true' : 'false';
-    const busy = conversation ? conversation.state !== 'idle' : false;
-    this._activity.textContent = busy ? `${conversation?.state}…` : '';
-    this._activity.dataset.state = conversation?.state ?? 'idle';
-    this._stop.hidden = !busy;
-    this._input.disabled = !conversation;
-    this._send.disabled = !conversation;
+    this._composer.setState(conversation?.state ?? 'idle');
+    this._composer.setEnabled(conversation !== null);
   }
 
   private _scrollSoon(force = false): void {
-    if (force) {
-      this._stick = true;
-    }
-    if (!this._stick) {
-      return; // the reader scrolled up: leave the view where it is
-    }
-    requestAnimationFrame(() => {
-      this._body.scrollTop = this._body.scrollHeight;
-    });
+    this._follow.soon(force);
   }
 
   private readonly _tracker: INotebookTracker;
@@ -433,16 +351,13 @@ export class AmbientPanel extends Widget implements IConversationOwner {
   private _current: Conversation | null = null;
   private _followed: NotebookPanel | null = null;
   private _resendPending = false;
-  private _stick = true;
   private readonly _notebookName: HTMLElement;
   private readonly _model: HTMLElement;
   private readonly _connectionNode: HTMLButtonElement;
   private readonly _body: HTMLElement;
+  private readonly _follow: FollowEnd;
   private readonly _empty: HTMLElement;
-  private readonly _activity: HTMLElement;
-  private readonly _stop: HTMLButtonElement;
-  private readonly _input: HTMLTextAreaElement;
-  private readonly _send: HTMLButtonElement;
+  private readonly _composer: Composer;
 }
 
 /**

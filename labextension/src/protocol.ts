@@ -74,7 +74,7 @@ export type ClientFrame =
 
 type Json = Record<string, unknown>;
 
-function isObject(value: unknown): value is Json {
+export function isObject(value: unknown): value is Json {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
@@ -98,17 +98,8 @@ export function parseServerFrame(data: unknown): ServerFrame | null {
   }
   switch (raw.type) {
     case 'event': {
-      const event = raw.event;
-      if (
-        !isObject(event) ||
-        !isSeq(event.seq) ||
-        typeof event.kind !== 'string' ||
-        typeof event.notebook !== 'string'
-      ) {
-        return null;
-      }
-      const at = typeof event.at === 'string' ? event.at : '';
-      return { type: 'event', event: { ...event, at } as IAmbientEvent };
+      const event = parseEvent(raw.event);
+      return event && { type: 'event', event };
     }
     case 'ready':
       if (typeof raw.notebook !== 'string' || !isSeq(raw.last_seq)) {
@@ -162,6 +153,23 @@ export function parseServerFrame(data: unknown): ServerFrame | null {
     default:
       return null;
   }
+}
+
+/**
+ * A stored event as a view gets it; `null` if malformed. `notebook` is the
+ * notebook it belongs to when the event does not say (the chat widget's feed
+ * leaves it out: a widget shows one notebook).
+ */
+export function parseEvent(value: unknown, notebook?: string): IAmbientEvent | null {
+  if (!isObject(value) || !isSeq(value.seq) || typeof value.kind !== 'string') {
+    return null;
+  }
+  const nb = typeof value.notebook === 'string' ? value.notebook : notebook;
+  if (nb === undefined) {
+    return null;
+  }
+  const at = typeof value.at === 'string' ? value.at : '';
+  return { ...value, notebook: nb, at } as IAmbientEvent;
 }
 
 function parseRun(raw: Json): IRunFrame | null {

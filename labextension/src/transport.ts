@@ -1,0 +1,21 @@
+/**
+ * The one interface between the conversation UI and whatever carries its
+ * messages: the sidebar's WebSocket to `ambient/ws` (`NotebookSocket` in
+ * connection.ts) or the chat widget's anywidget custom messages
+ * (`WidgetTransport` in widget.ts).
+ *
+ * What comes in is handed to the `Conversation` by each transport's own
+ * adapter (`addEvent`, `addToken`, `setStatus`, `refused`, `clear`); what goes
+ * out goes through this. Every method says whether the message could be sent
+ * now: false means it was not (a closed socket), and the UI says so.
+ */
+export interface IChatTransport {
+  /** Ask for the stored events after `afterSeq`; live ones follow. */
+  hello(afterSeq: number): boolean;
+  /** A question (`/expert ...` goes to the expert); `clientId` makes a resend idempotent. */
+  chat(text: string, clientId: string): boolean;
+  /** Stop the reply being written. */
+  stop(): boolean;
+  /** A person's decision on a proposed action, bound to the sha256 of the code shown. */
+  decide(actionId: string, decision: 'approve' | 'reject', sha256: string): boolean;
+}
