@@ -206,6 +206,9 @@ class Assistant:
         self._reply_task: asyncio.Task[Any] | None = None
         self._last_unprompted = float("-inf")
         self._lock = asyncio.Lock()
+        self._stops = 0
+        """How many times :meth:`stop` was called: a turn that was waiting when it was
+        called is not answered (Stop ends the current turn and clears the queue)."""
 
     # -- models ---------------------------------------------------------------
 
@@ -407,7 +410,13 @@ class Assistant:
         return await self._run_turn(transcript.last_seq, tail, ("propose_next_cell",), on_token=on_token)
 
     def stop(self) -> bool:
-        """Cancel the turn being written, if any; it is stored as ``incomplete``, and proposes nothing."""
+        """Cancel the turn being written, if any, and every turn waiting behind it.
+
+        The cut turn is stored as ``incomplete`` and proposes nothing; a waiting
+        question gets an ``incomplete`` reply that says it was stopped, without the
+        model being asked. Returns True if a turn was being written.
+        """
+        self._stops += 1
         if self.streaming:
             assert self._reply_task is not None
             self._reply_task.cancel()
@@ -443,7 +452,10 @@ class Assistant:
         cells: list[int] | None = None,
         failing: str | None = None,
     ) -> Turn:
+        stops = self._stops
         async with self._lock:
+            if self._stops != stops:
+                return await self._unanswered(reply_to, role)
             if once:
                 # A resend that arrived while its first send was being answered waited
                 # for the lock behind it: return that answer instead of a second one.
@@ -461,6 +473,30 @@ class Assistant:
                 self._reply_task.cancel()
                 await asyncio.gather(self._reply_task, return_exceptions=True)
                 raise
+
+    async def _unanswered(
+        self, reply_to: int, role: Role, why: str = "Stopped before it was answered", *, once: bool = False
+    ) -> Turn:
+        """An ``incomplete`` reply that says why the model never answered ``reply_to``.
+
+        ``once``: stored under a key, so two processes noticing the same question store one.
+        """
+        message = AssistantMessage(
+            text=f"{why}: ask again if you still want an answer.",
+            model=self.spec(role),
+            state="incomplete",
+            reply_to=reply_to,
+            reply_id=uuid.uuid4().hex,
+            role=role,
+        )
+        key = f"unanswered:{reply_to}" if once else None
+        return Turn(await self._store(_store_dict(message), dedup_key=key), [])
+
+    async def interrupted(self, question: dict[str, Any]) -> None:
+        """Mark a question that a process which died (SIGKILL, power cut) never answered."""
+        role: Role = "expert" if question.get("to") == "expert" else "watcher"
+        why = "Interrupted: the server stopped before it answered"
+        await self._unanswered(int(question["seq"]), role, why, once=True)
 
     async def _attempts(
         self,

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
+import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
 from jupyter_core.utils import ensure_async
@@ -92,16 +94,17 @@ class CellDriver:
     @contextlib.asynccontextmanager
     async def kernel(self, env: dict[str, str]) -> AsyncIterator[CellDriver]:
         """Start the kernel (shut down on exit), as nbclient's ``execute`` would."""
-        async with self.client.async_setup_kernel(env=env):
-            assert self.client.kc is not None
-            msg_id = await ensure_async(self.client.kc.kernel_info())
-            info = await self.client.async_wait_for_reply(msg_id)
-            if info is not None and "language_info" in info["content"]:
-                self.nb.metadata["language_info"] = info["content"]["language_info"]
-            try:
-                yield self
-            finally:
-                self.client.set_widgets_metadata()
+        with _private_transport(self.client):
+            async with self.client.async_setup_kernel(env=env):
+                assert self.client.kc is not None
+                msg_id = await ensure_async(self.client.kc.kernel_info())
+                info = await self.client.async_wait_for_reply(msg_id)
+                if info is not None and "language_info" in info["content"]:
+                    self.nb.metadata["language_info"] = info["content"]["language_info"]
+                try:
+                    yield self
+                finally:
+                    self.client.set_widgets_metadata()
 
     @property
     def busy(self) -> bool:
@@ -186,3 +189,25 @@ async def wait_for_cell_event(
                 return event
         await asyncio.sleep(0.01)
     return None
+
+
+@contextlib.contextmanager
+def _private_transport(client: NotebookClient) -> Iterator[None]:
+    """The kernel's channels on Unix sockets in a private folder, where the platform has them.
+
+    nbclient's default is TCP on localhost, in plain text: any local user can connect
+    to the ports, and ipykernel says so in a warning on every run. The sockets (and the
+    connection file with its key) live in a folder only this user can enter, removed
+    when the kernel is gone. Windows has no such sockets: TCP stays.
+    """
+    if os.name != "posix":
+        yield
+        return
+    # A short folder: a Unix socket's path is limited to about 100 bytes.
+    with tempfile.TemporaryDirectory(prefix="ambient-kernel-") as folder:
+        managers = client.config.KernelManager
+        managers.transport = "ipc"
+        managers.ip = os.path.join(folder, "k")
+        managers.connection_file = os.path.join(folder, "kernel.json")
+        yield
+

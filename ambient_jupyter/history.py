@@ -18,6 +18,9 @@ Design notes
   so approving an action or reading the agent mode costs the same in a notebook of
   100,000 events as in one of 100. A v1 file is upgraded in place when opened, under
   SQLite's write lock, so several processes opening it at once upgrade it once.
+* The file holds people's code and outputs, secrets included: it is private to its
+  owner. The folder is created 0700 and the file 0600 before SQLite opens it (SQLite
+  gives ``-wal`` and ``-shm`` the main file's mode); looser files are tightened on open.
 * This module deliberately imports only the standard library: it is imported by the
   kernel extension and by the crash-test child processes, where start-up time counts.
 """
@@ -31,6 +34,7 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -117,6 +121,7 @@ _BACKFILL_PY = "UPDATE events SET action_id = ambient_action_id(body) WHERE inst
 # already yields seq order), which walks every event of the notebook.
 _FIND_ACTION = "SELECT body FROM events INDEXED BY events_action WHERE notebook_id = ? AND action_id = ? ORDER BY seq"
 _LATEST_OF_KIND = "SELECT body FROM events INDEXED BY events_kind WHERE notebook_id = ? AND kind = ? ORDER BY seq DESC"
+_OF_KIND = "SELECT body FROM events INDEXED BY events_kind WHERE notebook_id = ? AND kind = ? ORDER BY seq"
 _UNDECIDED = """
 SELECT p.body FROM events p INDEXED BY events_kind
 WHERE p.notebook_id = ? AND p.kind = 'action_proposed' AND p.action_id IS NOT NULL
@@ -225,6 +230,41 @@ def _backfill_action_ids(conn: sqlite3.Connection, *, sql_json: bool) -> None:
         conn.create_function("ambient_action_id", 1, None)
 
 
+def _tighten(path: str | os.PathLike[str], mode: int) -> None:
+    """Drop every permission of ``path`` beyond ``mode``, if it is ours and looser."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    current = stat.S_IMODE(st.st_mode)
+    if current & ~mode == 0 or st.st_uid != os.getuid():
+        return
+    try:
+        os.chmod(path, current & mode)
+    except OSError as exc:
+        log.warning("%s can be read by others (mode %o) and could not be made private: %s", path, current, exc)
+        return
+    log.warning("%s could be read by others (mode %o); it is now private (%o)", path, current, current & mode)
+
+
+def _make_private(path: Path, *, own_dir: bool) -> None:
+    """Create ``path`` (and its folder) private to this user, before SQLite opens it.
+
+    ``own_dir``: the folder is ours alone (the default location), so an existing
+    one is tightened too; a folder named by ``AMBIENT_DB`` may be shared, and only
+    the history's own files are.
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    elif own_dir and os.name == "posix":
+        _tighten(path.parent, 0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600))
+    if os.name == "posix":
+        for name in (str(path), f"{path}-wal", f"{path}-shm", f"{path}.lock"):
+            _tighten(name, 0o600)
+
+
 def _statements(script: str) -> list[str]:
     return [s for s in script.split(";") if s.strip()]
 
@@ -241,6 +281,7 @@ class History:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, busy_timeout: float = 30.0):
+        self._own_dir = path is None and not os.environ.get("AMBIENT_DB")
         self.path = Path(path) if path is not None else default_path()
         self._busy_ms = int(busy_timeout * 1000)
         self._lock = threading.RLock()
@@ -251,7 +292,7 @@ class History:
     # -- opening and recovery -------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _make_private(self.path, own_dir=self._own_dir)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so nothing is implicit.
         conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000, isolation_level=None, check_same_thread=False)
         try:
@@ -376,8 +417,8 @@ class History:
     def _open_lock_file(self) -> int | None:
         lock_path = Path(f"{self.path}.lock")
         try:
-            lock_path.parent.mkdir(parents=True, exist_ok=True)
-            return os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            return os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
         except OSError as exc:
             log.debug("no lock file %s (%s); going on without it", lock_path, exc)
             return None
@@ -634,6 +675,21 @@ class History:
             nb_id = self._notebook_id(nb)
             rows = [] if nb_id is None else self.conn.execute(_UNDECIDED, (nb_id,)).fetchall()
         return [json.loads(body) for (body,) in rows]
+
+    def unanswered(self, notebook: str) -> list[dict[str, Any]]:
+        """Every ``user_message`` that no ``assistant_message`` replies to, oldest first.
+
+        Through the kind index: the cost grows with the notebook's chat, not its events.
+        """
+        nb = normalize_notebook(notebook)
+        with self._lock:
+            nb_id = self._notebook_id(nb)
+            if nb_id is None:
+                return []
+            asked = [json.loads(b) for (b,) in self.conn.execute(_OF_KIND, (nb_id, "user_message"))]
+            rows = self.conn.execute(_OF_KIND, (nb_id, "assistant_message")).fetchall()
+        replied = {json.loads(b).get("reply_to") for (b,) in rows}
+        return [e for e in asked if e.get("seq") not in replied]
 
     def _notebook_id(self, nb: str) -> int | None:
         row = self.conn.execute("SELECT id FROM notebooks WHERE path = ?", (nb,)).fetchone()

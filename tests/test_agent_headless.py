@@ -423,6 +423,25 @@ def run_on_a_terminal(nb: Path, fake: FakeOllama, answer: str, *args: str) -> tu
     return proc.returncode, "".join(seen), err
 
 
+def test_the_terminal_prompt_shows_control_characters_escaped(
+    tmp_path: Path, history: History, fake: FakeOllama
+) -> None:
+    """A fix whose comment erases the line and moves the cursor cannot hide what runs at the prompt."""
+    nb = buggy(tmp_path)
+    hostile = "total = sum(data)  # \x1b[2K\x1b[1G\u202e\x07 | total = 1  # looks harmless"
+    fake.reply = proposes(hostile)
+    _code, screen, _err = run_on_a_terminal(nb, fake, "n", "--agent", "ask")
+    assert "Run this cell? [y/N]" in screen, screen
+    for raw in ("\x1b[2K", "\x1b[1G", "\u202e", "\x07"):
+        assert raw not in screen, (raw, screen)
+    assert "\\x1b[2K\\x1b[1G\\u202e\\x07 | total = 1" in screen, screen
+    decided = events_of(history, nb, "action_decided")
+    assert [(d["decision"], d["by"]) for d in decided] == [("rejected", "user")]
+    # What was stored is the code exactly as proposed: escaping is for the screen only.
+    (proposal,) = events_of(history, nb, "action_proposed")
+    assert proposal["code"].startswith(hostile)
+
+
 @pytest.mark.parametrize("answer", ["y", "n"])
 def test_ask_on_a_terminal_shows_the_code_and_runs_it_only_if_approved(
     tmp_path: Path, history: History, fake: FakeOllama, answer: str

@@ -192,3 +192,19 @@ def test_a_switch_to_ask_while_the_model_streams_runs_nothing_without_a_click(
     assert hits_of(nb.cells[-1]) == ["cell3"]
     said = "".join(o.get("text", "") for o in nb.cells[-2].outputs)
     assert "Proposed, not run (waiting for your approval in the Ambient sidebar)" in said
+
+
+def test_ask_output_shows_control_characters_escaped(tmp_path: Path, history: History, fake: FakeOllama) -> None:
+    """A reply or code that returns the carriage or erases the line cannot rewrite what the cell shows."""
+    hidden = "import os  # \x1b[2K\x1b[1G\u202e looks harmless\x07"
+    fake.reply = json.dumps({"action": "propose_next_cell", "text": "Fine.\rAll good", "code": hidden})
+    path = make_notebook(tmp_path / "hostile.ipynb", ["%load_ext ambient_jupyter", "%%ask\nWhat next?"])
+    nb, _ = run(path, fake, AMBIENT_AGENT="auto")
+    shown = "".join(o.get("text", "") for o in nb.cells[1].outputs if o.get("output_type") == "stream")
+    assert "Fine.\\x0dAll good" in shown, shown
+    assert "import os  # \\x1b[2K\\x1b[1G\\u202e looks harmless\\x07" in shown, shown
+    for raw in ("\r", "\x1b", "\u202e", "\x07"):
+        assert raw not in shown, (raw, shown)
+    # The record keeps the proposal exactly as the model wrote it.
+    (proposal,) = events_of(history, path, "action_proposed")
+    assert proposal["code"].startswith(hidden)

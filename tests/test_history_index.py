@@ -221,6 +221,7 @@ def test_agent_modes_are_the_gates() -> None:
         (history_mod._LATEST_OF_KIND, "events_kind"),
         (history_mod._UNDECIDED, "events_kind"),
         (history_mod._UNDECIDED, "events_action"),
+        (history_mod._OF_KIND, "events_kind"),
     ],
 )
 def test_lookups_search_an_index_without_sorting(tmp_path: Path, sql: str, index: str) -> None:
@@ -401,3 +402,18 @@ def test_undecided_lists_only_proposals_with_no_decision(tmp_path: Path) -> None
         assert [e["action_id"] for e in h.undecided(NB)] == ["a3"]
         assert [e["action_id"] for e in h.undecided(OTHER)] == ["a4"]
         assert h.undecided("kernel:never-seen") == []
+
+
+def test_unanswered_lists_questions_with_no_reply(tmp_path: Path) -> None:
+    with History(tmp_path / "h.sqlite") as h:
+        assert h.unanswered(NB) == []
+        q1 = h.append(NB, {"kind": "user_message", "text": "one", "source": "sidebar"})
+        q2 = h.append(NB, {"kind": "user_message", "text": "two", "source": "sidebar"})
+        h.append(NB, _cell(1))
+        h.append(NB, {"kind": "assistant_message", "text": "an answer", "reply_to": q1["seq"]})
+        h.append(NB, {"kind": "assistant_message", "text": "a reaction", "reply_to": 3})  # to the cell
+        h.append(OTHER, {"kind": "user_message", "text": "elsewhere", "source": "sidebar"})
+        assert [e["text"] for e in h.unanswered(NB)] == ["two"]
+        h.append(NB, {"kind": "assistant_message", "text": "late", "reply_to": q2["seq"]})
+        assert h.unanswered(NB) == []
+        assert [e["text"] for e in h.unanswered(OTHER)] == ["elsewhere"]

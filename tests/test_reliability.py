@@ -1111,3 +1111,58 @@ async def test_after_a_server_restart_clients_get_the_full_history_once_and_exac
         f"events={len(stored)} missed={len(missing)} restart_s={restart_s:.1f} first_exit={code} "
         f"interrupted_reply={cut['state']} interrupted_chars={len(cut['text'])}"
     )
+
+
+# -- case 23: SIGKILL of the server during a reply -------------------------------------------
+
+
+async def test_a_question_left_by_a_killed_server_shows_as_interrupted(
+    tmp_path: Path, ambient_db: Path, ollama_server: FakeOllama
+):
+    root = tmp_path / "root"
+    root.mkdir()
+    notebook_id = os.path.join(str(root), RESTART_NB)
+    env = {"AMBIENT_MODEL": MODEL, "OLLAMA_HOST": ollama_server.url, "AMBIENT_AGENT": "off"}
+    first = ServerProcess(tmp_path, root=root, db=ambient_db, env=env)
+    await asyncio.to_thread(first.start)
+    try:
+        a = await first.connect()
+        await a.hello(RESTART_NB)
+        ollama_server.reply = [f"w{i} " for i in range(400)]
+        ollama_server.token_delay = 0.05
+        await a.send({"type": "chat", "notebook": RESTART_NB, "text": "talk slowly", "client_id": "k-1"})
+        await a.until(lambda f: f["type"] == "token")
+        assert first.proc is not None
+        os.killpg(first.proc.pid, signal.SIGKILL)  # no shutdown hook runs: nothing stores the cut reply
+        await asyncio.to_thread(first.proc.wait, 10)
+    finally:
+        await asyncio.to_thread(first.stop)
+    with History(ambient_db) as h:
+        (question,) = events_of(h, notebook_id, "user_message")
+        assert not events_of(h, notebook_id, "assistant_message"), "the kill left no reply"
+
+    asked = len(ollama_server.chat_requests())
+    second = ServerProcess(tmp_path, root=root, db=ambient_db, env=env)
+    await asyncio.to_thread(second.start)
+    try:
+        tabs = [await second.connect(), await second.connect()]
+        for tab in tabs:  # two tabs open it at once: it is marked once
+            await tab.hello(RESTART_NB)
+        await drain(*tabs)
+        for tab in tabs:
+            (reply,) = tab.events("assistant_message")
+        assert reply["reply_to"] == question["seq"] and reply["state"] == "incomplete"
+        assert reply["text"].startswith("Interrupted: the server stopped before it answered")
+        # The tab's resend of the same question gets that record, not a second, hidden answer.
+        await tabs[1].send({"type": "chat", "notebook": RESTART_NB, "text": "talk slowly", "client_id": "k-1"})
+        await drain(*tabs, quiet=1.0)
+        for tab in tabs:
+            tab.close()
+    finally:
+        await asyncio.to_thread(second.stop)
+    with History(ambient_db) as h:
+        replies = events_of(h, notebook_id, "assistant_message")
+    assert [r["reply_to"] for r in replies] == [question["seq"]]
+    assert len(ollama_server.chat_requests()) == asked
+    again = len(ollama_server.chat_requests()) - asked
+    print(f"interrupted_marked={len(replies)} model_requests_after_restart={again}")

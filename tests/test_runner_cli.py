@@ -28,6 +28,8 @@ def test_tour_runs_headless_on_the_embedded_model(tmp_path: Path) -> None:
     run = cli("run", str(TOUR), "-o", str(out), "--model", "embedded", "--no-progress")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "ambient> " in run.stdout  # the diagnosis streamed to the terminal
+    # The kernel's channels are private Unix sockets, not plaintext TCP (ipykernel warns about TCP).
+    assert "without encryption" not in run.stderr, run.stderr[-3000:]
     assert out.exists()
 
     listed = cli("history", "--json", "--notebook", str(TOUR))

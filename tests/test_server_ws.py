@@ -131,6 +131,33 @@ async def test_reconnect_after_seq_gives_exactly_the_missing_events(jp_ws_fetch,
     back.close()
 
 
+async def test_a_long_history_replays_to_a_slow_tab_without_a_drop(jp_ws_fetch, fake, notebook_id, kernel_side):
+    """5,000 events, more than twice the client's queue (2,000 frames): the replay waits for the
+    tab to read, so the tab gets every event once, in order, and is never cut off; live events
+    committed during the replay come right after it, while another tab is served throughout."""
+    cell = {"kind": "cell_executed", "code": "x = 1", "status": "ok"}
+    kernel_side.append_many(notebook_id, [(dict(cell), None) for _ in range(5000)])
+    watcher = await connect(jp_ws_fetch)
+    await watcher.hello(NB, after_seq=5000)  # a tab that is up to date, following live
+    slow = await connect(jp_ws_fetch)
+    await slow.send({"type": "hello", "notebook": NB, "after_seq": 0})
+    for n in range(1, 5001):
+        await slow.read()
+        if n % 500 == 0:
+            await asyncio.sleep(0.2)  # a slow link, or a busy browser
+        if n == 2500:  # committed mid-replay: it must come once, after the replay
+            kernel_side.append(notebook_id, {**cell, "code": "live"})
+            await watcher.until(is_event("cell_executed", code="live"))
+    ready = await slow.until(lambda f: f["type"] in ("ready", "error"))
+    assert ready["type"] == "ready", ready
+    await slow.until(is_event("cell_executed", code="live"))
+    seqs = [e["seq"] for e in slow.events()]
+    assert seqs == list(range(1, 5002))
+    assert not slow.closed
+    slow.close()
+    watcher.close()
+
+
 async def test_a_client_ahead_of_the_history_is_started_over(jp_ws_fetch, fake, notebook_id, kernel_side):
     kernel_side.append(notebook_id, {"kind": "cell_executed", "code": "a", "status": "ok"})
     c = await connect(jp_ws_fetch)
@@ -173,6 +200,41 @@ async def test_stop_ends_the_reply_as_incomplete_within_a_second(jp_ws_fetch, fa
     assert reply["state"] == "incomplete"
     assert elapsed < 1.0
     assert reply["text"] and reply["text"] != "".join(fake.reply)
+
+
+async def test_a_flood_of_chats_is_bounded_and_stop_clears_the_queue(jp_ws_fetch, fake, notebook_id, ambient_db):
+    """1,000 chat frames at once: two are taken (one answered, one waiting), the rest refused;
+    Stop ends the answer and drops the waiting one, and the model is not asked again."""
+    fake.reply = [f"word{i} " for i in range(400)]
+    fake.token_delay = 0.05
+    c = await connect(jp_ws_fetch)
+    await c.hello(NB)
+    await asyncio.gather(
+        *(c.send({"type": "chat", "notebook": NB, "text": f"question {i}", "client_id": f"f-{i}"}) for i in range(1000))
+    )
+    await c.until(lambda f: f["type"] == "token")
+    await drain(c, seconds=0.5)
+    busy = [f for f in c.frames if f["type"] == "error" and f["message"].startswith("busy:")]
+    assert len(busy) == 998, len(busy)
+    # Each refusal names its question, so the tab drops just that one from its pending list.
+    assert sorted(int(f["client_id"][2:]) for f in busy) == list(range(2, 1000))
+    with History(ambient_db) as h:
+        assert sorted(e["text"] for e in stored_kinds(h, notebook_id, "user_message")) == ["question 0", "question 1"]
+    await c.send({"type": "stop", "notebook": NB})
+    replies = []
+    while len(replies) < 2:
+        replies.append((await c.until(is_event("assistant_message")))["event"])
+    assert [r["state"] for r in replies] == ["incomplete", "incomplete"]
+    assert replies[1]["text"].startswith("Stopped before it was answered")
+    await asyncio.sleep(1.0)
+    assert len(fake.chat_requests()) == 1  # the waiting question never reached the model
+    # The tab may ask again once its questions are settled.
+    fake.reply = "Fine."
+    fake.token_delay = 0
+    await c.send({"type": "chat", "notebook": NB, "text": "again", "client_id": "f-again"})
+    assert (await c.until(is_event("assistant_message")))["event"]["text"] == "Fine."
+    assert len(fake.chat_requests()) == 2
+    c.close()
 
 
 @pytest.mark.parametrize(

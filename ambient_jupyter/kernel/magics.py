@@ -36,7 +36,7 @@ def _flag(value: str) -> bool:
 
 
 def _say(text: str) -> None:
-    print(f"ambient-jupyter: {text}", file=sys.stderr)
+    print(f"ambient-jupyter: {printable(text)}", file=sys.stderr)
 
 
 def _show_hints(recorder: Any) -> None:
@@ -95,7 +95,9 @@ class AmbientMagics(Magics):
         recorder.record_state(question)
 
         def write(piece: str) -> None:
-            sys.stdout.write(piece)
+            # A stream output is a terminal too: a carriage return or an escape sequence in
+            # the model's words or code could overwrite what the person reads.
+            sys.stdout.write(printable(piece))
             sys.stdout.flush()
 
         turn = host.ask(question, write, role=role)
@@ -106,9 +108,9 @@ class AmbientMagics(Magics):
             _say("the reply was cut off")
             return
         sys.stdout.write("\n")
-        outcome = host.act(turn, recorder)
+        outcome = host.act(turn, recorder, write=lambda text: print(printable(text)))
         if outcome:
-            print(outcome)
+            print(printable(outcome))
 
     @line_magic
     def ambient(self, line: str) -> None:

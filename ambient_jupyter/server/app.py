@@ -43,6 +43,12 @@ class AmbientExtension(ExtensionApp):
     client_queue_limit = Int(
         2000, help="Frames a client may fall behind by before it is disconnected (it then catches up with after_seq)."
     ).tag(config=True)
+    max_pending_chats = Int(
+        2,
+        min=1,
+        help="Questions one tab may have waiting or being answered at once; more get a 'busy' error "
+        "(Stop drops the waiting ones).",
+    ).tag(config=True)
     plugin_timeout = Float(
         60.0, help="Seconds to wait for the kernel to run an approved plugin call before it counts as failed."
     ).tag(config=True)
@@ -73,6 +79,7 @@ class AmbientExtension(ExtensionApp):
             assistant=self.ambient,
             poll_interval=self.poll_interval,
             client_queue_limit=self.client_queue_limit,
+            max_pending_chats=self.max_pending_chats,
             state_timeout=self.state_timeout,
         )
         self.hub = Hub(

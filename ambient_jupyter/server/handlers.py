@@ -20,7 +20,7 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web, websocket
 
 from .. import __version__
-from .frames import Chat, ClientFrame, Decide, Hello, Mode, Stop, parse_frame
+from .frames import Chat, ClientFrame, Decide, Hello, Mode, RunFailed, Stop, parse_frame
 from .hub import FrameError, Hub, Room
 from .paths import BadNotebookPath, NotebookRef
 
@@ -132,7 +132,10 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
         self.set_nodelay(True)
         self._room: Room | None = None
         self._queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=self.hub.settings.client_queue_limit)
+        self._read = asyncio.Event()
+        """Set whenever the send loop takes a frame off the queue (a replay waits on it)."""
         self._sender = asyncio.ensure_future(self._send_loop())
+        self._dropped = False
 
     def send(self, frame: dict[str, Any]) -> None:
         if self._sender.done():
@@ -141,21 +144,39 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
             self._queue.put_nowait(json.dumps(frame))
         except asyncio.QueueFull:
             # This client stopped reading: drop it rather than hold up anyone else.
-            # It reconnects with after_seq and loses nothing.
+            # It reconnects with after_seq and loses nothing. (The sender is only done
+            # once the cancel lands, so frames may still come: one log line per client.)
+            if self._dropped:
+                return
+            self._dropped = True
             self.log.warning("ambient: dropping a client that is %d frames behind", self._queue.maxsize)
             self._leave()
             self._sender.cancel()
+            self._read.set()
             self.close(1013, "too far behind; reconnect with after_seq")
 
+    async def room_for_more(self) -> bool:
+        low = max(1, self._queue.maxsize // 2)
+        while self._queue.qsize() >= low:
+            if self._sender.done() or self._dropped:
+                return False
+            self._read.clear()
+            await self._read.wait()
+        return not (self._sender.done() or self._dropped)
+
     async def _send_loop(self) -> None:
-        while True:
-            text = await self._queue.get()
-            if text is None:
-                return
-            try:
-                await self.write_message(text)
-            except websocket.WebSocketClosedError:
-                return
+        try:
+            while True:
+                text = await self._queue.get()
+                self._read.set()
+                if text is None:
+                    return
+                try:
+                    await self.write_message(text)
+                except websocket.WebSocketClosedError:
+                    return
+        finally:
+            self._read.set()  # a replay waiting for room sees the end
 
     def _leave(self) -> None:
         if self._room is not None:
@@ -166,6 +187,7 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
         self._leave()
         if hasattr(self, "_sender"):
             self._sender.cancel()
+            self._read.set()
 
     # -- inbound frames ----------------------------------------------------------
 
@@ -173,7 +195,7 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
         try:
             await self._handle(message)
         except FrameError as exc:
-            self.send({"type": "error", "message": str(exc)})
+            self.send({"type": "error", "message": str(exc), **exc.refers})
 
     async def _handle(self, message: str | bytes) -> None:
         if isinstance(message, bytes):
@@ -190,6 +212,14 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
         if isinstance(typed, Hello):
             await self._hello(typed)
             return
+        try:
+            await self._dispatch(typed)
+        except FrameError as exc:
+            named = {"client_id": getattr(typed, "client_id", None), "action_id": getattr(typed, "action_id", None)}
+            exc.refers = {key: value for key, value in named.items() if value}
+            raise
+
+    async def _dispatch(self, typed: ClientFrame) -> None:
         # Choosing who may run code without asking is as strong as approving code.
         need = "write" if isinstance(typed, Chat | Stop) else "execute"
         room = await self._room_for(typed, need)
@@ -201,7 +231,7 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
             await room.handoff.decide(typed.action_id, typed.decision, typed.sha256, self)
         elif isinstance(typed, Mode):
             await room.set_agent(typed.agent)
-        else:
+        elif isinstance(typed, RunFailed):
             await room.handoff.run_failed(typed.action_id, typed.error, self)
 
     async def _room_for(self, frame: ClientFrame, action: str) -> Room:

@@ -33,6 +33,9 @@ MAX_FAILURE_CHARS = 2000
 class FrameError(ValueError):
     """A client frame was refused; the message goes back to the client as is."""
 
+    refers: dict[str, str] = {}  # never changed in place: an instance gets its own
+    """What the refused frame named (``client_id``, ``action_id``), so the tab settles just that."""
+
 
 class Handoff:
     """The hand-off of approved actions, for one room; decisions go through the act engine."""

@@ -47,6 +47,9 @@ class Subscriber(Protocol):
     def send(self, frame: Frame) -> None:
         """Queue a frame; never blocks (a client that falls behind is dropped)."""
 
+    async def room_for_more(self) -> bool:
+        """Wait until the client has read enough to take more of a replay; False once it is gone."""
+
 
 class KernelRunner(Protocol):
     """Run code silently in the kernel of a notebook's session.
@@ -70,6 +73,7 @@ class HubSettings:
     poll_interval: float = 0.05
     client_queue_limit: int = 2000
     state_timeout: float = 2.0
+    max_pending_chats: int = 2
 
     # Read-only views for the code that only needs the defaults (status, a new room's
     # mode); the values live in ``assistant`` alone, so they cannot drift apart.
@@ -98,6 +102,8 @@ class Room:
         self.state_note: str | None = None
         """The last note stored for a failed state request (not repeated question after question)."""
         self._pump_lock = asyncio.Lock()
+        self._pending: dict[Subscriber, int] = {}
+        """Questions of each client that are waiting or being answered (bounded)."""
         self.handoff = Handoff(self)
         self.assistant = Assistant.from_settings(
             hub.history,
@@ -136,9 +142,23 @@ class Room:
                     return
 
     async def subscribe(self, sub: Subscriber, after_seq: int) -> None:
-        """Replay what ``sub`` missed, then add it to the live stream (no gap, no duplicate)."""
+        """Replay what ``sub`` missed, then add it to the live stream (no gap, no duplicate).
+
+        The replay is paced by the client (it waits while the client's queue is half
+        full), so a long history reaches a slow tab without overflowing the queue that
+        protects everyone else from it. It runs outside the pump lock, chasing the live
+        position, so the other tabs keep getting live frames meanwhile; only the last
+        stretch, what was committed during the replay, is sent under the lock.
+        """
         async with self._pump_lock:
             after, reset = self.tail.start(after_seq)
+        while page := await asyncio.to_thread(self.tail.backlog, after):
+            for event in page:
+                if not await sub.room_for_more():
+                    return  # the tab left during the replay
+                sub.send({"type": "event", "event": self._public(event)})
+            after = int(page[-1]["seq"])
+        async with self._pump_lock:
             while page := await asyncio.to_thread(self.tail.backlog, after):
                 for event in page:
                     sub.send({"type": "event", "event": self._public(event)})
@@ -203,6 +223,17 @@ class Room:
         if turn is not None:
             await self._after_turn(turn)
 
+    async def recover(self) -> None:
+        """Sidebar questions that no reply answers were left by a server that died mid-turn
+        (this room is new, so no turn of this process is under way): each gets an
+        ``incomplete`` reply saying so, and the tab shows it instead of waiting forever."""
+        questions = await asyncio.to_thread(self.hub.history.unanswered, self.ref.notebook_id)
+        for question in questions:
+            if question.get("source") == "sidebar":
+                seq = question["seq"]
+                log.warning("question %s in %s was never answered: marked interrupted", seq, self.ref.api_path)
+                await self.assistant.interrupted(question)
+
     # -- what clients ask for ---------------------------------------------------
 
     def chat(self, text: str, client_id: str | None, sub: Subscriber | None = None) -> None:
@@ -218,6 +249,15 @@ class Room:
             if not text:
                 raise FrameError("write your question after /expert")
             role = "expert"
+        limit = self.hub.settings.max_pending_chats
+        if sub is not None and self._pending.get(sub, 0) >= limit:
+            # A flood (a stuck key, a script) must not queue hours of model turns.
+            raise FrameError(
+                f"busy: {limit} of your questions are still waiting for an answer; wait for them, "
+                "or press Stop (which also drops the ones waiting). Nothing was sent."
+            )
+        if sub is not None:
+            self._pending[sub] = self._pending.get(sub, 0) + 1
         self.hub.spawn(self._chat(text, client_id, role, sub))
 
     async def _chat(self, text: str, client_id: str | None, role: Role, sub: Subscriber | None) -> None:
@@ -232,6 +272,10 @@ class Room:
                 before_turn=lambda: self.hub.kernel_state(self, text),
             )
         finally:
+            if sub is not None:
+                left = self._pending.pop(sub, 1) - 1
+                if left > 0:
+                    self._pending[sub] = left
             self._set_state("idle")
         await self._after_turn(turn, sub)
 
@@ -283,6 +327,7 @@ class Hub:
             if room is None:
                 start, agent = await asyncio.to_thread(self._room_state, ref.notebook_id)
                 room = self.rooms[ref.notebook_id] = Room(self, ref, start, agent)
+                await room.recover()
             return room
 
     def _room_state(self, notebook: str) -> tuple[int, str]:

@@ -198,9 +198,16 @@ export class AmbientPanel extends Widget implements IConversationOwner {
       case 'error':
         this._current?.showError(frame.message);
         this._pendingMode = null; // a refused mode change shows the mode as it is
-        // The frame does not say what it refuses: every waiting card is usable again.
-        for (const conv of this._conversations.values()) {
-          conv.refused();
+        if (frame.actionId || frame.clientId) {
+          // A refused question or decision: only that one settles (a "busy" question leaves the queue).
+          for (const conv of this._conversations.values()) {
+            conv.refused({ actionId: frame.actionId, clientId: frame.clientId }, frame.message);
+          }
+        } else {
+          // The frame does not say what it refuses: every waiting card is usable again.
+          for (const conv of this._conversations.values()) {
+            conv.refused();
+          }
         }
         break;
     }

@@ -56,7 +56,7 @@ export type ServerFrame =
     }
   | { type: 'token'; notebook: string; replyId: string; text: string }
   | IRunFrame
-  | { type: 'error'; message: string };
+  | { type: 'error'; message: string; actionId?: string; clientId?: string };
 
 export type ClientFrame =
   | { type: 'hello'; notebook: string; after_seq: number }
@@ -148,7 +148,9 @@ export function parseServerFrame(data: unknown): ServerFrame | null {
     case 'error':
       return {
         type: 'error',
-        message: typeof raw.message === 'string' ? raw.message : 'error'
+        message: typeof raw.message === 'string' ? raw.message : 'error',
+        actionId: typeof raw.action_id === 'string' ? raw.action_id : undefined,
+        clientId: typeof raw.client_id === 'string' ? raw.client_id : undefined
       };
     default:
       return null;
