@@ -6,7 +6,9 @@ the prompt is built (what the model reads).
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 __all__ = ["clean_text", "printable", "strip_ansi", "trim_marker", "trim_text"]
 
@@ -61,3 +63,38 @@ def trim_text(text: str, limit: int, *, total_bytes: int | None = None, total_ch
         return text + trim_marker(total, total_bytes)
     half = max(1, limit // 2)
     return text[:half] + trim_marker(total, total_bytes) + text[-half:]
+
+
+VALUE_LIMIT = 2000
+"""Characters kept of a value (a widget trait, a plugin action's result); binary buffers are only measured."""
+
+
+def json_safe(value: Any) -> Any:
+    """A JSON-serialisable, bounded version of a trait value."""
+    if isinstance(value, memoryview):
+        return {"binary_bytes": value.nbytes}
+    if isinstance(value, (bytes, bytearray)):
+        return {"binary_bytes": len(value)}
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        # Undecodable bytes (lone surrogates) would break every UTF-8 consumer: the
+        # history's readers, the WebSocket, the model's prompt.
+        return trim_text(clean_text(value), VALUE_LIMIT)
+    try:
+        text = json.dumps(value, default=lambda v: json_safe(v) if isinstance(v, bytes | bytearray) else repr(v))
+    except (TypeError, ValueError):
+        return trim_text(repr(value), VALUE_LIMIT)
+    if len(text) > VALUE_LIMIT:
+        return trim_text(text, VALUE_LIMIT)
+    return _clean_strings(json.loads(text))
+
+
+def _clean_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        return [_clean_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {clean_text(k): _clean_strings(v) for k, v in value.items()}
+    return value

@@ -11,9 +11,10 @@ import ast
 import difflib
 import functools
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["line_diff", "lost_purpose", "parse_cell", "parse_problem", "same_code"]
+__all__ = ["assigned_names", "line_diff", "lost_purpose", "parse_cell", "parse_problem", "same_code"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -67,8 +68,6 @@ def lost_purpose(old: str, new: str) -> str | None:
     code that does nothing (a comment, a bare number), or a cell that no longer sets
     a name the failing cell set (which later cells use).
     """
-    from .kernel.state import assigned_names
-
     try:
         body = parse_cell(new).body
     except (SyntaxError, ValueError, RecursionError, MemoryError):
@@ -113,3 +112,40 @@ def line_diff(old: str, new: str, context: int = 2) -> list[list[str]]:
             out.extend(["-", line] for line in a[i1:i2])
             out.extend(["+", line] for line in b[j1:j2])
     return out
+
+
+def assigned_names(code: str) -> list[str]:
+    """Names a cell binds at the top level, in source order, each once.
+
+    Assignment targets (plain, augmented, annotated with a value, walrus), ``for``
+    and ``with ... as`` targets, ``def`` and ``class`` names, and imports; not the
+    names bound inside functions, classes, lambdas or comprehensions. ``[]`` if
+    ``code`` does not parse.
+    """
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return []
+    found = sorted(_bound(tree))
+    return list(dict.fromkeys(name for *_, name in found))
+
+
+def _bound(tree: ast.Module) -> Iterator[tuple[int, int, str]]:
+    # An explicit stack: a deeply nested expression must not hit the recursion limit.
+    stack: list[ast.AST] = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            yield node.lineno, node.col_offset, node.name
+            continue  # their bodies are another scope
+        if isinstance(node, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            continue
+        if isinstance(node, ast.AnnAssign) and node.value is None:
+            continue  # `x: int` declares, binds nothing
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            yield node.lineno, node.col_offset, node.id
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                if alias.name != "*":
+                    yield alias.lineno, alias.col_offset, alias.asname or alias.name.partition(".")[0]
+        stack.extend(ast.iter_child_nodes(node))

@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 from jupyter_client.manager import start_new_kernel
 
+from ambient_jupyter.code_check import assigned_names
 from ambient_jupyter.context import render_state as render
-from ambient_jupyter.kernel.state import TEXT_CAP, assigned_names, select_names, summarize
+from ambient_jupyter.kernel.state import TEXT_CAP, select_names, summarize
 
 # pytest-timeout's default "signal" method holds SIGALRM during each test, and then
 # summarize (rightly) does not borrow it. These tests want the timer free.

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from ..kernel.state import assigned_names
+from ..code_check import assigned_names
 from ._base import NEVER_MEANT, Failure, hint, public_names
 from ._match import clear_winner, close_matches
 from ._resolve import MISSING, a_type, dotted, resolve

@@ -6,6 +6,7 @@ import atexit
 import sys
 from typing import Any
 
+from ..identity import provide_recorder
 from .recorder import Recorder
 
 __all__ = ["current", "load", "plugins_announce", "record_state", "unload"]
@@ -47,6 +48,9 @@ def current() -> Recorder | None:
 
     shell = get_ipython()
     return _recorders.get(id(shell)) if shell is not None else None
+
+
+provide_recorder(current)
 
 
 def record_state(question: str | None = None) -> bool:

@@ -119,7 +119,8 @@ def snapshot(shell: Any, *, code: str | None = None, question: str | None = None
     Call it on the kernel's main thread (where the time box works); bounded in size
     and time, and it never raises.
     """
-    from .state import assigned_names, select_names, summarize
+    from ..code_check import assigned_names
+    from .state import select_names, summarize
 
     namespace = shell.user_ns
     try:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from .._trim import trim_text
+from .._trim import json_safe, trim_text
 from ..act import ActEngine, Ran, Run
 from ..actions import CODE_ACTIONS
 from ..assistant import Assistant, Role, Turn
@@ -36,7 +36,6 @@ from ..config import AmbientSettings
 from ..events import MessageSource
 from ..gate import Approval, NotApproved
 from ..history import History
-from .widgets import json_safe
 
 __all__ = ["KernelHost"]
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..config import AmbientSettings
 from ..history import History, normalize_notebook
+from ..identity import detect_notebook
 from .capture import OUTPUT_TYPES, CellCapture
 from .widgets import WidgetWatcher
 from .writer import Writer
@@ -27,36 +28,6 @@ __all__ = ["Recorder", "detect_notebook"]
 log = logging.getLogger("ambient_jupyter.kernel")
 
 _MAX_OPEN_CAPTURES = 64
-
-
-def _kernel_id() -> str | None:
-    try:
-        from ipykernel.connect import get_connection_file
-
-        name = os.path.basename(get_connection_file())
-    except Exception:  # noqa: BLE001 (not in an ipykernel, or no connection file)
-        return None
-    return name.removeprefix("kernel-").removesuffix(".json") or None
-
-
-def detect_notebook(shell: Any) -> tuple[str, bool]:
-    """The notebook this kernel runs, and whether that is known (not a fallback).
-
-    Order: ``AMBIENT_NOTEBOOK`` (set by ``ambient-jupyter run``), ``JPY_SESSION_NAME``
-    (set by Jupyter Server for the kernel of a notebook), VS Code's
-    ``__vsc_ipynb_file__``, else a per-kernel id under the working directory.
-    """
-    for var in ("AMBIENT_NOTEBOOK", "JPY_SESSION_NAME"):
-        value = os.environ.get(var, "").strip()
-        if value:
-            return normalize_notebook(value), True
-    vsc = shell.user_ns.get("__vsc_ipynb_file__") if shell is not None else None
-    if isinstance(vsc, str) and vsc:
-        return normalize_notebook(vsc), True
-    kernel = _kernel_id()
-    if kernel:
-        return f"kernel:{os.getcwd()}/{kernel}", False
-    return f"ipython:{os.getcwd()}", False
 
 
 class Recorder:

@@ -21,14 +21,14 @@ import sys
 import time
 import types
 from collections import Counter, OrderedDict, defaultdict, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
 from typing import Any, TypeVar
 
 from .._trim import clean_text
 from .timebox import OutOfTime, why_no_timer, with_alarm
 
-__all__ = ["assigned_names", "select_names", "summarize"]
+__all__ = ["select_names", "summarize"]
 
 T = TypeVar("T")
 
@@ -427,43 +427,6 @@ def _code_names(code: str) -> list[str]:
         elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
             found.append((node.target.lineno, node.target.col_offset, node.target.id))  # x += 1 reads x
     return [name for *_, name in sorted(found)]
-
-
-def assigned_names(code: str) -> list[str]:
-    """Names a cell binds at the top level, in source order, each once.
-
-    Assignment targets (plain, augmented, annotated with a value, walrus), ``for``
-    and ``with ... as`` targets, ``def`` and ``class`` names, and imports; not the
-    names bound inside functions, classes, lambdas or comprehensions. ``[]`` if
-    ``code`` does not parse.
-    """
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
-        return []
-    found = sorted(_bound(tree))
-    return list(dict.fromkeys(name for *_, name in found))
-
-
-def _bound(tree: ast.Module) -> Iterator[tuple[int, int, str]]:
-    # An explicit stack: a deeply nested expression must not hit the recursion limit.
-    stack: list[ast.AST] = list(tree.body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            yield node.lineno, node.col_offset, node.name
-            continue  # their bodies are another scope
-        if isinstance(node, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
-            continue
-        if isinstance(node, ast.AnnAssign) and node.value is None:
-            continue  # `x: int` declares, binds nothing
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            yield node.lineno, node.col_offset, node.id
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            for alias in node.names:
-                if alias.name != "*":
-                    yield alias.lineno, alias.col_offset, alias.asname or alias.name.partition(".")[0]
-        stack.extend(ast.iter_child_nodes(node))
 
 
 # --- for the prompt -----------------------------------------------------------------

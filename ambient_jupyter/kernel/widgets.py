@@ -8,52 +8,18 @@ class: we attach to every widget constructed, and to those that already exist.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from .._trim import clean_text, trim_text
+from .._trim import clean_text, json_safe
 
 __all__ = ["WidgetWatcher", "json_safe"]
 
 log = logging.getLogger("ambient_jupyter.kernel")
 
-VALUE_LIMIT = 2000
-"""Characters kept of a widget value (binary buffers are only measured)."""
 _SKIP_CLASSES = ("Layout", "Style")
 """Cosmetic helper widgets whose changes say nothing about the analysis."""
-
-
-def json_safe(value: Any) -> Any:
-    """A JSON-serialisable, bounded version of a trait value."""
-    if isinstance(value, memoryview):
-        return {"binary_bytes": value.nbytes}
-    if isinstance(value, (bytes, bytearray)):
-        return {"binary_bytes": len(value)}
-    if value is None or isinstance(value, (bool, int, float)):
-        return value
-    if isinstance(value, str):
-        # Undecodable bytes (lone surrogates) would break every UTF-8 consumer: the
-        # history's readers, the WebSocket, the model's prompt.
-        return trim_text(clean_text(value), VALUE_LIMIT)
-    try:
-        text = json.dumps(value, default=lambda v: json_safe(v) if isinstance(v, bytes | bytearray) else repr(v))
-    except (TypeError, ValueError):
-        return trim_text(repr(value), VALUE_LIMIT)
-    if len(text) > VALUE_LIMIT:
-        return trim_text(text, VALUE_LIMIT)
-    return _clean_strings(json.loads(text))
-
-
-def _clean_strings(value: Any) -> Any:
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, list):
-        return [_clean_strings(v) for v in value]
-    if isinstance(value, dict):
-        return {clean_text(k): _clean_strings(v) for k, v in value.items()}
-    return value
 
 
 class WidgetWatcher:

@@ -16,6 +16,7 @@ from ..actions import plugin_call_code
 from ..events import ActionExecuted
 from ..gate import NotApproved, approval
 from ..history import History
+from ..identity import current_recorder
 from . import _registry
 
 __all__ = ["dispatch"]
@@ -34,7 +35,7 @@ def _where(recorder: Any) -> tuple[History, str, str, bool]:
     from IPython import get_ipython
 
     from ..config import AmbientSettings
-    from ..kernel.recorder import detect_notebook
+    from ..identity import detect_notebook
 
     return History(), detect_notebook(get_ipython())[0], AmbientSettings().agent, True
 
@@ -69,9 +70,7 @@ def dispatch(action_id: str) -> Any:
     Exception
         Whatever the action raised (recorded as a failed run, then re-raised).
     """
-    from ..kernel import current
-
-    recorder = current()
+    recorder = current_recorder()
     history, notebook, default_mode, opened = _where(recorder)
     try:
         # Judged by the agent mode in force now, as the act engine judges it.
@@ -108,7 +107,7 @@ def dispatch(action_id: str) -> Any:
             error = f"{type(exc).__name__}: {exc}"
             _record(recorder, history, notebook, ActionExecuted(action_id=action_id, ok=False, error=error))
             raise
-        from ..kernel.widgets import json_safe
+        from .._trim import json_safe
 
         _record(recorder, history, notebook, ActionExecuted(action_id=action_id, ok=True, result=json_safe(result)))
         return result

@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from ..events import PluginRegistered
+from ..identity import current_recorder
 
 __all__ = ["announce", "announce_all", "find", "register", "registered", "unregister"]
 
@@ -74,9 +75,7 @@ def event(plugin: Any) -> dict[str, Any]:
 def announce(plugin: Any, recorder: Any = None) -> None:
     """Record ``plugin_registered`` through the recorder's writer, if the recorder is loaded."""
     if recorder is None:
-        from ..kernel import current
-
-        recorder = current()
+        recorder = current_recorder()
     if recorder is None:
         return
     # Built now, on this thread: the writer thread never introspects user objects.
