@@ -38,6 +38,8 @@ from browser_lab import (
 from conftest import ROOT, make_notebook
 from fakes.ollama_server import FakeOllama
 
+from ambient_jupyter.history import History
+
 pytestmark = pytest.mark.timeout(300)
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -598,3 +600,46 @@ def test_chromium_policy_in_ci(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception):
         browser_lab.require_browser()
+
+
+# -- a long history ---------------------------------------------------------------------
+
+
+def test_a_long_history_loads_whole_and_fast_without_a_reconnect(
+    page: Any, start_lab: Callable[..., LabServer], fake_ollama: FakeOllama
+) -> None:
+    """5,000 events (more than twice a tab's 2,000-frame queue): a reload shows the newest at
+    once and every event once, in order, over one connection."""
+    lab = start_lab({"long.ipynb": [LOAD, "x = 1"]}, **fake_env(fake_ollama))
+    count = 5000
+    with History(lab.db) as history:
+        cells = [
+            ({"kind": "cell_executed", "code": f"x = {i}", "status": "ok", "execution_count": i}, None)
+            for i in range(1, count + 1)
+        ]
+        history.append_many(str(lab.root / "long.ipynb"), cells)
+    newest = f'.jp-Ambient-log > [data-seq="{count}"]'
+    sidebar = open_notebook(page, lab, "long.ipynb")
+    sidebar.locator(newest).wait_for(timeout=60_000)
+
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url) if "/ambient/ws" in ws.url else None)
+    page.reload(wait_until="domcontentloaded")
+    # Timed from the moment the panel's socket is open (the page itself takes a while to load;
+    # the panel may still be hidden while the layout is restored).
+    sidebar.locator('.jp-Ambient-connection[data-state="open"]').wait_for(state="attached", timeout=60_000)
+    connected = time.monotonic()
+    sidebar.locator(newest).wait_for(state="attached", timeout=60_000)
+    newest_s = time.monotonic() - connected
+    page.wait_for_function(
+        f"document.querySelectorAll('#jp-ambient-sidebar .jp-Ambient-log > [data-seq]').length >= {count}",
+        timeout=60_000,
+    )
+    whole_s = time.monotonic() - connected
+    sidebar.open()
+    sidebar.locator(newest).wait_for(state="visible")
+    seqs = sidebar.stored_seqs()
+    print(f"long_history events={count} newest_visible_s={newest_s:.2f} whole_s={whole_s:.2f} sockets={len(sockets)}")
+    assert seqs == list(range(1, count + 1))
+    assert len(sockets) == 1, sockets  # no drop, no reconnect
+    assert newest_s < 2.0

@@ -211,7 +211,9 @@ export class AmbientPanel extends Widget implements IConversationOwner {
         }
         break;
     }
-    this._refresh();
+    if (frame.type !== 'event' && frame.type !== 'token') {
+      this._refresh(); // the header shows the connection and the status, not the events
+    }
   }
 
   /**

@@ -104,15 +104,20 @@ export class FollowEnd {
     if (force) {
       this._stick = true;
     }
-    if (!this._stick) {
-      return; // the reader scrolled up: leave the view where it is
+    if (!this._stick || this._scheduled) {
+      return; // the reader scrolled up (leave the view where it is), or a scroll is due anyway
     }
+    // One scroll per frame: reading scrollHeight lays the page out, and a replay adds
+    // thousands of cards between two frames.
+    this._scheduled = true;
     requestAnimationFrame(() => {
+      this._scheduled = false;
       this._node.scrollTop = this._node.scrollHeight;
     });
   }
 
   private _stick = true;
+  private _scheduled = false;
 }
 
 /** Which models answer: "model: X · expert: Y". */
