@@ -203,7 +203,8 @@ async def test_stop_ends_the_reply_as_incomplete_within_a_second(jp_ws_fetch, fa
 
 
 async def test_a_flood_of_chats_is_bounded_and_stop_clears_the_queue(jp_ws_fetch, fake, notebook_id, ambient_db):
-    """1,000 chat frames at once: two are taken (one answered, one waiting), the rest refused;
+    """1,000 chat frames at once: two are taken (one answered, one waiting), the rest refused
+    (too many waiting, or too fast);
     Stop ends the answer and drops the waiting one, and the model is not asked again."""
     fake.reply = [f"word{i} " for i in range(400)]
     fake.token_delay = 0.05
@@ -215,9 +216,13 @@ async def test_a_flood_of_chats_is_bounded_and_stop_clears_the_queue(jp_ws_fetch
     await c.until(lambda f: f["type"] == "token")
     await drain(c, seconds=0.5)
     busy = [f for f in c.frames if f["type"] == "error" and f["message"].startswith("busy:")]
-    assert len(busy) == 998, len(busy)
-    # Each refusal names its question, so the tab drops just that one from its pending list.
-    assert sorted(int(f["client_id"][2:]) for f in busy) == list(range(2, 1000))
+    slowed = [f for f in c.frames if f["type"] == "error" and f["message"].startswith("slow down:")]
+    # About 500 pass the rate limit (its burst, plus what refills meanwhile): 2 are taken, the
+    # rest are busy; the others came too fast.
+    assert len(busy) + len(slowed) == 998 and 400 <= len(slowed) <= 500, (len(busy), len(slowed))
+    # Each busy refusal names its question, so the tab drops just that one from its pending list.
+    refused = sorted(int(f["client_id"][2:]) for f in busy)
+    assert len(set(refused)) == len(busy) and not {0, 1} & set(refused)
     with History(ambient_db) as h:
         assert sorted(e["text"] for e in stored_kinds(h, notebook_id, "user_message")) == ["question 0", "question 1"]
     await c.send({"type": "stop", "notebook": NB})

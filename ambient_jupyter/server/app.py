@@ -49,6 +49,12 @@ class AmbientExtension(ExtensionApp):
         help="Questions one tab may have waiting or being answered at once; more get a 'busy' error "
         "(Stop drops the waiting ones).",
     ).tag(config=True)
+    client_frame_rate = Float(
+        100.0, min=0.1, help="Frames per second a tab may send, on average; more get an error and are ignored."
+    ).tag(config=True)
+    client_frame_burst = Int(
+        500, min=1, help="Frames a tab may send at once before client_frame_rate applies."
+    ).tag(config=True)
     plugin_timeout = Float(
         60.0, help="Seconds to wait for the kernel to run an approved plugin call before it counts as failed."
     ).tag(config=True)
@@ -80,6 +86,8 @@ class AmbientExtension(ExtensionApp):
             poll_interval=self.poll_interval,
             client_queue_limit=self.client_queue_limit,
             max_pending_chats=self.max_pending_chats,
+            client_frame_rate=self.client_frame_rate,
+            client_frame_burst=self.client_frame_burst,
             state_timeout=self.state_timeout,
         )
         self.hub = Hub(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -136,6 +137,9 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
         """Set whenever the send loop takes a frame off the queue (a replay waits on it)."""
         self._sender = asyncio.ensure_future(self._send_loop())
         self._dropped = False
+        # A token bucket: a burst is fine, a flood (a script, a stuck key) is refused.
+        self._allowance = float(self.hub.settings.client_frame_burst)
+        self._refilled = time.monotonic()
 
     def send(self, frame: dict[str, Any]) -> None:
         if self._sender.done():
@@ -191,7 +195,22 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
 
     # -- inbound frames ----------------------------------------------------------
 
+    def _admit(self) -> bool:
+        settings = self.hub.settings
+        now = time.monotonic()
+        refill = (now - self._refilled) * settings.client_frame_rate
+        self._allowance = min(float(settings.client_frame_burst), self._allowance + refill)
+        self._refilled = now
+        if self._allowance < 1:
+            return False
+        self._allowance -= 1
+        return True
+
     async def on_message(self, message: str | bytes) -> None:
+        if not self._admit():
+            rate = self.hub.settings.client_frame_rate
+            self.send({"type": "error", "message": f"slow down: more than {rate:g} frames a second; this was ignored"})
+            return
         try:
             await self._handle(message)
         except FrameError as exc:

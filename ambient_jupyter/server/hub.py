@@ -74,6 +74,8 @@ class HubSettings:
     client_queue_limit: int = 2000
     state_timeout: float = 2.0
     max_pending_chats: int = 2
+    client_frame_rate: float = 100.0
+    client_frame_burst: int = 500
 
     # Read-only views for the code that only needs the defaults (status, a new room's
     # mode); the values live in ``assistant`` alone, so they cannot drift apart.
