@@ -29,6 +29,7 @@ ENV = {
     "cooldown": "AMBIENT_COOLDOWN",
     "output_limit": "AMBIENT_OUTPUT_LIMIT",
     "max_reply_tokens": "AMBIENT_MAX_REPLY_TOKENS",
+    "redact": "AMBIENT_REDACT",
 }
 """The environment variable of each setting."""
 
@@ -81,6 +82,16 @@ class AmbientSettings(Configurable):
     @default("quiet")
     def _quiet_default(self) -> bool:
         return env_flag(ENV["quiet"])
+
+    redact = Bool(
+        help="Remove common secrets (API keys, tokens, passwords in assignments, credentials in URLs) from "
+        "every event before it is stored, so they reach neither the history nor a model. Best effort: a "
+        "secret with no telltale shape or name is kept. Env: AMBIENT_REDACT."
+    ).tag(config=True)
+
+    @default("redact")
+    def _redact_default(self) -> bool:
+        return env_flag(ENV["redact"])
 
     agent = CaselessStrEnum(
         ["off", "ask", "auto"],

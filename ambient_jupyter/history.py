@@ -21,8 +21,9 @@ Design notes
 * The file holds people's code and outputs, secrets included: it is private to its
   owner. The folder is created 0700 and the file 0600 before SQLite opens it (SQLite
   gives ``-wal`` and ``-shm`` the main file's mode); looser files are tightened on open.
-* This module deliberately imports only the standard library: it is imported by the
-  kernel extension and by the crash-test child processes, where start-up time counts.
+* This module deliberately imports only the standard library (and ``redact``, which
+  does too): it is imported by the kernel extension and by the crash-test child
+  processes, where start-up time counts.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from .redact import redact as _redact
 
 try:
     import fcntl
@@ -278,9 +281,17 @@ class History:
         The SQLite file; defaults to :func:`default_path`.
     busy_timeout
         Seconds to wait for another process's write lock before giving up.
+    redact
+        Remove common secrets from every event before it is stored
+        (:mod:`ambient_jupyter.redact`, best effort); default: ``$AMBIENT_REDACT``.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, busy_timeout: float = 30.0):
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, busy_timeout: float = 30.0, redact: bool | None = None
+    ):
+        if redact is None:
+            redact = os.environ.get("AMBIENT_REDACT", "").strip().lower() in ("1", "true", "yes", "on")
+        self.redact = redact
         self._own_dir = path is None and not os.environ.get("AMBIENT_DB")
         self.path = Path(path) if path is not None else default_path()
         self._busy_ms = int(busy_timeout * 1000)
@@ -533,6 +544,9 @@ class History:
     def append_many(self, notebook: str, items: Sequence[tuple[dict[str, Any], str | None]]) -> list[dict[str, Any]]:
         """Append several events in one transaction (one disk sync for the batch)."""
         nb = normalize_notebook(notebook)
+        if self.redact:
+            # Before the write lock: the patterns run on this thread, not on everyone's time.
+            items = [(_redact(event), key) for event, key in items]
         with self._lock:
             try:
                 return self._append_locked(nb, items)

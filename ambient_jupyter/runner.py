@@ -356,7 +356,7 @@ async def async_run_notebook(
     notebook = normalize_notebook(str(source))
     settings = settings if settings is not None else AmbientSettings()
     agent, quiet = settings.agent, settings.quiet
-    history = History()
+    history = History(redact=settings.redact)
     if person_present is None:
         person_present = sys.stdin.isatty() and out.isatty()
 

@@ -45,7 +45,7 @@ class Recorder:
         self._agent_running = False
         self._agent_capture: CellCapture | None = None
         self.host: Any = None
-        self.writer = Writer(History, lambda: self.notebook, self._committed)
+        self.writer = Writer(lambda: History(redact=self.settings.redact), lambda: self.notebook, self._committed)
         self.widgets = WidgetWatcher(self.writer.submit)
         self._original_send: Any = None
         self._closing = False

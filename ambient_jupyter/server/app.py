@@ -77,10 +77,12 @@ class AmbientExtension(ExtensionApp):
             os.environ["AMBIENT_THREADS"] = str(self.model_threads or max(1, usable_cpus() - 1))
         if self.db:
             os.environ["AMBIENT_DB"] = self.db
-        history = History(self.db or None)
+        self.ambient = AmbientSettings(parent=self)
+        if self.ambient.redact:
+            os.environ["AMBIENT_REDACT"] = "1"  # the kernels this server starts redact too
+        history = History(self.db or None, redact=self.ambient.redact)
         assert self.serverapp is not None
         root_dir = self.serverapp.root_dir
-        self.ambient = AmbientSettings(parent=self)
         settings = HubSettings(
             assistant=self.ambient,
             poll_interval=self.poll_interval,
