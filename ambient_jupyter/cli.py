@@ -125,7 +125,12 @@ def _add_run(sub: Any) -> None:
 
 
 def _add_history(sub: Any) -> None:
-    p = sub.add_parser("history", help="print a notebook's conversation history")
+    p = sub.add_parser(
+        "history",
+        help="print a notebook's conversation history",
+        description="Print a notebook's conversation history. Exit status 1 if the notebook has no events "
+        "(the closest recorded notebooks are named on stderr).",
+    )
     p.add_argument("--notebook", help="the notebook (default: the most recently active one)")
     p.add_argument("--after", type=int, default=0, help="only events with seq greater than this")
     p.add_argument("--json", action="store_true", help="one JSON event per line")
@@ -223,6 +228,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
             return 0
         if args.notebook:
             notebook = normalize_notebook(args.notebook)
+            if history.last_seq(notebook) == 0:
+                return _no_events(notebook, history)
         else:
             known = history.notebooks()
             if not known:
@@ -233,6 +240,30 @@ def _cmd_history(args: argparse.Namespace) -> int:
             # Readable lines show the person's text: no control characters reach the terminal.
             print(json.dumps(event, ensure_ascii=False) if args.json else printable(_format(event)))
     return 0
+
+
+def _no_events(notebook: str, history: Any) -> int:
+    """Say that ``notebook`` has no events, and name the recorded notebooks most like it."""
+    import difflib
+    import os
+
+    from ._trim import printable
+
+    print(f"ambient-jupyter: no events recorded for {printable(notebook)}", file=sys.stderr)
+    known = [path for path, _last, _updated in history.notebooks()]
+    # A kernel that could not tell its notebook (nbconvert, plain nbclient) records
+    # under kernel:<working dir>/<id>: those of the notebook's folder come first.
+    folder = os.path.dirname(notebook)
+    nearby = [p for p in known if p.startswith(f"kernel:{folder}/") or p.startswith(f"ipython:{folder}")]
+    alike = difflib.get_close_matches(notebook, known, n=5, cutoff=0.5)
+    closest = list(dict.fromkeys([*nearby, *alike]))[:5]
+    if closest:
+        print("the closest recorded notebooks (see --list for all):", file=sys.stderr)
+        for path in closest:
+            print(f"  {printable(path)}", file=sys.stderr)
+    else:
+        print("ambient-jupyter history --list shows every recorded notebook", file=sys.stderr)
+    return 1
 
 
 def _cmd_models(_args: argparse.Namespace) -> int:

@@ -241,6 +241,14 @@ class _Run:
             self.terminal.end()
 
     async def cells(self) -> None:
+        # The written notebook shows this run only: a cell the run never reaches (an
+        # early stop) must not keep the outputs the source file had. As nbclient does
+        # for a cell it runs; an empty cell or one tagged skip-execution keeps its own.
+        for cell in self.nb.cells:
+            tags = cell.get("metadata", {}).get("tags", [])
+            if cell.cell_type == "code" and cell.source.strip() and "skip-execution" not in tags:
+                cell.outputs = []
+                cell.execution_count = None
         index = 0
         while index < len(self.nb.cells) and not self.stop_requested:
             cell = self.nb.cells[index]

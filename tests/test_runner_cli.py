@@ -115,6 +115,25 @@ def test_run_exit_code_and_quiet(tmp_path: Path, history: History) -> None:
     assert [e["code"] for e in events_of(history, nb, "cell_executed")][-1] == "b = 2"
 
 
+def test_an_early_stop_leaves_no_stale_outputs(tmp_path: Path, history: History) -> None:
+    """Cells the run never reached show nothing from an earlier run, as nbconvert's would."""
+    nb = make_notebook(tmp_path / "stale.ipynb", ["a = 1", "undefined_name + 1", "print('old')", "", "x = 2"])
+    source = nbformat.read(nb, as_version=4)
+    old = nbformat.v4.new_output("stream", name="stdout", text="from last week\n")
+    for index in (0, 2, 4):
+        source.cells[index].outputs = [old]
+        source.cells[index].execution_count = 40 + index
+    source.cells[4].metadata["tags"] = ["skip-execution"]  # nbclient leaves such a cell as it is
+    nbformat.write(source, nb)
+    run = cli("run", str(nb), "--quiet", "--no-progress")
+    assert run.returncode == 1
+    out = nbformat.read(tmp_path / "stale.run.ipynb", as_version=4)
+    assert out.cells[0].outputs == [] and out.cells[0].execution_count == 1  # this run's
+    assert out.cells[1].outputs[0]["ename"] == "NameError"
+    assert (out.cells[2].outputs, out.cells[2].execution_count) == ([], None)  # never reached
+    assert out.cells[4].outputs == [old] and out.cells[4].execution_count == 44
+
+
 def test_run_reports_a_missing_model_clearly(tmp_path: Path, history: History) -> None:
     nb = make_notebook(tmp_path / "nomodel.ipynb", ["1/0"])
     run = cli("run", str(nb), "--model", "ollama:gemma2:2b", "--no-progress")
@@ -131,3 +150,15 @@ def test_models_and_bad_arguments() -> None:
     assert "unavailable at http://127.0.0.1:9" in listed.stdout
     missing = cli("run", "no/such/notebook.ipynb")
     assert missing.returncode == 2 and "no notebook at" in missing.stderr
+
+
+def test_history_of_a_notebook_with_no_events_says_so(tmp_path: Path, history: History) -> None:
+    """Under nbconvert the kernel cannot know the notebook: its events sit under a kernel id."""
+    history.append(f"kernel:{tmp_path}/3f2a", {"kind": "cell_executed", "code": "x = 1", "status": "ok"})
+    history.append(str(tmp_path / "other.ipynb"), {"kind": "cell_executed", "code": "y = 2", "status": "ok"})
+    missing = cli("history", "--notebook", str(tmp_path / "report.ipynb"))
+    assert missing.returncode == 1
+    assert f"no events recorded for {tmp_path / 'report.ipynb'}" in missing.stderr
+    listed = missing.stderr.splitlines()[2:]
+    assert listed[0].strip() == f"kernel:{tmp_path}/3f2a", missing.stderr
+    assert missing.stdout == ""
