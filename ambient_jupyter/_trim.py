@@ -79,10 +79,10 @@ def json_safe(value: Any) -> Any:
         return value
     if isinstance(value, str):
         # Undecodable bytes (lone surrogates) would break every UTF-8 consumer: the
-        # history's readers, the WebSocket, the model's prompt.
-        return trim_text(clean_text(value), VALUE_LIMIT)
+        # history's readers, the WebSocket, the model's prompt. Colour codes are noise.
+        return trim_text(clean_text(strip_ansi(value)), VALUE_LIMIT)
     try:
-        text = json.dumps(value, default=lambda v: json_safe(v) if isinstance(v, bytes | bytearray) else repr(v))
+        text = json.dumps(value, default=_json_default)
     except (TypeError, ValueError):
         return trim_text(repr(value), VALUE_LIMIT)
     if len(text) > VALUE_LIMIT:
@@ -90,9 +90,20 @@ def json_safe(value: Any) -> Any:
     return _clean_strings(json.loads(text))
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return json_safe(value)
+    model_id = getattr(value, "model_id", None)
+    if isinstance(model_id, str):
+        # A widget inside a value (a Box's children): its name, not its repr, which for
+        # an Image holds the whole picture's bytes.
+        return f"<{type(value).__name__} {model_id[:8]}>"
+    return trim_text(repr(value), 200)
+
+
 def _clean_strings(value: Any) -> Any:
     if isinstance(value, str):
-        return clean_text(value)
+        return clean_text(strip_ansi(value))
     if isinstance(value, list):
         return [_clean_strings(v) for v in value]
     if isinstance(value, dict):

@@ -52,3 +52,21 @@ def test_a_huge_string_is_trimmed_before_it_is_queued(queued: list) -> None:
     slider = widgets.IntSlider(value=3)
     slider.value = 7
     assert (queued[-1]()["old"], queued[-1]()["new"]) == (3, 7)
+
+
+def test_plumbing_is_not_recorded_and_values_carry_no_noise(queued: list) -> None:
+    """An Output widget's msg_id routing, a picture inside a Box, colour codes in a value."""
+    out = widgets.Output()
+    # What `with out:` does in a kernel (outside one it does nothing): plumbing, not a change.
+    out.msg_id = "a1b2c3"
+    out.msg_id = ""
+    out.outputs = ({"output_type": "stream", "name": "stdout", "text": "shown\n"},)
+    assert [b()["trait"] for b in queued] == ["outputs"]
+    picture = widgets.Image(value=b"\x89PNG" + b"\x00" * 50_000, format="png")
+    box = widgets.VBox()
+    box.children = [picture]
+    (children,) = [b() for b in queued if b()["trait"] == "children"]
+    assert children["new"] == [f"<Image {picture.model_id[:8]}>"]
+    label = widgets.Label()
+    label.value = "\x1b[31mred\x1b[0m alert"
+    assert queued[-1]()["new"] == "red alert"

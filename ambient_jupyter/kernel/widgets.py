@@ -20,6 +20,9 @@ log = logging.getLogger("ambient_jupyter.kernel")
 
 _SKIP_CLASSES = ("Layout", "Style")
 """Cosmetic helper widgets whose changes say nothing about the analysis."""
+_PLUMBING = frozenset({"layout", "style", "comm", "msg_id"})
+"""Traits that carry no meaning for a person: ``msg_id`` is how an Output widget
+routes the kernel's messages into itself, set and unset around every ``with out:``."""
 
 
 class WidgetWatcher:
@@ -76,7 +79,7 @@ class WidgetWatcher:
         name = change["name"]
         owner = change["owner"]
         # Only synced, public state: what a person sees and sets.
-        if name.startswith("_") or name in ("layout", "style", "comm") or name not in owner.keys:
+        if name.startswith("_") or name in _PLUMBING or name not in owner.keys:
             return
         old, new = _now_or_later(change["old"]), _now_or_later(change["new"])
         widget_id = getattr(owner, "model_id", None) or str(id(owner))
