@@ -158,6 +158,10 @@ def render_event(event: dict[str, Any], *, limit: int = 2000) -> Message | None:
         if event.get("result") is not None:
             text += f"; result: {_fmt_value(event.get('result'), limit)}"
         return {"role": "user", "content": text + "]"}
+    if kind == "kernel_died":
+        code = trim_text(str(event.get("code", "")), limit)
+        text = "[the kernel died while this cell ran; every variable is gone until the cells run again]"
+        return {"role": "user", "content": f"{text}\n```python\n{code}\n```"}
     if kind == "plugin_registered":
         head = f"[plugin {event.get('plugin')} ({event.get('widget_class')}): {event.get('description') or ''}"
         lines = [head.rstrip()]

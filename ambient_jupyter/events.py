@@ -20,6 +20,7 @@ __all__ = [
     "CellExecuted",
     "Event",
     "Hint",
+    "KernelDied",
     "KernelState",
     "MessageSource",
     "ModelError",
@@ -212,6 +213,21 @@ class ModelError(_EventBase):
     model: str
 
 
+class KernelDied(_EventBase):
+    """The kernel died (it crashed, was killed, ran out of memory) while a cell ran.
+
+    Recorded by the host that saw it (the kernel cannot): every variable is gone, and
+    the cell that was running never finished.
+    """
+
+    kind: Literal["kernel_died"] = "kernel_died"
+    code: str = ""
+    """The cell that was running."""
+    cell_index: int | None = None
+    """Its position in the notebook (0-based), where the host knows it."""
+    by: Literal["runner", "server"] = "runner"
+
+
 class PluginRegistered(_EventBase):
     """A plugin widget now exists in the kernel; its actions are the model's to call."""
 
@@ -243,6 +259,7 @@ Event = Annotated[
         ActionDecided,
         ActionExecuted,
         ModelError,
+        KernelDied,
         PluginRegistered,
         SettingsChanged,
         KernelState,

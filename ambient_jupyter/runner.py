@@ -28,6 +28,7 @@ from .act import ActEngine
 from .assistant import Assistant
 from .cell_driver import CellDriver, CellOutcome, wait_for_cell_event
 from .config import AmbientSettings
+from .events import KernelDied
 from .headless_agent import FixLimits, HeadlessAgent
 from .history import History, normalize_notebook
 
@@ -274,6 +275,16 @@ class _Run:
         if outcome.status == "dead":
             say(f"the kernel died while running cell {index + 1}; the run stops here (nothing is re-run)")
             self.errors.append(index)
+            # The kernel cannot record its own death: the record and the written cell say it.
+            await self.assistant.record(KernelDied(code=str(cell.source), cell_index=index, by="runner"))
+            cell.outputs = [
+                nbformat.v4.new_output(
+                    "error",
+                    ename="DeadKernelError",
+                    evalue="the kernel died while running this cell (ambient-jupyter run)",
+                    traceback=[],
+                )
+            ]
             return None
         if outcome.status == "stuck":
             say(f"cell {index + 1} did not stop when interrupted; the run stops here")

@@ -162,3 +162,24 @@ def test_history_of_a_notebook_with_no_events_says_so(tmp_path: Path, history: H
     listed = missing.stderr.splitlines()[2:]
     assert listed[0].strip() == f"kernel:{tmp_path}/3f2a", missing.stderr
     assert missing.stdout == ""
+
+
+def test_a_kernel_death_is_recorded_and_written(tmp_path: Path, history: History) -> None:
+    """The kernel cannot record its own death: the runner does, and the model is told."""
+    killer = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"
+    nb = make_notebook(tmp_path / "dies.ipynb", ["a = 1", killer, "b = 2"])
+    run = cli("run", str(nb), "--quiet", "--no-progress")
+    assert run.returncode == 1
+    assert "the kernel died while running cell 2" in run.stderr
+    kinds = [e["kind"] for e in events_of(history, nb)]
+    assert kinds == ["cell_executed", "kernel_died"]
+    (died,) = events_of(history, nb, "kernel_died")
+    assert (died["code"], died["cell_index"], died["by"]) == (killer, 1, "runner")
+    out = nbformat.read(tmp_path / "dies.run.ipynb", as_version=4)
+    assert out.cells[1].outputs[0]["ename"] == "DeadKernelError"
+    assert out.cells[2].outputs == [] and out.cells[2].execution_count is None
+    from ambient_jupyter.context import Transcript
+
+    transcript = Transcript(budget=4000, count_tokens=len)
+    transcript.extend(history.read(str(nb)))
+    assert "the kernel died while this cell ran" in json.dumps(transcript.messages())

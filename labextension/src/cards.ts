@@ -277,6 +277,16 @@ export function modelErrorCard(event: IAmbientEvent): HTMLElement {
 }
 
 
+export function kernelDiedCard(event: IAmbientEvent): HTMLElement {
+  return card(event, 'jp-Ambient-kernelDied', [
+    h('div', { className: 'jp-Ambient-cardHead' }, [
+      h('span', { className: 'jp-Ambient-badge', text: '✗ kernel died' }),
+      h('span', { className: 'jp-Ambient-meta', text: 'every variable is gone; run the cells again' })
+    ]),
+    h('pre', { className: 'jp-Ambient-code', text: str(event, 'code') })
+  ]);
+}
+
 /** How a decision reads on a card: "approved by you", "approved by policy: agent mode is auto", "rejected: …". */
 export function decisionText(decision: string, by: string, reason: string): string {
   const approved = decision === 'approved';

@@ -13,6 +13,7 @@ import {
   executedCard,
   executedText,
   IProposalHandlers,
+  kernelDiedCard,
   kernelStateCard,
   liveReplyNode,
   MarkdownRenderer,
@@ -278,6 +279,8 @@ export class Conversation implements IProposalHandlers {
         return widgetCard(event);
       case 'model_error':
         return modelErrorCard(event);
+      case 'kernel_died':
+        return kernelDiedCard(event);
       case 'action_proposed': {
         const proposal = new ProposalCard(event, this, sha256Hex(str(event, 'code')));
         this.proposals.set(proposal.actionId, proposal);
