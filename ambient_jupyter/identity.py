@@ -38,12 +38,46 @@ def _kernel_id() -> str | None:
     return name.removeprefix("kernel-").removesuffix(".json") or None
 
 
+_EXECUTORS = ("nbconvert", "papermill", "jupyter-execute")
+"""Command-line tools that run one notebook's kernel and name the notebook in their arguments."""
+
+
+def _executed_notebook() -> str | None:
+    """The notebook a parent ``jupyter nbconvert --execute NB.ipynb`` (or papermill) runs.
+
+    Such tools give the kernel no notebook path, only the notebook's folder as its
+    working directory. Their own command line names it: exactly one ``.ipynb`` that
+    exists, read relative to the tool's working directory. Anything less certain
+    (several notebooks, none, another kind of parent) gives None.
+    """
+    try:
+        import psutil  # type: ignore[import-untyped]  # ipykernel's own dependency
+
+        process = psutil.Process().parent()
+        for _ in range(3):  # the kernel's parent, or a launcher in between
+            if process is None:
+                return None
+            args = process.cmdline()
+            if any(tool in arg for arg in args for tool in _EXECUTORS):
+                found = {
+                    os.path.abspath(os.path.join(process.cwd(), arg))
+                    for arg in args
+                    if arg.endswith(".ipynb") and os.path.isfile(os.path.join(process.cwd(), arg))
+                }
+                return found.pop() if len(found) == 1 else None
+            process = process.parent()
+    except Exception:  # noqa: BLE001 (no psutil, no permission, a process gone)
+        return None
+    return None
+
+
 def detect_notebook(shell: Any) -> tuple[str, bool]:
     """The notebook this kernel runs, and whether that is known (not a fallback).
 
     Order: ``AMBIENT_NOTEBOOK`` (set by ``ambient-jupyter run``), ``JPY_SESSION_NAME``
     (set by Jupyter Server for the kernel of a notebook), VS Code's
-    ``__vsc_ipynb_file__``, else a per-kernel id under the working directory.
+    ``__vsc_ipynb_file__``, the notebook a parent ``nbconvert --execute`` names, else a
+    per-kernel id under the working directory.
     """
     for var in ("AMBIENT_NOTEBOOK", "JPY_SESSION_NAME"):
         value = os.environ.get(var, "").strip()
@@ -52,6 +86,9 @@ def detect_notebook(shell: Any) -> tuple[str, bool]:
     vsc = shell.user_ns.get("__vsc_ipynb_file__") if shell is not None else None
     if isinstance(vsc, str) and vsc:
         return normalize_notebook(vsc), True
+    executed = _executed_notebook()
+    if executed:
+        return normalize_notebook(executed), True
     kernel = _kernel_id()
     if kernel:
         return f"kernel:{os.getcwd()}/{kernel}", False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +184,24 @@ def test_a_kernel_death_is_recorded_and_written(tmp_path: Path, history: History
     transcript = Transcript(budget=4000, count_tokens=len)
     transcript.extend(history.read(str(nb)))
     assert "the kernel died while this cell ran" in json.dumps(transcript.messages())
+
+
+@pytest.mark.parametrize("tool", ["nbconvert", "execute"])
+def test_jupyter_nbconvert_execute_records_under_the_notebooks_own_path(
+    tmp_path: Path, history: History, tool: str
+) -> None:
+    """nbconvert gives the kernel no notebook path; its command line names the notebook."""
+    nb = make_notebook(tmp_path / "report.ipynb", ["%load_ext ambient_jupyter", "total = 6 * 7"])
+    (tmp_path / "other.ipynb").write_text(nb.read_text())  # a second notebook in the folder
+    env = {k: v for k, v in os.environ.items() if k not in ("AMBIENT_NOTEBOOK", "JPY_SESSION_NAME")}
+    command = (
+        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", "report.ipynb",
+         "--output", "report.out.ipynb"]
+        if tool == "nbconvert"
+        else [str(Path(sys.executable).with_name("jupyter-execute")), "report.ipynb"]
+    )
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cells = events_of(history, nb, "cell_executed")
+    assert [c["code"] for c in cells] == ["total = 6 * 7"]
+    assert not [p for p, *_ in history.notebooks() if p.startswith("kernel:")]
