@@ -188,3 +188,23 @@ def test_corrupt_history_is_moved_aside_and_recording_continues(tmp_path: Path, 
     assert aside[0].read_bytes() == b"this is not a database" * 100
     with History(ambient_db) as h:
         assert [c["code"] for c in events_of(h, nb, "cell_executed")] == ["x = 42"]
+
+
+def test_an_error_the_cell_handled_is_not_a_failure(tmp_path: Path, history: History) -> None:
+    """An Output widget swallows what is raised inside ``with out:``; so does an except block that
+    shows the traceback. The cell succeeded: the record says so (issue 13, item 1)."""
+    cells = [
+        "%load_ext ambient_jupyter",
+        "import ipywidgets as widgets\nout = widgets.Output()\nwith out:\n    raise ValueError('inside the widget')",
+        "try:\n    1 / 0\nexcept ZeroDivisionError:\n    get_ipython().showtraceback()",
+        "raise KeyError('a real failure')",
+    ]
+    nb = make_notebook(tmp_path / "handled.ipynb", cells)
+    executed = run_with_nbclient(nb, env={**QUIET, "JPY_SESSION_NAME": str(nb)})
+    # The handled traceback still shows (under nbclient the widget's goes into the widget).
+    assert [o["output_type"] for o in executed.cells[2].outputs] == ["error"]
+    recorded = events_of(history, nb, "cell_executed")
+    assert [c["status"] for c in recorded] == ["ok", "ok", "error"]
+    assert recorded[0]["error"] is None and recorded[1]["error"] is None
+    assert {"type": "display", "text": "ValueError: inside the widget"} in recorded[0]["outputs"]
+    assert recorded[2]["error"]["ename"] == "KeyError"

@@ -102,7 +102,12 @@ class CellCapture:
                     self.outputs.append(("stream", name))
                 sink.add(content.get("text", ""))
             elif msg_type == "error":
+                # Whether the cell failed is the shell's to say (``success``): an error
+                # shown by code that handled it (an Output widget's ``with out:``,
+                # ``showtraceback()`` in an except block) is an output, not a failure.
                 self.error = content
+                if len(self.outputs) < MAX_OUTPUTS:
+                    self.outputs.append(("error", content))
             elif msg_type == "clear_output":
                 self.outputs.clear()
                 self._streams.clear()
@@ -114,11 +119,11 @@ class CellCapture:
     def event(self) -> dict[str, Any]:
         """The ``cell_executed`` event; runs on the writer thread, off the hot path."""
         with self._lock:
-            outputs = summarize_outputs(self.outputs, self._streams, self.limit)
+            outputs = summarize_outputs(self.outputs, self._streams, self.limit, success=self.success)
             if self.dropped:
                 outputs.append({"type": "display", "text": f"[{self.dropped} more outputs not kept]"})
             error = None
-            if self.error is not None or not self.success:
+            if not self.success:
                 err = self.error or {}
                 error = {
                     "ename": clean_text(str(err.get("ename", "Error"))),
@@ -153,7 +158,7 @@ def _trim_traceback(frames: list[Any], limit: int) -> list[str]:
 
 
 def summarize_outputs(
-    outputs: list[tuple[str, Any]], streams: dict[str, Bounded], limit: int
+    outputs: list[tuple[str, Any]], streams: dict[str, Bounded], limit: int, *, success: bool = True
 ) -> list[dict[str, Any]]:
     """Turn filed messages into compact, JSON-safe output records.
 
@@ -161,6 +166,12 @@ def summarize_outputs(
     """
     result: list[dict[str, Any]] = []
     for msg_type, content in outputs:
+        if msg_type == "error":
+            # The cell's own failure is its ``error`` field; this one was shown and handled.
+            if success:
+                shown = f"{content.get('ename', 'Error')}: {content.get('evalue', '')}"
+                result.append({"type": "display", "text": _trim_line(clean_text(strip_ansi(shown)), limit)})
+            continue
         if msg_type == "stream":
             sink = streams.get(content)
             if sink is not None:
