@@ -70,7 +70,7 @@ async def test_chat_streams_tokens_then_stores_the_reply(jp_ws_fetch, fake, note
     fake.reply = "The mean is 4.2; the outlier in row 7 pulls it up."
     c = await connect(jp_ws_fetch)
     ready = await c.hello(NB)
-    assert ready == {"type": "ready", "notebook": NB, "last_seq": 0, "reset": False}
+    assert ready == {"type": "ready", "notebook": NB, "last_seq": 0, "reset": False, "replayed_from": 0}
     await c.send({"type": "chat", "notebook": NB, "text": "why is the mean high?", "client_id": "c-1"})
     reply = (await c.until(is_event("assistant_message")))["event"]
 
@@ -156,6 +156,31 @@ async def test_a_long_history_replays_to_a_slow_tab_without_a_drop(jp_ws_fetch, 
     assert not slow.closed
     slow.close()
     watcher.close()
+
+
+async def test_a_fresh_view_can_ask_for_only_the_newest_events(jp_ws_fetch, jp_fetch, fake, notebook_id, kernel_side):
+    """``tail``: the newest N are replayed, ``ready`` says where the replay began, and the
+    older ones are there to read over REST; live events follow as usual."""
+    cell = {"kind": "cell_executed", "code": "x = 1", "status": "ok"}
+    kernel_side.append_many(notebook_id, [(dict(cell), None) for _ in range(1000)])
+    c = await connect(jp_ws_fetch)
+    await c.send({"type": "hello", "notebook": NB, "after_seq": 0, "tail": 100})
+    ready = await c.until(lambda f: f["type"] in ("ready", "error"))
+    assert ready["type"] == "ready" and ready["replayed_from"] == 900 and ready["last_seq"] == 1000
+    assert [e["seq"] for e in c.events()] == list(range(901, 1001))
+    older = json.loads((await jp_fetch("ambient", "api", "history", params={"notebook": NB, "after": "800",
+                                                                           "limit": "100"})).body)["events"]
+    assert [e["seq"] for e in older] == list(range(801, 901))
+    kernel_side.append(notebook_id, {**cell, "code": "live"})
+    assert (await c.until(is_event("cell_executed", code="live")))["event"]["seq"] == 1001
+    # Without a tail, or with one longer than the history, everything comes; a bad tail is refused.
+    whole = await connect(jp_ws_fetch)
+    ready = await whole.hello(NB)
+    assert ready["replayed_from"] == 0 and len(whole.events()) == 1001
+    await whole.send({"type": "hello", "notebook": NB, "after_seq": 0, "tail": 0})
+    assert "'tail'" in (await whole.until(lambda f: f["type"] == "error"))["message"]
+    c.close()
+    whole.close()
 
 
 async def test_a_client_ahead_of_the_history_is_started_over(jp_ws_fetch, fake, notebook_id, kernel_side):

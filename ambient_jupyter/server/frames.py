@@ -31,6 +31,9 @@ class _Frame(BaseModel):
 class Hello(_Frame):
     type: Literal["hello"]
     after_seq: Annotated[int, Field(ge=0)] = 0
+    tail: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    """Replay at most this many of the newest events (a fresh view of a long history);
+    the older ones are read on request (``GET ambient/api/history``)."""
 
 
 class Chat(_Frame):
@@ -68,6 +71,7 @@ _TYPES = "hello, chat, decide, mode, run_failed or stop"
 # What each field must be, in the words a person reads in the panel.
 _RULES = {
     "after_seq": "'after_seq' must be a non-negative integer",
+    "tail": "'tail' must be an integer from 1 to 100,000",
     "text": f"a chat message needs non-empty 'text', at most {MAX_CHAT_CHARS:,} characters",
     "client_id": "'client_id' must be a short string",
     "action_id": "'action_id' is required (a short string)",

@@ -268,4 +268,4 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
         self.can_run = await self._allowed("execute")
         self._leave()
         self._room = room
-        await room.subscribe(self, frame.after_seq)
+        await room.subscribe(self, frame.after_seq, frame.tail)

@@ -143,7 +143,7 @@ class Room:
                 if not self.tail.more(page):
                     return
 
-    async def subscribe(self, sub: Subscriber, after_seq: int) -> None:
+    async def subscribe(self, sub: Subscriber, after_seq: int, tail: int | None = None) -> None:
         """Replay what ``sub`` missed, then add it to the live stream (no gap, no duplicate).
 
         The replay is paced by the client (it waits while the client's queue is half
@@ -151,9 +151,14 @@ class Room:
         protects everyone else from it. It runs outside the pump lock, chasing the live
         position, so the other tabs keep getting live frames meanwhile; only the last
         stretch, what was committed during the replay, is sent under the lock.
+
+        ``tail``: replay only that many of the newest events; ``ready`` then says
+        where the replay began (``replayed_from``), and the tab reads older ones on request.
         """
         async with self._pump_lock:
-            after, reset = self.tail.start(after_seq)
+            start, reset = self.tail.start(after_seq)
+            after = start if tail is None else max(start, self.tail.sent_seq - tail)
+        replayed_from = after if after > start else 0  # > 0: older events were left out
         while page := await asyncio.to_thread(self.tail.backlog, after):
             for event in page:
                 if not await sub.room_for_more():
@@ -167,7 +172,8 @@ class Room:
                 after = int(page[-1]["seq"])
             sub.seen = after
             self.subscribers[sub] = None
-        sub.send({"type": "ready", "notebook": self.ref.api_path, "last_seq": sub.seen, "reset": reset})
+        ready = {"type": "ready", "notebook": self.ref.api_path, "last_seq": sub.seen, "reset": reset}
+        sub.send({**ready, "replayed_from": replayed_from})
         sub.send(self._status())
         # Whatever was committed while we replayed goes out now.
         await self.pump()

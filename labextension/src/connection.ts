@@ -9,7 +9,7 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { ClientFrame, parseServerFrame, ServerFrame } from './protocol';
+import { ClientFrame, IAmbientEvent, parseEvent, parseServerFrame, ServerFrame } from './protocol';
 import { IChatTransport } from './transport';
 
 export type ConnectionState = 'connecting' | 'open' | 'closed';
@@ -36,6 +36,11 @@ export class AmbientConnection {
 
   get state(): ConnectionState {
     return this._state;
+  }
+
+  /** The server this connection talks to (for its REST routes). */
+  get settings(): ServerConnection.ISettings {
+    return this._settings;
   }
 
   /** The socket URL, with the token as JupyterLab's own services pass it. */
@@ -158,8 +163,21 @@ export class AmbientConnection {
 export class NotebookSocket implements IChatTransport {
   constructor(private readonly _connection: AmbientConnection, readonly notebook: string) {}
 
-  hello(afterSeq: number): boolean {
-    return this._connection.send({ type: 'hello', notebook: this.notebook, after_seq: afterSeq });
+  hello(afterSeq: number, tail?: number): boolean {
+    const frame: ClientFrame = { type: 'hello', notebook: this.notebook, after_seq: afterSeq };
+    return this._connection.send(tail === undefined ? frame : { ...frame, tail });
+  }
+
+  async earlier(afterSeq: number, limit: number): Promise<IAmbientEvent[]> {
+    const settings = this._connection.settings;
+    const query = URLExt.objectToQueryString({ notebook: this.notebook, after: String(afterSeq), limit: String(limit) });
+    const url = URLExt.join(settings.baseUrl, 'ambient', 'api', 'history') + query;
+    const response = await ServerConnection.makeRequest(url, {}, settings);
+    if (!response.ok) {
+      throw new Error(`the server answered ${response.status}`);
+    }
+    const body = (await response.json()) as { events?: unknown[] };
+    return (body.events ?? []).map(raw => parseEvent(raw)).filter((e): e is IAmbientEvent => e !== null);
   }
 
   chat(text: string, clientId: string): boolean {

@@ -31,6 +31,9 @@ import { AgentMode, AssistantState, IAmbientEvent, newClientId, num, str } from 
 import { sha256Hex } from './sha256';
 import { IChatTransport } from './transport';
 
+/** How many of the newest events a fresh view asks for; older ones come a page at a time. */
+export const TAIL = 500;
+
 export interface IPendingChat {
   clientId: string;
   text: string;
@@ -71,6 +74,7 @@ export class Conversation implements IProposalHandlers {
     this._live = h('div', { className: 'jp-Ambient-live' }, [this._pendingArea]);
     this.node = h('div', { className: 'jp-Ambient-conversation' }, [this._log, this._live]);
     this.node.setAttribute('data-notebook', notebook);
+    this._earlierButton.addEventListener('click', () => void this.showEarlier());
   }
 
   /** The highest seq stored here: what `hello` resumes after. */
@@ -84,9 +88,54 @@ export class Conversation implements IProposalHandlers {
 
   // -- what a person does here, sent through the transport ------------------------
 
-  /** Ask for what this conversation has not seen yet. */
+  /** Ask for what this conversation has not seen yet (a fresh view: the newest events first). */
   hello(): boolean {
-    return this.transport.hello(this._lastSeq);
+    const fresh = this._lastSeq === 0 && this._hiddenUpTo === 0 && this.transport.earlier !== undefined;
+    return this.transport.hello(this._lastSeq, fresh ? TAIL : undefined);
+  }
+
+  /** The replay began after `seq` (0: nothing left out): older events wait behind a button. */
+  replayedFrom(seq: number): void {
+    if (seq > 0 && this.transport.earlier) {
+      this._hiddenUpTo = seq;
+      this._earlierButton.hidden = false;
+      this._log.prepend(this._earlierButton);
+      this._labelEarlier();
+    }
+  }
+
+  /** Show the page of events just before the oldest one shown. */
+  async showEarlier(): Promise<void> {
+    const earlier = this.transport.earlier;
+    if (!earlier || this._hiddenUpTo === 0 || this._earlierButton.disabled) {
+      return;
+    }
+    this._earlierButton.disabled = true;
+    const upTo = this._hiddenUpTo;
+    const from = Math.max(0, upTo - TAIL);
+    try {
+      const events = await earlier.call(this.transport, from, upTo - from);
+      if (this._hiddenUpTo !== upTo) {
+        return; // cleared meanwhile
+      }
+      const nodes = events.filter(e => e.seq > from && e.seq <= upTo).map(e => this._nodeFor(e));
+      this._earlierButton.after(...nodes);
+      this._count += nodes.length;
+      this._hiddenUpTo = from;
+    } catch (err) {
+      this.showError(`Earlier events could not be loaded: ${String(err)}`);
+    } finally {
+      this._earlierButton.disabled = false;
+      this._labelEarlier();
+    }
+  }
+
+  private _labelEarlier(): void {
+    if (this._hiddenUpTo === 0) {
+      this._earlierButton.remove();
+      return;
+    }
+    this._earlierButton.textContent = `Show earlier events (${this._hiddenUpTo.toLocaleString()} more)`;
   }
 
   /** Ask a question: shown as pending until its stored message arrives. */
@@ -244,6 +293,10 @@ export class Conversation implements IProposalHandlers {
     this._finished.clear();
     this.proposals.clear();
     this._counts.clear();
+    this._decisions.clear();
+    this._outcomes.clear();
+    this._earlierButton.remove();
+    this._hiddenUpTo = 0;
     this._lastSeq = 0;
     this._count = 0;
   }
@@ -284,19 +337,32 @@ export class Conversation implements IProposalHandlers {
       case 'action_proposed': {
         const proposal = new ProposalCard(event, this, sha256Hex(str(event, 'code')));
         this.proposals.set(proposal.actionId, proposal);
+        // Shown after its decision (an older page loaded later): it must not look undecided.
+        const decided = this._decisions.get(proposal.actionId);
+        if (decided) {
+          proposal.setDecided(...decided);
+        }
+        const outcome = this._outcomes.get(proposal.actionId);
+        if (outcome) {
+          proposal.setOutcome(...outcome);
+        }
         return proposal.node;
       }
       case 'action_decided': {
-        this.proposals
-          .get(str(event, 'action_id'))
-          ?.setDecided(str(event, 'decision'), str(event, 'by', 'user'), str(event, 'reason'));
+        const decided: [string, string, string] = [
+          str(event, 'decision'),
+          str(event, 'by', 'user'),
+          str(event, 'reason')
+        ];
+        this._decisions.set(str(event, 'action_id'), decided);
+        this.proposals.get(str(event, 'action_id'))?.setDecided(...decided);
         return decidedCard(event);
       }
       case 'action_executed': {
         const count = this._counts.get(num(event, 'cell_event_seq') ?? -1) ?? null;
-        this.proposals
-          .get(str(event, 'action_id'))
-          ?.setOutcome(executedText(event, count), event.ok === false ? 'error' : 'ok');
+        const outcome: [string, 'ok' | 'error'] = [executedText(event, count), event.ok === false ? 'error' : 'ok'];
+        this._outcomes.set(str(event, 'action_id'), outcome);
+        this.proposals.get(str(event, 'action_id'))?.setOutcome(...outcome);
         return executedCard(event, count);
       }
       case 'settings_changed':
@@ -318,6 +384,15 @@ export class Conversation implements IProposalHandlers {
   private readonly _finished = new Set<string>();
   /** seq of a cell_executed event -> its execution count, to say where an action ran. */
   private readonly _counts = new Map<number, number>();
+  /** Decisions and outcomes by action: a proposal card made later (an older page) shows them. */
+  private readonly _decisions = new Map<string, [string, string, string]>();
+  private readonly _outcomes = new Map<string, [string, 'ok' | 'error']>();
+  /** Events 1..this exist but are not shown (0: none). */
+  private _hiddenUpTo = 0;
+  private readonly _earlierButton = h('button', {
+    className: 'jp-Ambient-button jp-Ambient-earlier',
+    attrs: { type: 'button' }
+  }) as HTMLButtonElement;
   private _lastSeq = 0;
   private _count = 0;
 }

@@ -169,6 +169,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
           conversation.hello();
           return;
         }
+        conversation?.replayedFrom(frame.replayedFrom);
         if (this._resendPending) {
           // After a reconnect: every chat not yet seen stored goes again, with
           // the same client_id, so the server stores it once. The replay that

@@ -44,7 +44,7 @@ export interface IRunFrame {
 
 export type ServerFrame =
   | { type: 'event'; event: IAmbientEvent }
-  | { type: 'ready'; notebook: string; lastSeq: number; reset: boolean }
+  | { type: 'ready'; notebook: string; lastSeq: number; reset: boolean; replayedFrom: number }
   | {
       type: 'status';
       notebook: string;
@@ -59,7 +59,7 @@ export type ServerFrame =
   | { type: 'error'; message: string; actionId?: string; clientId?: string };
 
 export type ClientFrame =
-  | { type: 'hello'; notebook: string; after_seq: number }
+  | { type: 'hello'; notebook: string; after_seq: number; tail?: number }
   | { type: 'chat'; notebook: string; text: string; client_id: string }
   | {
       type: 'decide';
@@ -109,7 +109,8 @@ export function parseServerFrame(data: unknown): ServerFrame | null {
         type: 'ready',
         notebook: raw.notebook,
         lastSeq: raw.last_seq,
-        reset: raw.reset === true
+        reset: raw.reset === true,
+        replayedFrom: isSeq(raw.replayed_from) ? raw.replayed_from : 0
       };
     case 'status': {
       const state = raw.state;

@@ -1,3 +1,5 @@
+import { IAmbientEvent } from './protocol';
+
 /**
  * The one interface between the conversation UI and whatever carries its
  * messages: the sidebar's WebSocket to `ambient/ws` (`NotebookSocket` in
@@ -10,8 +12,13 @@
  * now: false means it was not (a closed socket), and the UI says so.
  */
 export interface IChatTransport {
-  /** Ask for the stored events after `afterSeq`; live ones follow. */
-  hello(afterSeq: number): boolean;
+  /**
+   * Ask for the stored events after `afterSeq`; live ones follow. `tail`: only the
+   * newest so many (a fresh view of a long history), where `earlier` can read the rest.
+   */
+  hello(afterSeq: number, tail?: number): boolean;
+  /** Stored events with `afterSeq < seq`, at most `limit`, oldest first (absent: not available). */
+  earlier?(afterSeq: number, limit: number): Promise<IAmbientEvent[]>;
   /** A question (`/expert ...` goes to the expert); `clientId` makes a resend idempotent. */
   chat(text: string, clientId: string): boolean;
   /** Stop the reply being written. */
