@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -796,6 +797,11 @@ class TestFanOut:
         clients = [await connect(jp_ws_fetch) for _ in range(20)]
         for c in clients:
             await c.hello(NB)
+        warnings: list[str] = []
+        collector = logging.Handler(logging.WARNING)
+        collector.emit = lambda record: warnings.append(record.getMessage())  # type: ignore[method-assign]
+        (extension,) = jp_serverapp.extension_manager.extension_apps["ambient_jupyter"]
+        extension.log.addHandler(collector)  # the handlers' log
         # (in a thread: the server runs on this test's event loop)
         stalled = await asyncio.to_thread(
             stalled_socket, jp_http_port, f"{jp_base_url}ambient/ws", jp_serverapp.identity_provider.token
@@ -831,6 +837,9 @@ class TestFanOut:
         # The stalled client was cut loose (it would reconnect with after_seq); the
         # twenty readers were not.
         assert len(room.subscribers) == 20 and all(not c.closed for c in clients)
+        extension.log.removeHandler(collector)
+        # One line for the dropped client, not one per frame it would have been sent.
+        assert sum("dropping a client" in w for w in warnings) == 1, warnings[:5]
         stalled.close()
         for c in clients:
             c.close()
