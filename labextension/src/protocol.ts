@@ -56,7 +56,7 @@ export type ServerFrame =
     }
   | { type: 'token'; notebook: string; replyId: string; text: string }
   | IRunFrame
-  | { type: 'error'; message: string; actionId?: string; clientId?: string };
+  | IErrorFrame;
 
 export type ClientFrame =
   | { type: 'hello'; notebook: string; after_seq: number; tail?: number }
@@ -147,15 +147,27 @@ export function parseServerFrame(data: unknown): ServerFrame | null {
         text: raw.text
       };
     case 'error':
-      return {
-        type: 'error',
-        message: typeof raw.message === 'string' ? raw.message : 'error',
-        actionId: typeof raw.action_id === 'string' ? raw.action_id : undefined,
-        clientId: typeof raw.client_id === 'string' ? raw.client_id : undefined
-      };
+      return parseErrorFrame(raw);
     default:
       return null;
   }
+}
+
+/** A refusal, from the server or the kernel: what was refused, if the frame says. */
+export interface IErrorFrame {
+  type: 'error';
+  message: string;
+  actionId?: string;
+  clientId?: string;
+}
+
+export function parseErrorFrame(raw: Record<string, unknown>): IErrorFrame {
+  return {
+    type: 'error',
+    message: typeof raw.message === 'string' ? raw.message : 'error',
+    actionId: typeof raw.action_id === 'string' ? raw.action_id : undefined,
+    clientId: typeof raw.client_id === 'string' ? raw.client_id : undefined
+  };
 }
 
 /**

@@ -22,7 +22,17 @@ import { describeAction } from './cards';
 import { Conversation, IConversationOwner } from './conversation';
 import { h } from './dom';
 import { renderPlainText } from './plaintext';
-import { AGENT_MODES, AgentMode, AssistantState, IAmbientEvent, isObject, newClientId, parseEvent } from './protocol';
+import {
+  AGENT_MODES,
+  AgentMode,
+  AssistantState,
+  IAmbientEvent,
+  IErrorFrame,
+  isObject,
+  newClientId,
+  parseErrorFrame,
+  parseEvent
+} from './protocol';
 import { Composer, FollowEnd, modelText } from './shell';
 import { IChatTransport } from './transport';
 
@@ -44,7 +54,7 @@ export type KernelMessage =
   | { type: 'events'; events: IAmbientEvent[] }
   | { type: 'token'; replyId: string; text: string }
   | { type: 'run'; actionId: string }
-  | { type: 'error'; message: string; actionId?: string; clientId?: string };
+  | IErrorFrame;
 
 export function parseKernelMessage(raw: unknown, notebook: string): KernelMessage | null {
   if (!isObject(raw)) {
@@ -68,12 +78,7 @@ export function parseKernelMessage(raw: unknown, notebook: string): KernelMessag
     case 'run':
       return typeof raw.action_id === 'string' && raw.action_id ? { type: 'run', actionId: raw.action_id } : null;
     case 'error':
-      return {
-        type: 'error',
-        message: typeof raw.message === 'string' ? raw.message : 'error',
-        actionId: typeof raw.action_id === 'string' ? raw.action_id : undefined,
-        clientId: typeof raw.client_id === 'string' ? raw.client_id : undefined
-      };
+      return parseErrorFrame(raw);
     default:
       return null;
   }
