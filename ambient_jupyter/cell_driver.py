@@ -16,7 +16,8 @@ import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, Literal
+from queue import Empty
+from typing import Any, Literal, cast
 
 from jupyter_core.utils import ensure_async
 from nbclient import NotebookClient
@@ -97,6 +98,7 @@ class CellDriver:
         with _private_transport(self.client):
             async with self.client.async_setup_kernel(env=env):
                 assert self.client.kc is not None
+                _poll_in_slices(self.client.kc.shell_channel)
                 msg_id = await ensure_async(self.client.kc.kernel_info())
                 info = await self.client.async_wait_for_reply(msg_id)
                 if info is not None and "language_info" in info["content"]:
@@ -211,3 +213,33 @@ def _private_transport(client: NotebookClient) -> Iterator[None]:
         managers.connection_file = os.path.join(folder, "kernel.json")
         yield
 
+
+POLL_SLICE = 0.5
+"""Seconds of one wait on the shell socket; see ``_poll_in_slices``."""
+
+
+def _poll_in_slices(channel: Any) -> None:
+    """Make ``channel.get_msg`` wait in short polls instead of one long one.
+
+    nbclient waits for a cell's ``execute_reply`` with one poll of the shell socket
+    (forever, with no cell timeout), while its Output-widget mimic sends ``comm_msg``
+    updates on that same socket from the IOPub task. ZeroMQ signals readiness on an
+    edge-triggered descriptor; a send can consume the edge, and the poll then sleeps
+    through a reply that has arrived. Seen here: ``jupyter execute`` and
+    ``ambient-jupyter run`` of nbclient's own ``Output.ipynb`` hung forever in 1 run
+    of 4 on a loaded machine, the kernel idle, its reply sent. A fresh poll checks
+    the socket's events again, so no reply waits longer than one slice.
+    """
+    get_msg = channel.get_msg
+
+    async def sliced(timeout: float | None = None) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = POLL_SLICE if deadline is None else min(POLL_SLICE, max(0.0, deadline - time.monotonic()))
+            try:
+                return cast("dict[str, Any]", await get_msg(timeout=left))
+            except Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+
+    channel.get_msg = sliced

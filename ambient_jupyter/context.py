@@ -59,6 +59,10 @@ def _render_outputs(outputs: list[dict[str, Any]], limit: int) -> str:
         kind = out.get("type")
         if kind == "image":
             parts.append((f"[image {out.get('mime')} {out.get('bytes', 0):,} bytes]", 0))
+        elif kind == "update":
+            # It changed a display of an earlier cell; it shows nothing here.
+            label = f"[updated display {str(out.get('display_id', ''))[:8]} shown earlier to:] "
+            parts.append((label + str(out.get("text", "")), len(label) + int(out.get("chars") or 0)))
         elif kind in ("stream", "result", "display"):
             label = "Out: " if kind == "result" else ""
             parts.append((label + str(out.get("text", "")), len(label) + int(out.get("chars") or 0)))
@@ -160,6 +164,8 @@ def render_event(event: dict[str, Any], *, limit: int = 2000) -> Message | None:
         return {"role": "user", "content": text + "]"}
     if kind == "kernel_died":
         code = trim_text(str(event.get("code", "")), limit)
+        if not code:
+            return {"role": "user", "content": "[the kernel died; every variable is gone until the cells run again]"}
         text = "[the kernel died while this cell ran; every variable is gone until the cells run again]"
         return {"role": "user", "content": f"{text}\n```python\n{code}\n```"}
     if kind == "plugin_registered":

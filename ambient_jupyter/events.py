@@ -93,7 +93,14 @@ class CellExecuted(_EventBase):
     status: Literal["ok", "error"] = "ok"
     duration_ms: float = 0.0
     outputs: list[dict[str, Any]] = []
-    """Trimmed outputs: ``{"type": "stream"|"result"|"display"|"image", ...}``."""
+    """Trimmed outputs, in the order the notebook shows them:
+    ``{"type": "stream"|"result"|"display"|"image"|"update", ...}``.
+
+    A display, result or image that has a ``display_id`` carries it. An ``update``
+    (``update_display_data`` whose target was shown by an earlier cell) shows nothing
+    where it was sent: it replaces what every earlier output with its ``display_id``
+    shows, as does a later display with the same id. What an Output widget captured
+    is not here: it is that widget's ``widget_changed`` of ``outputs``."""
     error: CellError | None = None
     hints: list[Hint] = []
     """What the kernel's analyzer found when the cell failed (empty on success)."""

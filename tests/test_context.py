@@ -75,3 +75,27 @@ def test_rendering_is_deterministic_and_skips_errors_of_the_model() -> None:
     widget = {"seq": 6, "kind": "widget_changed", "widget": "abc", "widget_class": "IntSlider",
               "description": "speed", "trait": "value", "old": 1, "new": 2}
     assert render_event(widget) == {"role": "user", "content": "[widget IntSlider 'speed' value: 1 -> 2]"}
+
+
+def test_outputs_read_in_order_and_an_update_says_what_it_changed() -> None:
+    event = {
+        "kind": "cell_executed", "code": "h.update('after')", "execution_count": 4, "status": "ok",
+        "outputs": [
+            {"type": "stream", "name": "stdout", "text": "a\n", "chars": 2},
+            {"type": "display", "text": "'d'", "display_id": "abc"},
+            {"type": "stream", "name": "stdout", "text": "e\n", "chars": 2},
+            {"type": "update", "text": "'after'", "display_id": "5300ccd732bb"},
+        ],
+    }
+    content = str(render_event(event)["content"])  # type: ignore[index]
+    assert content.index("a\n") < content.index("'d'") < content.index("e\n")
+    assert "[updated display 5300ccd7 shown earlier to:] 'after'" in content
+
+
+def test_a_kernel_death_with_no_cell_is_said_plainly() -> None:
+    named = render_event({"kind": "kernel_died", "code": "big = load()", "by": "server"})
+    unnamed = render_event({"kind": "kernel_died", "code": "", "by": "server"})
+    assert named is not None and "big = load()" in str(named["content"])
+    assert unnamed is not None and unnamed["content"] == (
+        "[the kernel died; every variable is gone until the cells run again]"
+    )

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import events_of
-from IPython.testing.globalipapp import get_ipython
+from IPython import get_ipython
+from IPython.testing.globalipapp import start_ipython
 
 import ambient_jupyter
 from ambient_jupyter.history import History
@@ -15,7 +16,10 @@ def test_plain_ipython_records_once_even_if_loaded_twice(tmp_path: Path, monkeyp
     notebook = tmp_path / "terminal.ipynb"
     monkeypatch.setenv("AMBIENT_NOTEBOOK", str(notebook))
     monkeypatch.setenv("AMBIENT_QUIET", "1")
+    # globalipapp's own get_ipython() gives None once another test has started it.
+    start_ipython()
     ip = get_ipython()
+    assert ip is not None
     # Called directly (not through %load_ext, which IPython itself guards): our own
     # guard must keep a single recorder.
     ambient_jupyter.load_ipython_extension(ip)

@@ -156,3 +156,72 @@ async def test_a_question_gets_the_kernels_state_and_a_busy_or_gone_kernel_says_
         and f["event"]["seq"] > gone["seq"], timeout=30,
     ))["event"]
     assert answer["state"] == "complete"
+
+
+async def _restarted(kernel: Any) -> None:
+    """Wait until the server's restarter has noticed the death and started a new kernel
+    (else the test's teardown shuts down a kernel halfway through its restart)."""
+    for _ in range(600):
+        if kernel._restarter is not None and kernel._restarter._restarting and kernel.ready.done():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the kernel was not restarted")
+
+
+async def test_a_kernel_that_dies_in_a_cell_is_recorded_by_the_server(
+    jp_fetch, jp_ws_fetch, jp_serverapp, jp_root_dir: Path, ambient_db: Path
+):
+    """The kernel cannot record its own death and its cell never replies: the server sees
+    both (its restarter, the kernel's IOPub), records ``kernel_died`` naming the cell, and
+    every tab gets it. The restarted kernel records again once the extension is loaded."""
+    session = await open_session(jp_fetch, jp_root_dir)
+    sidebar = Client(await jp_ws_fetch("ambient", "ws"))
+    await sidebar.hello(NB)
+    kernel_id = session["kernel"]["id"]
+    kernel = jp_serverapp.kernel_manager.get_kernel(kernel_id)
+    client = kernel.client()
+    client.start_channels()
+    # Killed a moment after it starts (an out-of-memory kill comes mid-computation): a
+    # kernel killed at once may not have published the cell yet (see kernel_deaths.py).
+    fatal = "import os, signal, time\ntime.sleep(0.5)\nos.kill(os.getpid(), signal.SIGKILL)"
+    try:
+        await client.wait_for_ready(timeout=60)
+        await _execute(client, "%load_ext ambient_jupyter")
+        await _execute(client, "x = 1")
+        await sidebar.until(is_event("cell_executed", code="x = 1"), timeout=30)
+        await asyncio.sleep(1.5)  # the watch attaches to new kernels once a second
+        client.execute(fatal)
+        died = (await sidebar.until(is_event("kernel_died"), timeout=60))["event"]
+        assert died["code"] == fatal and died["by"] == "server"
+        await _restarted(kernel)
+    finally:
+        client.stop_channels()
+    with History(ambient_db) as history:
+        kinds = [e["kind"] for e in history.read(str(jp_root_dir / NB))]
+    # Recorded once, after the last cell that finished; the killing cell never finished.
+    assert kinds.count("kernel_died") == 1 and kinds[-1] == "kernel_died", kinds
+    assert kinds.count("cell_executed") == 1
+
+
+async def test_the_death_of_an_unwatched_kernel_writes_no_history(
+    jp_fetch, jp_serverapp, jp_root_dir: Path, ambient_db: Path
+):
+    """A notebook that never loaded the extension has no history; its kernel's death
+    must not start one."""
+    session = await open_session(jp_fetch, jp_root_dir)
+    hub = jp_serverapp.web_app.settings["ambient_hub"]
+    hub.start()
+    await asyncio.sleep(1.5)
+    kernel = jp_serverapp.kernel_manager.get_kernel(session["kernel"]["id"])
+    client = kernel.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=60)
+        client.execute("import os, signal, time; time.sleep(0.5); os.kill(os.getpid(), signal.SIGKILL)")
+        await asyncio.sleep(1.0)
+        await _restarted(kernel)
+        await asyncio.sleep(0.5)  # room for a (wrong) record to be written
+    finally:
+        client.stop_channels()
+    with History(ambient_db) as history:
+        assert history.notebooks() == []

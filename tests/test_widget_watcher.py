@@ -70,3 +70,28 @@ def test_plumbing_is_not_recorded_and_values_carry_no_noise(queued: list) -> Non
     label = widgets.Label()
     label.value = "\x1b[31mred\x1b[0m alert"
     assert queued[-1]()["new"] == "red alert"
+
+
+def test_an_output_widgets_value_is_summarised_within_its_budget(queued: list) -> None:
+    """An Output widget changes at every flush of a loop printing into it: each change is
+    recorded, so each stays small (the newest outputs kept, the rest counted), with no
+    picture data and no colour codes."""
+    out = widgets.Output()
+    png = "iVBORw0KGgo" * 1000
+    out.outputs = tuple(
+        [{"output_type": "stream", "name": "stdout", "text": f"\x1b[31mline {i}\x1b[0m " + "x" * 100}
+         for i in range(200)]
+        + [{"output_type": "display_data", "data": {"image/png": png, "text/plain": "<Figure>"}, "metadata": {}}]
+    )
+    event = queued[-1]()
+    new = event["new"]
+    assert event["trait"] == "outputs" and event["widget_class"] == "Output"
+    # The budget (the output limit), give or take a trim marker and the count of the rest.
+    assert 2000 <= sum(len(o.get("text", "")) for o in new) <= 2000 + 2 * 80
+    picture = [{"type": "image", "mime": "image/png", "bytes": len(png) * 3 // 4},
+               {"type": "display", "text": "<Figure>"}]
+    assert new[-2:] == picture
+    assert new[-3]["text"] == "line 199 " + "x" * 100
+    dropped = int(new[0]["text"].split()[0][1:])
+    assert new[0]["text"].endswith("earlier outputs not kept]") and dropped + len(new) - 2 == 201
+    assert "\x1b" not in str(new)

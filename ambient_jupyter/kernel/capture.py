@@ -9,11 +9,20 @@ files a reference or slices a string, never encodes, copies or waits.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from .._trim import clean_text, strip_ansi, trim_marker
 
-__all__ = ["OUTPUT_TYPES", "Bounded", "CellCapture", "summarize_outputs"]
+__all__ = [
+    "OUTPUT_TYPES",
+    "Bounded",
+    "CellCapture",
+    "DisplayIds",
+    "summarize_nbformat",
+    "summarize_outputs",
+    "within_budget",
+]
 
 OUTPUT_TYPES = frozenset(
     {"stream", "display_data", "update_display_data", "execute_result", "error", "clear_output"}
@@ -57,9 +66,10 @@ class Bounded:
         head = "".join(self._head)
         tail = "".join(self._tail)[-self.half :]
         kept = len(head) + len(tail)
+        # Colour codes (logging, tqdm, a coloured print) are noise to a reader of the record.
         if kept >= self.total:
-            return clean_text(head + tail)
-        return clean_text(head + trim_marker(self.total) + tail)
+            return clean_text(strip_ansi(head + tail))
+        return clean_text(strip_ansi(head) + trim_marker(self.total) + strip_ansi(tail))
 
 
 def _b64_bytes(data: Any) -> int:
@@ -71,10 +81,35 @@ def _b64_bytes(data: Any) -> int:
     return 0
 
 
-class CellCapture:
-    """Outputs of one execute request, keyed by its msg_id."""
+class _Stream:
+    """One run of adjacent chunks of the same stream, as a frontend merges them."""
 
-    def __init__(self, msg_id: str, code: str, started: float, limit: int) -> None:
+    __slots__ = ("name", "sink")
+
+    def __init__(self, name: str, limit: int) -> None:
+        self.name = name
+        self.sink = Bounded(limit)
+
+
+def _display_id(content: dict[str, Any]) -> str | None:
+    # ``transient`` may be present and None (nbclient guards against this too).
+    transient = content.get("transient")
+    display_id = transient.get("display_id") if isinstance(transient, dict) else None
+    return str(display_id) if display_id else None
+
+
+class CellCapture:
+    """Outputs of one execute request, keyed by its msg_id, as a frontend applies them.
+
+    The order of outputs is kept (adjacent chunks of one stream merge, as nbformat
+    and JupyterLab do); ``clear_output(wait=True)`` clears only when the next output
+    arrives; ``update_display_data`` replaces the display it targets in this cell, and
+    is kept as an explicit ``update`` when its target was shown by an earlier cell.
+    """
+
+    def __init__(
+        self, msg_id: str, code: str, started: float, limit: int, shown_before: DisplayIds | None = None
+    ) -> None:
         self.msg_id = msg_id
         self.code = code
         self.started = started
@@ -84,44 +119,109 @@ class CellCapture:
         self.success = True
         self.error: dict[str, Any] | None = None
         self.outputs: list[tuple[str, Any]] = []
+        """``("stream", _Stream)`` or ``(msg_type, content)``, in the order shown."""
         self.dropped = 0
         self.hints: list[dict[str, Any]] = []
         """Set on failure only (``kernel/diagnose.py``), before the cell is handed to the writer."""
         self.state: list[dict[str, str]] = []
-        self._streams: dict[str, Bounded] = {}
+        self._clear_next = False
+        self._shown_before = shown_before
+        self._own_ids: set[str] = set()
+        """Display ids this cell has shown (even if cleared since)."""
+        self._updates: dict[str, dict[str, Any]] = {}
+        """display_id -> the latest data sent for a display an earlier cell shows. Not an
+        output of this cell, so its clears do not touch it: the earlier cell keeps it."""
         self._lock = threading.Lock()
 
     def observe(self, msg_type: str, content: dict[str, Any]) -> None:
         """Called from the kernel's send path: file the message, cheaply."""
         with self._lock:
+            if msg_type == "clear_output":
+                if content.get("wait"):
+                    self._clear_next = True
+                else:
+                    self._clear()
+                return
+            if msg_type == "update_display_data":
+                # An update is not new output: it does not trigger a waiting clear.
+                self._update(content)
+                return
+            if self._clear_next:
+                self._clear()
             if msg_type == "stream":
-                name = content.get("name", "stdout")
-                sink = self._streams.get(name)
-                if sink is None:
-                    sink = self._streams[name] = Bounded(self.limit)
-                    self.outputs.append(("stream", name))
-                sink.add(content.get("text", ""))
-            elif msg_type == "error":
+                self._stream(content)
+                return
+            if msg_type == "error":
                 # Whether the cell failed is the shell's to say (``success``): an error
-                # shown by code that handled it (an Output widget's ``with out:``,
-                # ``showtraceback()`` in an except block) is an output, not a failure.
+                # shown by code that handled it (``showtraceback()`` in an except block)
+                # is an output, not a failure.
                 self.error = content
-                if len(self.outputs) < MAX_OUTPUTS:
-                    self.outputs.append(("error", content))
-            elif msg_type == "clear_output":
-                self.outputs.clear()
-                self._streams.clear()
-            elif len(self.outputs) < MAX_OUTPUTS:
+            elif (display_id := _display_id(content)) is not None:
+                # A display with an id updates every display with that id, here and in
+                # earlier cells (as JupyterLab and nbclient do).
+                self._update(content, explicit=display_id in self._earlier())
+                self._own_ids.add(display_id)
+            if len(self.outputs) < MAX_OUTPUTS:
                 self.outputs.append((msg_type, content))
             else:
                 self.dropped += 1
 
+    def _clear(self) -> None:
+        self.outputs.clear()
+        self.dropped = 0
+        self._clear_next = False
+
+    def _stream(self, content: dict[str, Any]) -> None:
+        name = str(content.get("name", "stdout"))
+        text = content.get("text", "")
+        last = self.outputs[-1][1] if self.outputs else None
+        if not (isinstance(last, _Stream) and last.name == name):
+            if len(self.outputs) < MAX_OUTPUTS:
+                last = _Stream(name, self.limit)
+                self.outputs.append(("stream", last))
+            else:
+                # Past the cap, the text joins the latest run of its stream: the order
+                # is lost, the text (and its tail, usually what matters) is not.
+                last = next((o for _, o in reversed(self.outputs) if isinstance(o, _Stream) and o.name == name), None)
+                if last is None:
+                    self.dropped += 1
+                    return
+        last.sink.add(text if isinstance(text, str) else str(text))
+
+    def _earlier(self) -> DisplayIds | set[str]:
+        return self._shown_before if self._shown_before is not None else set()
+
+    def _update(self, content: dict[str, Any], *, explicit: bool | None = None) -> None:
+        """Show ``content`` in this cell's displays with its id; keep it as an explicit
+        update (``explicit``, by default: unless only this cell ever showed that id)."""
+        display_id = _display_id(content)
+        if display_id is None:
+            return
+        for i, (msg_type, shown) in enumerate(self.outputs):
+            if msg_type in ("display_data", "execute_result") and _display_id(shown) == display_id:
+                self.outputs[i] = (msg_type, {**shown, "data": content.get("data") or {}})
+        if explicit is None:
+            # Its target is in an earlier cell, or was shown before recording began.
+            explicit = display_id in self._earlier() or display_id not in self._own_ids
+        if not explicit:
+            return
+        if display_id in self._updates or len(self._updates) < MAX_OUTPUTS:
+            self._updates.pop(display_id, None)
+            self._updates[display_id] = content
+        else:
+            self.dropped += 1
+
     def event(self) -> dict[str, Any]:
         """The ``cell_executed`` event; runs on the writer thread, off the hot path."""
         with self._lock:
-            outputs = summarize_outputs(self.outputs, self._streams, self.limit, success=self.success)
+            updates = [("update", content) for content in self._updates.values()]
+            outputs = summarize_outputs(self.outputs + updates, self.limit, success=self.success)
             if self.dropped:
                 outputs.append({"type": "display", "text": f"[{self.dropped} more outputs not kept]"})
+            if self._shown_before is not None:
+                # Cells are turned into events in order, on one thread: what this cell
+                # shows is "earlier" for every later cell's updates.
+                self._shown_before.add_all(_display_id(c) for t, c in self.outputs if t != "stream")
             error = None
             if not self.success:
                 err = self.error or {}
@@ -144,6 +244,26 @@ class CellCapture:
         }
 
 
+class DisplayIds:
+    """The display ids shown by earlier cells of this kernel, newest kept (bounded)."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._ids: dict[str, None] = {}
+
+    def __contains__(self, display_id: object) -> bool:
+        return display_id in self._ids
+
+    def add_all(self, ids: Iterable[str | None]) -> None:
+        for display_id in ids:
+            if display_id:
+                self._ids.pop(display_id, None)
+                self._ids[display_id] = None
+        while len(self._ids) > self.LIMIT:
+            self._ids.pop(next(iter(self._ids)))
+
+
 def _trim_line(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
@@ -157,42 +277,104 @@ def _trim_traceback(frames: list[Any], limit: int) -> list[str]:
     return _trim_line(text, limit).split("\n")
 
 
-def summarize_outputs(
-    outputs: list[tuple[str, Any]], streams: dict[str, Bounded], limit: int, *, success: bool = True
-) -> list[dict[str, Any]]:
-    """Turn filed messages into compact, JSON-safe output records.
+def summarize_outputs(outputs: list[tuple[str, Any]], limit: int, *, success: bool = True) -> list[dict[str, Any]]:
+    """Turn filed messages into compact, JSON-safe output records, in their order.
 
-    Images are never kept: only their mime type and size.
+    Images are measured; small PNG and JPEG ones are kept for models that can see.
+    A display that has a ``display_id`` carries it: a later ``update`` (or a later
+    display with the same id) replaces what it shows, as in the notebook.
     """
     result: list[dict[str, Any]] = []
-    for msg_type, content in outputs:
+    errors = [i for i, (msg_type, _) in enumerate(outputs) if msg_type == "error"]
+    failure = errors[-1] if errors and not success else -1
+    for i, (msg_type, content) in enumerate(outputs):
         if msg_type == "error":
-            # The cell's own failure is its ``error`` field; this one was shown and handled.
-            if success:
+            # The cell's own failure is its ``error`` field; an earlier one was shown and handled.
+            if i != failure:
                 shown = f"{content.get('ename', 'Error')}: {content.get('evalue', '')}"
                 result.append({"type": "display", "text": _trim_line(clean_text(strip_ansi(shown)), limit)})
             continue
-        if msg_type == "stream":
-            sink = streams.get(content)
-            if sink is not None:
-                result.append({"type": "stream", "name": content, "text": sink.text(), "chars": sink.total})
+        if isinstance(content, _Stream):
+            sink = content.sink
+            result.append({"type": "stream", "name": content.name, "text": sink.text(), "chars": sink.total})
             continue
-        data = content.get("data") or {}
-        for mime, value in data.items():
-            if mime.startswith("image/"):
-                size = _b64_bytes(value)
-                image: dict[str, Any] = {"type": "image", "mime": mime, "bytes": size}
-                if mime in KEPT_IMAGES and isinstance(value, str) and 0 < size <= IMAGE_KEEP_BYTES:
-                    image["data"] = value.replace("\n", "")
-                result.append(image)
-        text = data.get("text/plain")
-        if text is None:
-            rich = [m for m in data if not m.startswith("image/")]
-            if not rich:
-                continue
-            text = f"<{rich[0]}>"
-        if isinstance(text, list):
-            text = "".join(text)
-        kind = "result" if msg_type == "execute_result" else "display"
-        result.append({"type": kind, "text": _trim_line(clean_text(strip_ansi(str(text))), limit)})
+        kind = {"execute_result": "result", "update": "update"}.get(msg_type, "display")
+        result.extend(_summarize_data(kind, content, limit))
     return result
+
+
+def _summarize_data(kind: str, content: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    """A display, result or update: its images measured (small ones kept), then its text."""
+    result: list[dict[str, Any]] = []
+    data = content.get("data") or {}
+    if not isinstance(data, dict):
+        return result
+    display_id = _display_id(content)
+    ident = {"display_id": clean_text(display_id)} if display_id else {}
+    for mime, value in data.items():
+        if mime.startswith("image/"):
+            size = _b64_bytes(value)
+            image: dict[str, Any] = {"type": "image", "mime": mime, "bytes": size, **ident}
+            if mime in KEPT_IMAGES and isinstance(value, str) and 0 < size <= IMAGE_KEEP_BYTES:
+                image["data"] = value.replace("\n", "")
+            if kind == "update":
+                image["update"] = True
+            result.append(image)
+    text = data.get("text/plain")
+    if text is None:
+        rich = [m for m in data if not m.startswith("image/")]
+        if not rich:
+            return result
+        text = f"<{rich[0]}>"
+    if isinstance(text, list):
+        text = "".join(text)
+    result.append({"type": kind, "text": _trim_line(clean_text(strip_ansi(str(text))), limit), **ident})
+    return result
+
+
+def summarize_nbformat(outputs: Any, limit: int) -> list[dict[str, Any]]:
+    """nbformat outputs (an Output widget's ``outputs``) summarised like a cell's, within ``limit``."""
+    if not isinstance(outputs, (list, tuple)):
+        return []
+    last = [out for out in outputs[-MAX_OUTPUTS:] if isinstance(out, dict)]
+    records = [record for out in last for record in _summarize_nbformat_one(out, limit)]
+    hidden = max(0, len(outputs) - MAX_OUTPUTS)
+    return within_budget(records, limit, hidden)
+
+
+def within_budget(records: list[dict[str, Any]], limit: int, hidden: int = 0) -> list[dict[str, Any]]:
+    """The newest of ``records`` whose text fits in ``limit`` characters, the rest counted.
+
+    For a widget's value, which is recorded at every change (a loop printing into an
+    Output widget changes it at every flush): each record must stay small. Pictures
+    are measured only.
+    """
+    kept: list[dict[str, Any]] = []
+    budget = limit
+    for record in reversed(records):
+        size = len(record.get("text", ""))
+        if kept and size > budget:
+            break
+        record = {k: v for k, v in record.items() if k != "data"}
+        if size > budget:
+            record["text"] = _trim_line(record["text"], max(budget, 1))
+        kept.append(record)
+        budget -= size
+    dropped = len(records) - len(kept) + hidden
+    head = [{"type": "display", "text": f"[{dropped} earlier outputs not kept]"}] if dropped else []
+    return head + kept[::-1]
+
+
+def _summarize_nbformat_one(out: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    output_type = out.get("output_type")
+    if output_type == "stream":
+        text = out.get("text", "")
+        text = "".join(text) if isinstance(text, list) else str(text)
+        shown = _trim_line(clean_text(strip_ansi(text)), limit)
+        return [{"type": "stream", "name": str(out.get("name", "stdout")), "text": shown, "chars": len(text)}]
+    if output_type == "error":
+        shown = f"{out.get('ename', 'Error')}: {out.get('evalue', '')}"
+        return [{"type": "display", "text": _trim_line(clean_text(strip_ansi(shown)), limit)}]
+    if output_type in ("display_data", "execute_result"):
+        return _summarize_data("result" if output_type == "execute_result" else "display", out, limit)
+    return []

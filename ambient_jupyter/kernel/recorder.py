@@ -19,7 +19,8 @@ from typing import Any
 from ..config import AmbientSettings
 from ..history import History, normalize_notebook
 from ..identity import detect_notebook
-from .capture import OUTPUT_TYPES, CellCapture
+from .capture import OUTPUT_TYPES, CellCapture, DisplayIds
+from .output_widgets import OutputWidgets
 from .widgets import WidgetWatcher
 from .writer import Writer
 
@@ -46,7 +47,11 @@ class Recorder:
         self._agent_capture: CellCapture | None = None
         self.host: Any = None
         self.writer = Writer(lambda: History(redact=self.settings.redact), lambda: self.notebook, self._committed)
-        self.widgets = WidgetWatcher(self.writer.submit)
+        self._displays = DisplayIds()
+        self.output_widgets = OutputWidgets(
+            self.writer.submit, self.settings.output_limit, pending=lambda msg_id: msg_id in self._captures
+        )
+        self.widgets = WidgetWatcher(self.writer.submit, self.output_widgets)
         self._original_send: Any = None
         self._closing = False
 
@@ -92,6 +97,7 @@ class Recorder:
             self._session.__dict__.pop("send", None)
             self._original_send = None
         self.widgets.stop()
+        self.output_widgets.flush()
         # Commit what is queued (a last failure still gets its reaction), let the host
         # finish or cut its reply (stored through the history), and only then stop the
         # writer, which closes the history.
@@ -123,7 +129,7 @@ class Recorder:
             # finished at post_run_cell, as in plain IPython.
             if header.get("msg_type") == "execute_request":
                 msg_id = header.get("msg_id", "")
-        capture = CellCapture(msg_id, code, time.perf_counter(), self.settings.output_limit)
+        capture = CellCapture(msg_id, code, time.perf_counter(), self.settings.output_limit, self._displays)
         self._current = capture
         if self._agent_running and self._agent_capture is None:
             self._agent_capture = capture
@@ -155,9 +161,11 @@ class Recorder:
             if capture.msg_id and self._captures.get(capture.msg_id) is capture:
                 del self._captures[capture.msg_id]
             self.writer.submit(capture.event)
+            self.output_widgets.flush()
         elif not capture.msg_id:
             # Not in ipykernel (plain IPython): there is no reply to wait for.
             self.writer.submit(capture.event)
+            self.output_widgets.flush()
 
     def _diagnose(self, capture: CellCapture, exc: BaseException) -> None:
         """Hints and state for a failed cell, while its namespace is as the failure left it."""
@@ -181,13 +189,17 @@ class Recorder:
         try:
             msg_type = msg["header"]["msg_type"]
             if msg_type in OUTPUT_TYPES:
-                capture = self._captures.get(msg["parent_header"].get("msg_id", ""))
+                parent = msg["parent_header"].get("msg_id", "")
+                if self.output_widgets.taken(parent, msg_type, msg["content"]):
+                    return msg  # shown inside an Output widget, not in the cell
+                capture = self._captures.get(parent)
                 if capture is not None:
                     capture.observe(msg_type, msg["content"])
             elif msg_type == "execute_reply":
                 capture = self._captures.pop(msg["parent_header"].get("msg_id", ""), None)
                 if capture is not None:
                     self.writer.submit(capture.event)
+                    self.output_widgets.flush()  # the Output widgets it wrote to, after it
         except (KeyError, TypeError, AttributeError):
             pass  # not a message we understand; it was sent all the same
         return msg

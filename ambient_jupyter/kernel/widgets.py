@@ -12,7 +12,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .._trim import clean_text, json_safe
+from .._trim import VALUE_LIMIT, clean_text, json_safe
+from .capture import summarize_nbformat
+from .output_widgets import OutputWidgets
 
 __all__ = ["WidgetWatcher", "json_safe"]
 
@@ -28,8 +30,13 @@ routes the kernel's messages into itself, set and unset around every ``with out:
 class WidgetWatcher:
     """Reports trait changes of every widget to ``emit(event_dict_builder)``."""
 
-    def __init__(self, emit: Callable[[Callable[[], dict[str, Any]]], None]) -> None:
+    def __init__(
+        self,
+        emit: Callable[[Callable[[], dict[str, Any]]], None],
+        output_widgets: OutputWidgets | None = None,
+    ) -> None:
         self._emit = emit
+        self._outputs = output_widgets if output_widgets is not None else OutputWidgets(emit, VALUE_LIMIT)
         self._watched: list[Any] = []
         self._previous_callback: Any = None
         self._widget_cls: Any = None
@@ -78,10 +85,27 @@ class WidgetWatcher:
     def _changed(self, change: Any) -> None:
         name = change["name"]
         owner = change["owner"]
+        output_widget = "msg_id" in owner.keys and "outputs" in owner.keys
+        if output_widget and name == "msg_id":
+            # An Output widget's ``with out:`` (entered or left): where outputs go.
+            self._outputs.route(owner, change["old"] or "", change["new"] or "")
+            return
+        if output_widget and name == "outputs" and "outputs" in getattr(owner, "_property_lock", {}):
+            # The frontend's copy of what the widget took, coming back: recorded already,
+            # from the messages themselves (``output_widgets.py``).
+            return
         # Only synced, public state: what a person sees and sets.
         if name.startswith("_") or name in _PLUMBING or name not in owner.keys:
             return
-        old, new = _now_or_later(change["old"]), _now_or_later(change["new"])
+        if output_widget and name == "outputs":
+            # Set by the user's code: summarised like a cell's outputs (text trimmed,
+            # images measured), and what the widget's later outputs are added to. Done
+            # now: a queued event must not hold an image's base64 until the commit.
+            old_outputs = summarize_nbformat(change["old"], self._outputs.limit)
+            new_outputs = self._outputs.assigned(owner, change["new"])
+            old, new = (lambda: old_outputs), (lambda: new_outputs)
+        else:
+            old, new = _now_or_later(change["old"]), _now_or_later(change["new"])
         widget_id = getattr(owner, "model_id", None) or str(id(owner))
         cls = type(owner).__name__
         description = getattr(owner, "description", None) or None

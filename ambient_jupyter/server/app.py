@@ -17,6 +17,7 @@ from ..config import AmbientSettings
 from ..history import History
 from .handlers import AmbientSocket, HistoryHandler, ModelsHandler, StatusHandler
 from .hub import Hub, HubSettings, KernelCallError
+from .kernel_deaths import KernelDeaths
 from .paths import resolve_notebook
 
 __all__ = ["AmbientExtension"]
@@ -98,6 +99,7 @@ class AmbientExtension(ExtensionApp):
             resolve=lambda path: resolve_notebook(root_dir, path),
             open_notebooks=self._open_notebooks,
             kernel_runner=self._run_in_kernel,
+            background=[KernelDeaths(self.serverapp.kernel_manager, self._kernel_died).run],
         )
         self.settings["ambient_hub"] = self.hub
         self.log.info("ambient-jupyter: model %s, history %s", self.ambient.model, history.path)
@@ -106,6 +108,19 @@ class AmbientExtension(ExtensionApp):
         assert self.serverapp is not None
         sessions = await self.serverapp.session_manager.list_sessions()
         return {s["path"] for s in sessions if s.get("type") in (None, "notebook") and s.get("path")}
+
+    async def _kernel_died(self, kernel_id: str, code: str) -> None:
+        """A kernel of this server died: tell its notebook's history, if it has one."""
+        assert self.serverapp is not None and self.hub is not None
+        sessions = await self.serverapp.session_manager.list_sessions()
+        path = next((s.get("path") for s in sessions if (s.get("kernel") or {}).get("id") == kernel_id), None)
+        if not path:
+            return  # a console, or a kernel with no session
+        try:
+            ref = resolve_notebook(self.serverapp.root_dir, path)
+        except ValueError:
+            return
+        await self.hub.kernel_died(ref, code)
 
     async def _run_in_kernel(self, api_path: str, code: str, timeout: float | None = None) -> None:
         """Run ``code`` silently in the kernel of the notebook's session (plugin calls, state requests).

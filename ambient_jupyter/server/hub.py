@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ..assistant import Assistant, Role, Turn
 from ..config import AmbientSettings
-from ..events import KernelState
+from ..events import KernelDied, KernelState
 from ..gate import AGENT_MODES
 from ..history import History
 from ..tail import Tail
@@ -315,12 +315,15 @@ class Hub:
         resolve: Callable[[str], NotebookRef],
         open_notebooks: Callable[[], Awaitable[set[str]]] | None = None,
         kernel_runner: KernelRunner | None = None,
+        background: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.history = history
         self.settings = settings
         self.resolve = resolve
         self._open_notebooks = open_notebooks
         self._kernel_runner = kernel_runner
+        self._background = background
+        """More work for the hub's lifetime (the server's kernel-death watch)."""
         self.rooms: dict[str, Room] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
@@ -386,6 +389,20 @@ class Hub:
         await asyncio.to_thread(self.history.append, room.ref.notebook_id, event)
         await room.pump()
 
+    async def kernel_died(self, ref: NotebookRef, code: str) -> None:
+        """Record that the notebook's kernel died (running ``code``, or idle if empty).
+
+        Only for a notebook whose history exists: a kernel that never recorded
+        anything is not watched, and its notebook gets no history from us.
+        """
+        if not await asyncio.to_thread(self.history.last_seq, ref.notebook_id):
+            return
+        event = KernelDied(code=code, by="server").model_dump(exclude={"seq", "notebook"})
+        await asyncio.to_thread(self.history.append, ref.notebook_id, event)
+        log.warning("the kernel of %s died%s", ref.api_path, " while a cell ran" if code else "")
+        room = await self.room(ref)
+        await room.pump()
+
     async def is_open_here(self, ref: NotebookRef) -> bool:
         """True if the notebook has a kernel session in this server (so we host it)."""
         if self._open_notebooks is None:
@@ -414,6 +431,8 @@ class Hub:
             self._watcher = asyncio.ensure_future(self._watch())
             if self._open_notebooks is not None:
                 self.spawn(self._discover())
+            for work in self._background:
+                self.spawn(work())
 
     async def _discover(self) -> None:
         """Give every notebook with a kernel here a room, so its failures get diagnosed

@@ -283,7 +283,8 @@ export function kernelDiedCard(event: IAmbientEvent): HTMLElement {
       h('span', { className: 'jp-Ambient-badge', text: '✗ kernel died' }),
       h('span', { className: 'jp-Ambient-meta', text: 'every variable is gone; run the cells again' })
     ]),
-    h('pre', { className: 'jp-Ambient-code', text: str(event, 'code') })
+    // A kernel killed as its cell began may not have said which cell it was.
+    str(event, 'code') ? h('pre', { className: 'jp-Ambient-code', text: str(event, 'code') }) : null
   ]);
 }
 
