@@ -24,6 +24,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 
+from .events import death_key as key_of_death
 from .history import History
 
 __all__ = ["INTERRUPT_GRACE", "CellDriver", "CellOutcome", "wait_for_cell_event"]
@@ -91,6 +92,7 @@ class CellDriver:
         self._running: asyncio.Future[Any] | None = None
         self._interrupted = False
         self._pending: set[asyncio.Future[Any]] = set()
+        self._death_key: str | None = None
 
     @contextlib.asynccontextmanager
     async def kernel(self, env: dict[str, str]) -> AsyncIterator[CellDriver]:
@@ -103,10 +105,19 @@ class CellDriver:
                 info = await self.client.async_wait_for_reply(msg_id)
                 if info is not None and "language_info" in info["content"]:
                     self.nb.metadata["language_info"] = info["content"]["language_info"]
+                km = self.client.km
+                pid = getattr(getattr(km, "provisioner", None), "pid", None)
+                if km is not None and pid:
+                    # Taken now: once the kernel is dead its provisioner may be cleaned up.
+                    self._death_key = key_of_death(str(km.connection_file), int(pid))
                 try:
                     yield self
                 finally:
                     self.client.set_widgets_metadata()
+
+    def death_key(self) -> str | None:
+        """The key this kernel's death is stored under (the next kernel may notice it too)."""
+        return self._death_key
 
     @property
     def busy(self) -> bool:

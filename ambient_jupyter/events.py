@@ -7,6 +7,7 @@ is parsed into one of these models, discriminated by ``kind``.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -29,6 +30,7 @@ __all__ = [
     "StateEntry",
     "UserMessage",
     "WidgetChanged",
+    "death_key",
     "now_iso",
     "parse_event",
 ]
@@ -232,7 +234,17 @@ class KernelDied(_EventBase):
     """The cell that was running."""
     cell_index: int | None = None
     """Its position in the notebook (0-based), where the host knows it."""
-    by: Literal["runner", "server"] = "runner"
+    by: Literal["runner", "server", "kernel"] = "runner"
+    """Who saw it: the runner, the server's restarter, or the kernel that came next."""
+
+
+def death_key(connection_file: str, pid: int) -> str:
+    """The one key a kernel's death is stored under, whoever saw it.
+
+    The runner, the server and the next kernel may each notice the same death; they
+    all know the dead kernel's connection file and process id, and store it once.
+    """
+    return f"kernel_died:{os.path.basename(connection_file)}:{pid}"
 
 
 class PluginRegistered(_EventBase):

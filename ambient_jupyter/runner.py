@@ -276,7 +276,9 @@ class _Run:
             say(f"the kernel died while running cell {index + 1}; the run stops here (nothing is re-run)")
             self.errors.append(index)
             # The kernel cannot record its own death: the record and the written cell say it.
-            await self.assistant.record(KernelDied(code=str(cell.source), cell_index=index, by="runner"))
+            await self.assistant.record(
+                KernelDied(code=str(cell.source), cell_index=index, by="runner"), self.driver.death_key()
+            )
             cell.outputs = [
                 nbformat.v4.new_output(
                     "error",

@@ -659,3 +659,65 @@ def test_a_long_history_shows_the_newest_at_once_and_older_pages_on_request(
     assert card.get_attribute("data-state") == "rejected"
     assert card.locator(".jp-Ambient-approve").is_hidden()
     assert earlier.inner_text() == f"Show earlier events ({count - 2 * tail:,} more)"
+
+    # Scrolling up to the top reads the next older page, and the reader stays where they were.
+    body = sidebar.locator(".jp-Ambient-body")
+    anchor = sidebar.locator('.jp-Ambient-log > [data-seq="4001"]')
+    anchor.scroll_into_view_if_needed()
+    page.mouse.move(*center(body))
+    older = sidebar.locator('.jp-Ambient-log > [data-seq="3501"]')
+    for _ in range(100):  # the reader scrolls up until the older page is there, then stops
+        if older.count():
+            break
+        page.mouse.wheel(0, -500)
+        page.wait_for_timeout(50)
+    older.wait_for()
+    page.wait_for_timeout(300)  # nothing more arrives once the reader stopped
+    assert sidebar.stored_seqs() == list(range(count - 3 * tail + 1, count + 1))
+    assert body.evaluate("b => b.scrollTop") > 0  # the older page went in above the view
+    top = body.bounding_box()
+    kept = anchor.bounding_box()
+    assert top["y"] <= kept["y"] < top["y"] + top["height"], (top, kept)
+    assert page.errors == []
+
+
+def center(locator: Any) -> tuple[float, float]:
+    box = locator.bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def test_a_reply_that_never_came_can_be_asked_again(
+    page: Any, start_lab: Callable[..., LabServer], fake_ollama: FakeOllama
+) -> None:
+    """A question left unanswered (here: a server killed mid-reply marked it) has an
+    "Ask again" button on its interrupted reply; one click asks it again, once."""
+    fake_ollama.reply = "Forty-two."
+    lab = start_lab({"again.ipynb": [LOAD]}, **fake_env(fake_ollama))
+    question = "what is the answer?"
+    with History(lab.db) as history:
+        asked = history.append(
+            str(lab.root / "again.ipynb"),
+            {"kind": "user_message", "text": question, "source": "sidebar", "client_id": "old-tab"},
+        )["seq"]
+        history.append(
+            str(lab.root / "again.ipynb"),
+            {"kind": "assistant_message", "text": "Interrupted: ask again if you still want an answer.",
+             "model": "tiny", "state": "incomplete", "reply_to": asked, "reply_id": "r1", "role": "watcher"},
+        )
+    sidebar = open_notebook(page, lab, "again.ipynb")
+    again = sidebar.locator(".jp-Ambient-assistant.jp-mod-incomplete .jp-Ambient-askAgain")
+    again.wait_for()
+    assert fake_ollama.chat_requests() == []
+    again.click()
+    answer = sidebar.locator(".jp-Ambient-log > .jp-Ambient-assistant.jp-mod-complete")
+    answer.wait_for()
+    assert "Forty-two." in answer.inner_text()
+    users = sidebar.locator(".jp-Ambient-log > .jp-Ambient-user")
+    assert [u.inner_text().strip() for u in users.all()] == [question, question]
+    assert again.is_disabled()
+    assert again.inner_text() == "Asked again"
+    assert [last_user_text(b) for b in fake_ollama.chat_requests()][-1].endswith(question)
+    with History(lab.db) as history:
+        stored = [e for e in history.read(str(lab.root / "again.ipynb")) if e["kind"] == "user_message"]
+    assert [e["text"] for e in stored] == [question, question]
+    assert page.errors == []

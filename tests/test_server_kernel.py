@@ -15,6 +15,7 @@ from fakes.ollama_server import FakeOllama, ollama_server_fixture  # noqa: F401 
 from ws_client import Client, is_event
 
 from ambient_jupyter.history import History
+from ambient_jupyter.kernel.inflight import folder_for
 
 MODEL = "ollama:tiny:1b"
 NB = "live.ipynb"
@@ -201,6 +202,25 @@ async def test_a_kernel_that_dies_in_a_cell_is_recorded_by_the_server(
     # Recorded once, after the last cell that finished; the killing cell never finished.
     assert kinds.count("kernel_died") == 1 and kinds[-1] == "kernel_died", kinds
     assert kinds.count("cell_executed") == 1
+
+    # The restarted kernel, once the extension is loaded again, finds the cell the dead
+    # one left (kernel/inflight.py): the same death, under the same key, stays one record.
+    left = folder_for(ambient_db)
+    assert [p.name for p in left.glob("*.cell")], "the dead kernel left no page"
+    client = kernel.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=60)
+        await _execute(client, "%load_ext ambient_jupyter")
+        await _execute(client, "y = 2")
+        await sidebar.until(is_event("cell_executed", code="y = 2"), timeout=30)
+    finally:
+        client.stop_channels()
+    with History(ambient_db) as history:
+        kinds = [e["kind"] for e in history.read(str(jp_root_dir / NB))]
+    assert kinds == ["cell_executed", "kernel_died", "cell_executed"], kinds
+    pid = int(kernel.provisioner.pid)
+    assert [p.name for p in left.glob("*.cell")] == [f"{pid}.cell"]  # only the live kernel's
 
 
 async def test_the_death_of_an_unwatched_kernel_writes_no_history(

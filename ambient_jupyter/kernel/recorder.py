@@ -17,9 +17,10 @@ import time
 from typing import Any
 
 from ..config import AmbientSettings
-from ..history import History, normalize_notebook
+from ..history import History, default_path, normalize_notebook
 from ..identity import detect_notebook
 from .capture import OUTPUT_TYPES, CellCapture, DisplayIds
+from .inflight import InFlight, folder_for, record_deaths
 from .output_widgets import OutputWidgets
 from .widgets import WidgetWatcher
 from .writer import Writer
@@ -29,6 +30,26 @@ __all__ = ["Recorder", "detect_notebook"]
 log = logging.getLogger("ambient_jupyter.kernel")
 
 _MAX_OPEN_CAPTURES = 64
+
+
+def _report_deaths(history: History) -> None:
+    """Record what kernels that died during a cell left behind (on the writer thread)."""
+    found = record_deaths(history, folder_for(history.path))
+    if found:
+        log.warning("ambient-jupyter recorded %d kernel death(s) it found on starting", found)
+
+
+def _inflight() -> InFlight | None:
+    """This kernel's page for the kernel after it (None if it cannot be made: then only
+    the server and the runner can tell of a death)."""
+    try:
+        from ipykernel.kernelapp import IPKernelApp
+
+        connection = IPKernelApp.instance().connection_file if IPKernelApp.initialized() else ""
+        return InFlight(folder_for(default_path()), connection)
+    except Exception:
+        log.warning("ambient-jupyter cannot keep the running cell for the next kernel", exc_info=True)
+        return None
 
 
 class Recorder:
@@ -46,7 +67,13 @@ class Recorder:
         self._agent_running = False
         self._agent_capture: CellCapture | None = None
         self.host: Any = None
-        self.writer = Writer(lambda: History(redact=self.settings.redact), lambda: self.notebook, self._committed)
+        self._inflight = _inflight() if self._kernel is not None else None
+        self.writer = Writer(
+            lambda: History(redact=self.settings.redact),
+            lambda: self.notebook,
+            self._committed,
+            on_open=_report_deaths,
+        )
         self._displays = DisplayIds()
         self.output_widgets = OutputWidgets(
             self.writer.submit, self.settings.output_limit, pending=lambda msg_id: msg_id in self._captures
@@ -71,6 +98,10 @@ class Recorder:
 
     def _on_exit_now(self, change: Any) -> None:
         if change["new"]:
+            # Asked to shut down (a restart, too): whatever is cut from here on, the
+            # person asked for it, and the next kernel must not call it a death.
+            if self._inflight is not None:
+                self._inflight.idle()
             self.drain()
 
     def drain(self, timeout: float = 2.0) -> None:
@@ -98,6 +129,9 @@ class Recorder:
             self._original_send = None
         self.widgets.stop()
         self.output_widgets.flush()
+        if self._inflight is not None:
+            self._inflight.close()
+            self._inflight = None
         # Commit what is queued (a last failure still gets its reaction), let the host
         # finish or cut its reply (stored through the history), and only then stop the
         # writer, which closes the history.
@@ -137,6 +171,8 @@ class Recorder:
             if len(self._captures) >= _MAX_OPEN_CAPTURES:
                 self._captures.pop(next(iter(self._captures)))
             self._captures[msg_id] = capture
+            if self._inflight is not None:
+                self._inflight.running(self.notebook, code)
 
     def post_run_cell(self, result: Any) -> None:
         capture, self._current = self._current, None
@@ -198,6 +234,8 @@ class Recorder:
             elif msg_type == "execute_reply":
                 capture = self._captures.pop(msg["parent_header"].get("msg_id", ""), None)
                 if capture is not None:
+                    if self._inflight is not None:
+                        self._inflight.idle()
                     self.writer.submit(capture.event)
                     self.output_widgets.flush()  # the Output widgets it wrote to, after it
         except (KeyError, TypeError, AttributeError):

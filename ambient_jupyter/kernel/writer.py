@@ -55,6 +55,9 @@ class Writer:
         Called for each batch, so ``%ambient notebook=...`` takes effect at once.
     on_committed
         Called on the writer thread with the stored events after each commit.
+    on_open
+        Called on the writer thread once the history is open, before any event is
+        written (what an earlier kernel left to record comes first).
     """
 
     def __init__(
@@ -62,8 +65,10 @@ class Writer:
         open_history: Callable[[], History],
         notebook: Callable[[], str],
         on_committed: Callable[[list[dict[str, Any]]], None] | None = None,
+        on_open: Callable[[History], None] | None = None,
     ) -> None:
         self._open_history = open_history
+        self._on_open = on_open
         self._notebook = notebook
         self.on_committed = on_committed
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -122,6 +127,11 @@ class Writer:
             return
         finally:
             self._ready.set()
+        if self._on_open is not None:
+            try:
+                self._on_open(self._history)
+            except Exception:
+                log.exception("ambient-jupyter could not finish what an earlier kernel left")
         while True:
             batch = self._collect()
             flushes = [b[1] for b in batch if isinstance(b, tuple) and b[0] is _FLUSH]

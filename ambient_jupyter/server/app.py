@@ -109,7 +109,7 @@ class AmbientExtension(ExtensionApp):
         sessions = await self.serverapp.session_manager.list_sessions()
         return {s["path"] for s in sessions if s.get("type") in (None, "notebook") and s.get("path")}
 
-    async def _kernel_died(self, kernel_id: str, code: str) -> None:
+    async def _kernel_died(self, kernel_id: str, code: str, key: str) -> None:
         """A kernel of this server died: tell its notebook's history, if it has one."""
         assert self.serverapp is not None and self.hub is not None
         sessions = await self.serverapp.session_manager.list_sessions()
@@ -120,7 +120,7 @@ class AmbientExtension(ExtensionApp):
             ref = resolve_notebook(self.serverapp.root_dir, path)
         except ValueError:
             return
-        await self.hub.kernel_died(ref, code)
+        await self.hub.kernel_died(ref, code, key)
 
     async def _run_in_kernel(self, api_path: str, code: str, timeout: float | None = None) -> None:
         """Run ``code`` silently in the kernel of the notebook's session (plugin calls, state requests).

@@ -389,8 +389,8 @@ class Hub:
         await asyncio.to_thread(self.history.append, room.ref.notebook_id, event)
         await room.pump()
 
-    async def kernel_died(self, ref: NotebookRef, code: str) -> None:
-        """Record that the notebook's kernel died (running ``code``, or idle if empty).
+    async def kernel_died(self, ref: NotebookRef, code: str, key: str | None = None) -> None:
+        """Record that the notebook's kernel died (running ``code``, or idle if empty), once per ``key``.
 
         Only for a notebook whose history exists: a kernel that never recorded
         anything is not watched, and its notebook gets no history from us.
@@ -398,7 +398,7 @@ class Hub:
         if not await asyncio.to_thread(self.history.last_seq, ref.notebook_id):
             return
         event = KernelDied(code=code, by="server").model_dump(exclude={"seq", "notebook"})
-        await asyncio.to_thread(self.history.append, ref.notebook_id, event)
+        await asyncio.to_thread(self.history.append, ref.notebook_id, event, dedup_key=key)
         log.warning("the kernel of %s died%s", ref.api_path, " while a cell ran" if code else "")
         room = await self.room(ref)
         await room.pump()

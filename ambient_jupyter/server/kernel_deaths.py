@@ -19,17 +19,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from jupyter_client.session import Session
 
+from ..events import death_key
+
 __all__ = ["KernelDeaths"]
 
 log = logging.getLogger("ambient_jupyter.server")
 
-OnDeath = Callable[[str, str], Awaitable[None]]
-"""``(kernel_id, code of the cell that was running, or "")``."""
+OnDeath = Callable[[str, str, str], Awaitable[None]]
+"""``(kernel_id, code of the cell that was running or "", the death's key)``."""
 
 
 class _Watched:
@@ -132,6 +135,18 @@ class KernelDeaths:
         for event in ("restart", "dead"):
             self._manager.add_restart_callback(kernel_id, died, event)
 
+    def _key(self, kernel_id: str) -> str:
+        """The death's key, shared with the kernel that comes next (which may notice it too).
+
+        The restarter calls back before it starts the new process, so the provisioner
+        still names the dead one.
+        """
+        try:
+            kernel = self._manager.get_kernel(kernel_id)
+            return death_key(str(kernel.connection_file), int(kernel.provisioner.pid))
+        except Exception:  # noqa: BLE001 (not a local kernel: a key of its own, recorded once here)
+            return f"kernel_died:{kernel_id}:{uuid.uuid4().hex}"
+
     def _detach(self, kernel_id: str) -> None:
         watched = self._watched.pop(kernel_id, None)
         died = self._callbacks.pop(kernel_id, None)
@@ -149,6 +164,6 @@ class KernelDeaths:
         code = watched.died() if watched is not None else ""
         if code is None:
             return
-        task = asyncio.ensure_future(self._on_death(kernel_id, code))
+        task = asyncio.ensure_future(self._on_death(kernel_id, code, self._key(kernel_id)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -50,6 +50,8 @@ export interface IConversationOwner {
   eventAdded(conversation: Conversation, event: IAmbientEvent): void;
   /** What approving a proposal does here, where that is not what `describeAction` says. */
   describeAction?(event: IAmbientEvent): string;
+  /** Insert an older page above what the reader sees, keeping the view where it is. */
+  prepend?(insert: () => void): void;
 }
 
 export class Conversation implements IProposalHandlers {
@@ -119,7 +121,12 @@ export class Conversation implements IProposalHandlers {
         return; // cleared meanwhile
       }
       const nodes = events.filter(e => e.seq > from && e.seq <= upTo).map(e => this._nodeFor(e));
-      this._earlierButton.after(...nodes);
+      const insert = (): void => this._earlierButton.after(...nodes);
+      if (this._owner.prepend && this.node.isConnected) {
+        this._owner.prepend(insert);
+      } else {
+        insert();
+      }
       this._count += nodes.length;
       this._hiddenUpTo = from;
     } catch (err) {
@@ -295,6 +302,7 @@ export class Conversation implements IProposalHandlers {
     this._counts.clear();
     this._decisions.clear();
     this._outcomes.clear();
+    this._questions.clear();
     this._earlierButton.remove();
     this._hiddenUpTo = 0;
     this._lastSeq = 0;
@@ -310,6 +318,7 @@ export class Conversation implements IProposalHandlers {
           pending.node.remove();
           this.pending.delete(clientId);
         }
+        this._questions.set(event.seq, str(event, 'text'));
         return userMessageNode(event, this._owner.source);
       }
       case 'assistant_message': {
@@ -319,7 +328,12 @@ export class Conversation implements IProposalHandlers {
           this._replies.get(replyId)?.node.remove();
           this._replies.delete(replyId);
         }
-        return assistantNode(event, this._owner.render);
+        const node = assistantNode(event, this._owner.render);
+        const question = num(event, 'reply_to');
+        if (str(event, 'state') === 'incomplete' && question !== null) {
+          node.querySelector('.jp-Ambient-meta')?.append(this._askAgainButton(question));
+        }
+        return node;
       }
       case 'cell_executed': {
         const count = num(event, 'execution_count');
@@ -376,6 +390,48 @@ export class Conversation implements IProposalHandlers {
     }
   }
 
+  /**
+   * A reply that never came (stopped, interrupted, a dead server): one click asks
+   * the same question again, as a new question from here.
+   */
+  private _askAgainButton(questionSeq: number): HTMLButtonElement {
+    const button = h('button', {
+      className: 'jp-Ambient-button jp-Ambient-askAgain',
+      text: 'Ask again',
+      title: 'Ask the same question again',
+      attrs: { type: 'button' }
+    }) as HTMLButtonElement;
+    button.addEventListener('click', () => {
+      button.disabled = true;
+      void this._question(questionSeq).then(
+        text => {
+          if (text) {
+            this.send(text);
+            button.textContent = 'Asked again';
+          } else {
+            button.disabled = false;
+            this.showError('The question could not be found to ask it again.');
+          }
+        },
+        err => {
+          button.disabled = false;
+          this.showError(`The question could not be loaded: ${String(err)}`);
+        }
+      );
+    });
+    return button;
+  }
+
+  /** A question's text: shown here already, or read from the page it is on. */
+  private async _question(seq: number): Promise<string> {
+    const known = this._questions.get(seq);
+    if (known !== undefined || !this.transport.earlier) {
+      return known ?? '';
+    }
+    const [event] = await this.transport.earlier(seq - 1, 1);
+    return event?.seq === seq && event.kind === 'user_message' ? str(event, 'text') : '';
+  }
+
   private readonly _log: HTMLElement;
   private readonly _live: HTMLElement;
   private readonly _pendingArea: HTMLElement;
@@ -387,6 +443,8 @@ export class Conversation implements IProposalHandlers {
   /** Decisions and outcomes by action: a proposal card made later (an older page) shows them. */
   private readonly _decisions = new Map<string, [string, string, string]>();
   private readonly _outcomes = new Map<string, [string, 'ok' | 'error']>();
+  /** The text of each question shown, by seq: what "Ask again" sends. */
+  private readonly _questions = new Map<number, string>();
   /** Events 1..this exist but are not shown (0: none). */
   private _hiddenUpTo = 0;
   private readonly _earlierButton = h('button', {

@@ -71,7 +71,8 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     }
     this._mode.addEventListener('change', () => void this._onModeChange());
     this._body = h('div', { className: 'jp-Ambient-body' });
-    this._follow = new FollowEnd(this._body);
+    // Scrolling up to the top reads the page of events before the oldest one shown.
+    this._follow = new FollowEnd(this._body, () => void this._current?.showEarlier());
     this._empty = h('div', { className: 'jp-Ambient-empty', text: 'Open a notebook to see its conversation.' });
     this._composer = new Composer({
       placeholder: PLACEHOLDER,
@@ -345,6 +346,10 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     this._mode.dataset.pending = this._pendingMode ? 'true' : 'false';
     this._composer.setState(conversation?.state ?? 'idle');
     this._composer.setEnabled(conversation !== null);
+  }
+
+  prepend(insert: () => void): void {
+    this._follow.keep(insert);
   }
 
   private _scrollSoon(force = false): void {

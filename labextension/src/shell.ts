@@ -91,12 +91,33 @@ export class Composer {
   private readonly _send: HTMLButtonElement;
 }
 
-/** Keeps a scrolling element at its end, unless the reader scrolled up. */
+/**
+ * Keeps a scrolling element at its end, unless the reader scrolled up; and
+ * tells its owner when the reader scrolls up to the top (to load older pages).
+ */
 export class FollowEnd {
-  constructor(private readonly _node: HTMLElement) {
+  constructor(
+    private readonly _node: HTMLElement,
+    private readonly _onTop?: () => void
+  ) {
     _node.addEventListener('scroll', () => {
-      this._stick = _node.scrollHeight - _node.scrollTop - _node.clientHeight < 48;
+      const top = _node.scrollTop;
+      this._stick = _node.scrollHeight - top - _node.clientHeight < 48;
+      // Only a move upwards counts: a page that is short, or a view that has just
+      // been swapped in, must not load every older page by itself.
+      if (top < this._lastTop && top < 64) {
+        this._onTop?.();
+      }
+      this._lastTop = top;
     });
+  }
+
+  /** Insert above what the reader sees without moving it: the view keeps its distance from the end. */
+  keep(insert: () => void): void {
+    const fromEnd = this._node.scrollHeight - this._node.scrollTop;
+    insert();
+    this._node.scrollTop = this._node.scrollHeight - fromEnd;
+    this._lastTop = this._node.scrollTop;
   }
 
   /** Scroll to the end after the next layout; `force` also when the reader had scrolled up. */
@@ -118,6 +139,7 @@ export class FollowEnd {
 
   private _stick = true;
   private _scheduled = false;
+  private _lastTop = 0;
 }
 
 /** Which models answer: "model: X · expert: Y". */
