@@ -61,7 +61,12 @@ class LabServer:
     the one running the tests.
     """
 
-    def __init__(self, base: Path, env: dict[str, str] | None = None, *, python: str | Path | None = None) -> None:
+    def __init__(
+        self, base: Path, env: dict[str, str] | None = None, *, python: str | Path | None = None,
+        app: str = "jupyterlab",
+    ) -> None:
+        self.app = app
+        """``jupyterlab``, or ``notebook`` (Notebook 7, JupyterLab's parts in another shell)."""
         self.base = base
         self.python = str(python or sys.executable)
         self.root = base / "root"
@@ -89,15 +94,16 @@ class LabServer:
             **self.extra_env,
         }
         env.pop("JPY_SESSION_NAME", None)
+        app_class = "JupyterNotebookApp" if self.app == "notebook" else "LabApp"
         cmd = [
-            self.python, "-m", "jupyterlab", "--no-browser", "--allow-root",
+            self.python, "-m", self.app, "--no-browser", "--allow-root",
             f"--IdentityProvider.token={self.token}",
             "--ServerApp.ip=127.0.0.1",
             f"--port={self.port}",
             "--ServerApp.port_retries=0",
             f"--ServerApp.root_dir={self.root}",
-            f"--LabApp.user_settings_dir={settings}",
-            f"--LabApp.workspaces_dir={self.base / 'workspaces'}",
+            f"--{app_class}.user_settings_dir={settings}",
+            f"--{app_class}.workspaces_dir={self.base / 'workspaces'}",
             "--ServerApp.open_browser=False",
         ]
         log = self.log_path.open("wb")

@@ -270,8 +270,9 @@ def test_chat_widget_streams_a_reply_and_survives_a_reload(
     assert reply.locator(".jp-Ambient-meta .jp-Ambient-role").inner_text() == "watcher"
     assert widget.locator("img, b, a, script, iframe").count() == 0
     before = transcript(page)
-    # The kernel's state for the question comes right before it, as a card of its own.
-    assert [kind for _, kind, _ in before] == ["kernel_state", "user_message", "assistant_message"]
+    # JupyterLab watches the notebook from its kernel's start, so the cell that made the
+    # widget is recorded; the kernel's state for the question comes right before it.
+    assert [kind for _, kind, _ in before] == ["cell_executed", "kernel_state", "user_message", "assistant_message"]
 
     # Reload: the saved output's view is restored from the kernel and replays from seq 0.
     # Ctrl+S from the chat's input box reaches JupyterLab (only plain keys stay in the box).
@@ -287,7 +288,7 @@ def test_chat_widget_streams_a_reply_and_survives_a_reload(
     wait_transcript(page, before)
 
     # Re-running the cell renders a new widget: the same conversation, once, and now
-    # the re-run itself (recording has been on since the first run).
+    # the re-run itself (recording has been on since the kernel started).
     run_cell(page, 0)
     page.locator(f'{WIDGET} .jp-Ambient-log > [data-kind="cell_executed"]').wait_for(timeout=60_000)
     time.sleep(1.0)

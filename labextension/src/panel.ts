@@ -24,6 +24,7 @@ import { button, h } from './dom';
 import { AGENT_MODES, AgentMode, IAmbientEvent, IRunFrame, ServerFrame } from './protocol';
 import { AmbientSanitizer } from './sanitize';
 import { Composer, FollowEnd, modelText } from './shell';
+import { NotebookWatch, WatchState } from './watch';
 
 const CONNECTION_TEXT: Record<ConnectionState, string> = {
   open: 'connected',
@@ -35,6 +36,15 @@ const MODE_TEXT: Record<AgentMode, string> = {
   off: 'off: only talk',
   ask: 'ask: run once approved',
   auto: 'auto: run without asking'
+};
+
+const WATCH_TEXT: Record<WatchState, string> = {
+  watching: 'Watching',
+  off: 'Not watching',
+  pending: 'Watching…',
+  unsupported: 'Not supported',
+  unavailable: 'Not available',
+  nokernel: 'No kernel'
 };
 
 const PLACEHOLDER = 'Ask about this notebook… (start with /expert to ask the expert model)';
@@ -64,12 +74,17 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     this._mode = h('select', {
       className: 'jp-Ambient-mode',
       title: 'Agent mode for this notebook: what the assistant may run',
-      attrs: { 'aria-label': 'Agent mode' }
+      attrs: { 'aria-label': 'Agent mode', id: 'jp-ambient-mode' }
     }) as HTMLSelectElement;
     for (const mode of AGENT_MODES) {
       this._mode.append(h('option', { text: MODE_TEXT[mode], attrs: { value: mode } }));
     }
     this._mode.addEventListener('change', () => void this._onModeChange());
+    this._watchButton = button('jp-Ambient-watch', '', () => void this._toggleWatch());
+    this._watchNotice = h('div', { className: 'jp-Ambient-unwatched', attrs: { role: 'status' } }, [
+      h('span', { className: 'jp-Ambient-unwatchedText' }),
+      button('jp-Ambient-button jp-Ambient-watchNow', 'Watch', () => void this._currentWatch()?.set(true))
+    ]);
     this._body = h('div', { className: 'jp-Ambient-body' });
     // Scrolling up to the top reads the page of events before the oldest one shown.
     this._follow = new FollowEnd(this._body, () => void this._current?.showEarlier());
@@ -92,11 +107,14 @@ export class AmbientPanel extends Widget implements IConversationOwner {
           h('span', { className: 'jp-Ambient-spacer' }),
           this._model
         ]),
-        h('label', { className: 'jp-Ambient-headerRow jp-Ambient-modeRow' }, [
-          h('span', { className: 'jp-Ambient-modeLabel', text: 'Agent' }),
-          this._mode
+        h('div', { className: 'jp-Ambient-headerRow jp-Ambient-modeRow' }, [
+          h('label', { className: 'jp-Ambient-modeLabel', text: 'Agent', attrs: { for: 'jp-ambient-mode' } }),
+          this._mode,
+          h('span', { className: 'jp-Ambient-spacer' }),
+          this._watchButton
         ])
       ]),
+      this._watchNotice,
       this._body,
       this._composer.node
     );
@@ -109,12 +127,54 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     this._connection.connect();
   }
 
+  /**
+   * Watch `panel`'s kernel (see watch.ts) for as long as the notebook is open.
+   * `automatic`: the "Watch notebooks automatically" setting, read when it is needed.
+   */
+  watch(panel: NotebookPanel, automatic: () => boolean): NotebookWatch {
+    let watch = this._watches.get(panel);
+    if (!watch) {
+      const created = new NotebookWatch(panel, automatic);
+      created.changed.connect(() => this._refresh());
+      panel.disposed.connect(() => {
+        created.dispose();
+        this._watches.delete(panel);
+      });
+      this._watches.set(panel, created);
+      watch = created;
+    }
+    return watch;
+  }
+
+  /** The global setting changed: every open notebook follows it (a choice made for one stays). */
+  rewatch(): void {
+    for (const watch of this._watches.values()) {
+      void watch.apply();
+    }
+  }
+
+  protected onUpdateRequest(): void {
+    this._refresh();
+  }
+
+  private _currentWatch(): NotebookWatch | null {
+    return this._followed ? (this._watches.get(this._followed) ?? null) : null;
+  }
+
+  private async _toggleWatch(): Promise<void> {
+    const watch = this._currentWatch();
+    if (watch && (watch.state === 'watching' || watch.state === 'off' || watch.state === 'unavailable')) {
+      await watch.set(watch.state !== 'watching');
+    }
+  }
+
   /** Show the conversation of `panel` (or nothing) and follow it on the socket. */
   follow(panel: NotebookPanel | null): void {
     this._followed?.context.pathChanged.disconnect(this._onPathChanged, this);
     this._followed = panel;
     panel?.context.pathChanged.connect(this._onPathChanged, this);
     this._show(panel ? notebookPath(panel) : null);
+    this._refresh();
   }
 
   dispose(): void {
@@ -343,6 +403,21 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     this._mode.value = mode ?? '';
     this._mode.disabled = !conversation || !conversation.agent;
     this._mode.dataset.agent = conversation?.agent ?? '';
+    const watch = this._currentWatch();
+    const watchState = watch?.state ?? 'nokernel';
+    this._watchButton.textContent = WATCH_TEXT[watchState];
+    this._watchButton.dataset.state = watchState;
+    this._watchButton.title = watch
+      ? `${watch.reason}${watchState === 'watching' ? ' Click to stop watching this notebook.' : ''}`
+      : '';
+    this._watchButton.hidden = !watch;
+    this._watchButton.disabled = !['watching', 'off', 'unavailable'].includes(watchState);
+    // A notebook whose runs are not recorded says why, and offers to watch it.
+    const unwatched = watch !== null && watchState !== 'watching' && watchState !== 'pending';
+    this._watchNotice.hidden = !unwatched;
+    this._watchNotice.dataset.state = watchState;
+    (this._watchNotice.firstChild as HTMLElement).textContent = watch?.reason ?? '';
+    (this._watchNotice.lastChild as HTMLButtonElement).hidden = watchState !== 'off';
     this._mode.dataset.pending = this._pendingMode ? 'true' : 'false';
     this._composer.setState(conversation?.state ?? 'idle');
     this._composer.setEnabled(conversation !== null);
@@ -373,6 +448,9 @@ export class AmbientPanel extends Widget implements IConversationOwner {
   private readonly _follow: FollowEnd;
   private readonly _empty: HTMLElement;
   private readonly _composer: Composer;
+  private readonly _watches = new Map<NotebookPanel, NotebookWatch>();
+  private readonly _watchButton: HTMLButtonElement;
+  private readonly _watchNotice: HTMLElement;
 }
 
 /**
