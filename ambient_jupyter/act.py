@@ -26,13 +26,16 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from .events import ActionDecided, ActionExecuted, SettingsChanged
+from .events import ActionDecided, ActionExecuted, ActionUndone, SettingsChanged
 from .gate import Approval, NotApproved, Rule, approval, policy
 
 if TYPE_CHECKING:
     from .assistant import Assistant
 
-__all__ = ["ActEngine", "Acted", "Ask", "Ran", "Refused", "Run"]
+__all__ = ["UNDOABLE", "ActEngine", "Acted", "Ask", "Ran", "Refused", "Run"]
+
+UNDOABLE = frozenset({"edit_cell", "insert_cell", "propose_next_cell"})
+"""Actions that change the notebook's cells, so that a person can take them back."""
 
 
 Decision = Literal["approved", "rejected"]
@@ -237,6 +240,25 @@ class ActEngine:
             reason=reason,
         )
         return await self.assistant.record(event, dedup_key=f"decide:{proposal['action_id']}")
+
+    async def undone(self, action_id: str) -> dict[str, Any]:
+        """Record that the person undid ``action_id`` (once per action).
+
+        Only an action that changed the notebook and ran: an edit (its cell is back to the
+        proposal's old source) or an inserted cell (removed). The tab did the undoing in
+        its notebook; this is the record every tab, and the model, reads.
+        """
+        history = self.assistant.history
+        proposal, related = await asyncio.to_thread(history.find_action, self.notebook, action_id)
+        if proposal is None:
+            raise Refused(f"no proposal {action_id!r} in this notebook")
+        if proposal.get("action") not in UNDOABLE:
+            raise Refused(f"a {proposal.get('action')} action cannot be undone")
+        if not any(e.get("kind") == "action_executed" and e.get("ok", True) for e in related):
+            raise Refused(f"action {action_id!r} has not changed the notebook, so there is nothing to undo")
+        if any(e.get("kind") == "action_undone" for e in related):
+            raise Refused(f"action {action_id!r} was already undone")
+        return await self.assistant.record(ActionUndone(action_id=action_id), dedup_key=f"undone:{action_id}")
 
     async def executed(self, action_id: str, ran: Ran) -> dict[str, Any]:
         """Record what became of an approved action (once per action)."""

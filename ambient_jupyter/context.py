@@ -162,6 +162,9 @@ def render_event(event: dict[str, Any], *, limit: int = 2000) -> Message | None:
         if event.get("result") is not None:
             text += f"; result: {_fmt_value(event.get('result'), limit)}"
         return {"role": "user", "content": text + "]"}
+    if kind == "action_undone":
+        undone = f"[action {event.get('action_id')} undone by the user: the cell is as before]"
+        return {"role": "user", "content": undone}
     if kind == "kernel_died":
         code = trim_text(str(event.get("code", "")), limit)
         if not code:

@@ -16,6 +16,7 @@ __all__ = [
     "ActionDecided",
     "ActionExecuted",
     "ActionProposed",
+    "ActionUndone",
     "AssistantMessage",
     "CellError",
     "CellExecuted",
@@ -216,6 +217,18 @@ class ActionExecuted(_EventBase):
     error: str | None = None
 
 
+class ActionUndone(_EventBase):
+    """The person undid an action that changed the notebook (an edit, an inserted cell).
+
+    Recorded by the server when the tab that restored the notebook says so: the cell is
+    back to the proposal's ``old_code``, or the inserted cell is gone. No code runs.
+    """
+
+    kind: Literal["action_undone"] = "action_undone"
+    action_id: str
+    by: Literal["user"] = "user"
+
+
 class ModelError(_EventBase):
     kind: Literal["model_error"] = "model_error"
     message: str
@@ -277,6 +290,7 @@ Event = Annotated[
         ActionProposed,
         ActionDecided,
         ActionExecuted,
+        ActionUndone,
         ModelError,
         KernelDied,
         PluginRegistered,

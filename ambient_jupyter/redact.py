@@ -35,7 +35,11 @@ _SHAPES = re.compile(
     re.VERBOSE,
 )
 # scheme://user:password@host: the password goes.
-_URL_CREDENTIALS = re.compile(r"(?P<head>[a-z][a-z0-9+.\-]*://[^\s:/@]+:)[^\s/@]+(?=@)", re.IGNORECASE)
+# Every repeat is bounded, and a match starts only at a word's start: a long run of
+# letters (a megabyte of "x") is one linear scan, not a scan per position.
+_URL_CREDENTIALS = re.compile(
+    r"(?P<head>\b[a-z][a-z0-9+.\-]{0,31}://[^\s:/@]{1,256}:)[^\s/@]{1,256}(?=@)", re.IGNORECASE
+)
 # A name that says "secret", then = or : (a Python assignment or keyword argument, a
 # JSON or YAML key, an environment line), then the value: a quoted string, or a bare
 # word of six or more characters with a letter in it that ends there (so a call, an
@@ -43,7 +47,7 @@ _URL_CREDENTIALS = re.compile(r"(?P<head>[a-z][a-z0-9+.\-]*://[^\s:/@]+:)[^\s/@]
 _NAMED = re.compile(
     r"""
     (?P<head>
-        \b[\w.\-]*(?:passw(?:or)?d|pwd|secret|token|api[_\-]?key|apikey|access[_\-]?key|private[_\-]?key|auth)[\w\-]*
+        \b\w{0,64}(?:passw(?:or)?d|pwd|secret|token|api[_\-]?key|apikey|access[_\-]?key|private[_\-]?key|auth)[\w\-]{0,64}
         ["']?\s*[:=]\s*
     )
     (?P<value>"[^"\n]+"|'[^'\n]+'|(?=[\w\-+/=]*[A-Za-z])[\w\-+/=]{6,}(?=$|[\s,;]))

@@ -695,6 +695,14 @@ def test_a_reply_that_never_came_can_be_asked_again(
     lab = start_lab({"again.ipynb": [LOAD]}, **fake_env(fake_ollama))
     question = "what is the answer?"
     with History(lab.db) as history:
+        failed = history.append(
+            str(lab.root / "again.ipynb"), {"kind": "cell_executed", "code": "1 / 0", "status": "error"}
+        )["seq"]
+        history.append(  # a reaction to a failed cell cut short: there is no question to ask again
+            str(lab.root / "again.ipynb"),
+            {"kind": "assistant_message", "text": "The cell divides", "model": "tiny", "state": "incomplete",
+             "reply_to": failed, "reply_id": "r0", "role": "watcher"},
+        )
         asked = history.append(
             str(lab.root / "again.ipynb"),
             {"kind": "user_message", "text": question, "source": "sidebar", "client_id": "old-tab"},
@@ -707,6 +715,7 @@ def test_a_reply_that_never_came_can_be_asked_again(
     sidebar = open_notebook(page, lab, "again.ipynb")
     again = sidebar.locator(".jp-Ambient-assistant.jp-mod-incomplete .jp-Ambient-askAgain")
     again.wait_for()
+    assert again.count() == 1  # on the unanswered question only
     assert fake_ollama.chat_requests() == []
     again.click()
     answer = sidebar.locator(".jp-Ambient-log > .jp-Ambient-assistant.jp-mod-complete")
@@ -720,4 +729,9 @@ def test_a_reply_that_never_came_can_be_asked_again(
     with History(lab.db) as history:
         stored = [e for e in history.read(str(lab.root / "again.ipynb")) if e["kind"] == "user_message"]
     assert [e["text"] for e in stored] == [question, question]
+    # A reload rebuilds the conversation: the question shows as asked again already.
+    page.reload(wait_until="domcontentloaded")
+    sidebar.open()
+    again.wait_for()
+    assert again.is_disabled() and again.inner_text() == "Asked again"
     assert page.errors == []

@@ -291,6 +291,87 @@ def test_edit_cell_replaces_the_named_cell_and_runs_it(page: Any, lab: LabServer
     assert page.errors == []
 
 
+def test_an_edit_shows_its_diff_is_applied_in_place_and_undo_takes_it_back_in_every_tab(
+    page: Any, lab: LabServer, fake: FakeOllama
+) -> None:
+    code = "a = 5\nprint('edited', a)\n"
+    fake.reply = act("edit_cell", "Set a to five.", cell=2, code=code)
+    nb = open_with_cells(lab, page, "undo-edit.ipynb", BASE)
+    other = page.context.new_page()  # a second tab on the same notebook
+    other_errors: list[str] = []
+    other.on("pageerror", lambda exc: other_errors.append(str(exc)))
+    other_sidebar = open_notebook(other, lab, nb.name, workspace="undo-edit-2")
+    cells = nb.count()
+    card = ask(nb, "make a five")
+    # The cell's current source against the proposed one, line by line.
+    lines = [t.replace("\n", "") for t in card.locator(".jp-Ambient-diffLine").all_inner_texts()]
+    assert lines == ["-a = 1", "+a = 5", "+print('edited', a)"]
+    assert card.locator(".jp-Ambient-diffDel").count() == 1 and card.locator(".jp-Ambient-diffAdd").count() == 2
+    undo = card.locator(".jp-Ambient-undo")
+    assert undo.is_hidden()
+    approve(page, card)
+    wait_outcome(card, "ran as")
+    assert nb.count() == cells, "an edit must not add a cell"
+    assert nb.source(1).rstrip("\n") == code.rstrip("\n")
+    action_id = card.get_attribute("data-action-id")
+    other_card = other_sidebar.locator(f'.jp-Ambient-proposal[data-action-id="{action_id}"]')
+    other_card.locator(".jp-Ambient-outcome").filter(has_text="ran as").wait_for()
+
+    undo.click()
+    card.locator(".jp-Ambient-outcome").filter(has_text="undone: the cell is back as it was").wait_for()
+    assert nb.source(1) == "a = 1"
+    assert nb.count() == cells
+    assert undo.is_hidden() and card.get_attribute("data-state") == "undone"
+    (undone,) = nb.events("action_undone")
+    assert (undone["action_id"], undone["by"]) == (action_id, "user")
+    # The other tab is told: its card shows the undo, and offers it no more.
+    other_card.locator(".jp-Ambient-outcome").filter(has_text="undone").wait_for()
+    assert other_card.locator(".jp-Ambient-undo").is_hidden()
+    other_sidebar.locator('.jp-Ambient-log > [data-kind="action_undone"]').wait_for()
+    saved = nb.saved(lambda n: n.cells[1].source == "a = 1")
+    assert saved.cells[1].source == "a = 1" and "ambient" not in saved.cells[1].metadata
+    assert page.errors == [] and other_errors == []
+
+
+def test_jupyterlabs_own_undo_takes_back_an_approved_edit(page: Any, lab: LabServer, fake: FakeOllama) -> None:
+    code = "b = 100\n"
+    fake.reply = act("edit_cell", "Make b a hundred.", cell=3, code=code)
+    nb = open_with_cells(lab, page, "ctrl-z.ipynb", BASE)
+    card = ask(nb, "b should be 100")
+    approve(page, card)
+    wait_outcome(card, "ran as")
+    assert nb.source(2).rstrip("\n") == "b = 100"
+    notebook_cell(page, 2).locator(".jp-InputArea-editor .cm-content").click()
+    page.keyboard.press("Control+z")
+    page.wait_for_function(
+        "el => el.innerText.trim() === 'b = a + 1'",
+        arg=notebook_cell(page, 2).locator(".jp-InputArea-editor .cm-content").element_handle(),
+    )
+    # Changed by the person since: the panel's Undo refuses rather than overwrite.
+    card.locator(".jp-Ambient-undo").click()
+    nb.sidebar.locator(".jp-Ambient-error").filter(has_text="Could not undo").wait_for()
+    assert nb.events("action_undone") == []
+    assert page.errors == []
+
+
+def test_undo_removes_an_inserted_cell(page: Any, lab: LabServer, fake: FakeOllama) -> None:
+    code = "c = b * 10\nprint('inserted', c)\n"
+    fake.reply = act("insert_cell", "Multiply b by ten.", code=code, after=2)
+    nb = open_with_cells(lab, page, "undo-insert.ipynb", BASE)
+    card = ask(nb, "multiply b by ten")
+    assert card.locator(".jp-Ambient-what").inner_text() == "insert a cell below [2] and run it"
+    cells = nb.count()
+    approve(page, card)
+    wait_outcome(card, "ran as")
+    assert nb.count() == cells + 1
+    card.locator(".jp-Ambient-undo").click()
+    card.locator(".jp-Ambient-outcome").filter(has_text="undone: the cell was removed").wait_for()
+    assert nb.count() == cells
+    assert all(nb.source(i).rstrip("\n") != code.rstrip("\n") for i in range(cells))
+    assert [e["action_id"] for e in nb.events("action_undone")] == [card.get_attribute("data-action-id")]
+    assert page.errors == []
+
+
 def test_run_cell_runs_it_again_only_while_it_is_unchanged(page: Any, lab: LabServer, fake: FakeOllama) -> None:
     counter = "runs.append(1)\nprint('runs', len(runs))"
     fake.reply = act("run_cell", "Run it again.", cell=3)

@@ -32,7 +32,7 @@ def _rendered_kinds() -> set[str]:
 
 def test_the_renderer_has_a_card_for_every_kind_python_stores() -> None:
     python, rendered = _python_kinds(), _rendered_kinds()
-    assert len(python) == 12
+    assert len(python) == 13
     assert python == rendered, {"not rendered": python - rendered, "not stored": rendered - python}
 
 

@@ -5,6 +5,7 @@ Real ipykernels started by jupyter_client, the product's own history file."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,9 @@ from conftest import events_of, make_notebook
 from jupyter_client.manager import KernelManager
 
 from ambient_jupyter.history import History
-from ambient_jupyter.kernel.inflight import folder_for
+from ambient_jupyter.kernel import inflight
+from ambient_jupyter.kernel.inflight import InFlight, folder_for, record_deaths
+from ambient_jupyter.redact import redact_text
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -78,8 +81,9 @@ def _wait_dead(km: KernelManager) -> None:
     raise AssertionError("the kernel did not die")
 
 
-def _pages(ambient_db: Path) -> list[str]:
-    return sorted(p.name for p in folder_for(ambient_db).glob("*.cell"))
+def _pages(ambient_db: Path) -> list[int]:
+    """The process ids of the pages next to the history (named machine-pid-start.cell)."""
+    return sorted(int(p.name.split("-")[1]) for p in folder_for(ambient_db).glob("*.cell"))
 
 
 def test_the_next_kernel_records_a_death_nobody_saw(
@@ -92,7 +96,7 @@ def test_the_next_kernel_records_a_death_nobody_saw(
     dead_pid = first.km.provisioner.pid
     first.kc.execute(KILLER)
     _wait_dead(first.km)
-    assert f"{dead_pid}.cell" in _pages(ambient_db)
+    assert dead_pid in _pages(ambient_db)
     assert [e["kind"] for e in history.read(str(nb))] == ["cell_executed"]  # nobody saw it
 
     second = kernels(nb)
@@ -144,3 +148,98 @@ def test_a_death_the_runner_recorded_is_not_recorded_again(tmp_path: Path, histo
     assert died["by"] == "runner"
     assert events_of(history, later, "kernel_died") == []
     assert _pages(ambient_db) == []
+
+
+# -- the folder and its pages are not trusted ----------------------------------------
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _page(folder: Path, pid: int, body: bytes, *, length: int | None = None, size: int = inflight.SIZE) -> Path:
+    """A page as a kernel of process ``pid`` would leave it (or not quite)."""
+    header = inflight._HEADER.pack(inflight._MAGIC, len(body) if length is None else length, 1.0)
+    path = folder / f"{inflight.MACHINE}-{pid}-{time.time_ns()}.cell"
+    path.write_bytes((header + body).ljust(size, b"\0")[:size])
+    return path
+
+
+def test_hostile_pages_are_dropped_and_the_good_one_is_still_read(
+    tmp_path: Path, history: History, ambient_db: Path
+) -> None:
+    """Another local user (a shared AMBIENT_DB folder) or a bug can leave anything there:
+    a page must be exactly what a kernel writes, and one bad page stops no other."""
+    known = str(tmp_path / "known.ipynb")
+    history.append(known, {"kind": "cell_executed", "code": "a = 1", "status": "ok"})
+    folder = folder_for(ambient_db)
+    folder.mkdir(mode=0o700)
+    dead = _dead_pid()
+    hostile = [
+        _page(folder, dead, b'["only", "two"]'),
+        _page(folder, dead, b"[" * 50_000 + b"]" * 50_000),
+        _page(folder, dead, b"42"),
+        _page(folder, dead, b'"abc"'),
+        _page(folder, dead, b"\xff\xfe not json"),
+        _page(folder, dead, b"[]", length=inflight.SIZE * 2),  # a length past the page
+        _page(folder, dead, b'["' + str(tmp_path / "never.ipynb").encode() + b'", "x = 1", "k.json"]'),
+        _page(folder, dead, b'["x", "y", "z"]', size=inflight.SIZE * 4),  # not a page's size
+    ]
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    (folder / f"{inflight.MACHINE}-{dead}-1.cell").symlink_to(outside)
+    os.mkfifo(folder / f"{inflight.MACHINE}-{dead}-2.cell")  # reading it would block for ever
+    good = _page(folder, dead, json.dumps([known, "big = load()", "kernel-abc.json"]).encode())
+    other_machine = folder / f"0123456789ab-{dead}-3.cell"
+    other_machine.write_bytes(good.read_bytes())
+
+    assert record_deaths(history, folder) == 1
+    (died,) = [e for e in history.read(known) if e["kind"] == "kernel_died"]
+    assert (died["code"], died["by"]) == ("big = load()", "kernel")
+    assert [p for p, *_ in history.notebooks()] == [known]  # nothing recorded elsewhere
+    assert outside.read_text() == "keep me"
+    for path in [*hostile, good]:
+        assert not path.exists(), path.name  # a gone process's page is removed, whatever it held
+    assert other_machine.exists()  # another machine's kernels are not this one's to judge
+    assert record_deaths(history, folder) == 0  # and nothing twice
+
+
+def test_a_page_of_a_live_process_is_left_alone_even_unreadable(
+    tmp_path: Path, history: History, ambient_db: Path
+) -> None:
+    folder = folder_for(ambient_db)
+    folder.mkdir(mode=0o700)
+    being_made = folder / f"{inflight.MACHINE}-{os.getpid()}-{time.time_ns()}.cell"
+    being_made.write_bytes(b"\0" * inflight.SIZE)  # created, header not written yet
+    assert record_deaths(history, folder) == 0
+    assert being_made.exists()
+
+
+def test_a_folder_that_is_not_ours_is_not_used(tmp_path: Path, history: History, ambient_db: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    folder_for(ambient_db).symlink_to(elsewhere)
+    with pytest.raises(PermissionError):
+        InFlight(folder_for(ambient_db), "kernel-1.json")
+    assert record_deaths(history, folder_for(ambient_db)) == 0
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_any_cell_fits_its_page_and_redaction_covers_it(tmp_path: Path, ambient_db: Path) -> None:
+    key = "sk-" + "A1b2C3d4" * 5
+    page = InFlight(folder_for(ambient_db), "kernel-1.json", redact=redact_text)
+    try:
+        assert os.stat(folder_for(ambient_db)).st_mode & 0o777 == 0o700
+        assert os.stat(page.path).st_mode & 0o777 == 0o600
+        for code in ("\U0001f600" * 100_000, "x" * 1_000_000, '"\\' * 50_000, f"api_key = '{key}'"):
+            page.running("nb.ipynb", code)
+            started, cell = inflight._read(page.path) or (0, None)
+            assert (cell is not None and cell[0] == "nb.ipynb" and code.startswith(cell[1][:10])) or key in code
+        assert key not in page.path.read_bytes().decode("utf-8", "replace")
+        page.idle()
+        assert inflight._read(page.path) == (started, None)
+    finally:
+        page.close()
+    assert not page.path.exists()

@@ -4,6 +4,7 @@ behind a fake Ollama speaking the real NDJSON wire."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -182,6 +183,38 @@ async def test_a_fresh_view_can_ask_for_only_the_newest_events(jp_ws_fetch, jp_f
     assert "'tail'" in (await whole.until(lambda f: f["type"] == "error"))["message"]
     c.close()
     whole.close()
+
+
+async def test_undone_is_recorded_once_and_only_for_an_applied_change(jp_ws_fetch, fake, notebook_id, kernel_side):
+    """The tab that took back an edit says so; the server records it for every tab, once,
+    and refuses what cannot have been undone (never ran, not a change to the cells)."""
+    def proposal(action_id: str, action: str) -> dict:
+        return {"kind": "action_proposed", "action_id": action_id, "action": action, "code": "a = 5\n",
+                "sha256": hashlib.sha256(b"a = 5\n").hexdigest(), "args": {"cell": 1}, "text": "", "old_code": "a = 1"}
+
+    kernel_side.append_many(notebook_id, [
+        (proposal("edit-1", "edit_cell"), None),
+        ({"kind": "action_executed", "action_id": "edit-1", "ok": True}, None),
+        (proposal("waiting", "edit_cell"), None),
+        (proposal("rerun", "run_cell"), None),
+        ({"kind": "action_executed", "action_id": "rerun", "ok": True}, None),
+    ])
+    c = await connect(jp_ws_fetch)
+    other = await connect(jp_ws_fetch)
+    await c.hello(NB)
+    await other.hello(NB)
+    for action_id, why in (("waiting", "nothing to undo"), ("rerun", "cannot be undone"), ("nope", "no proposal")):
+        await c.send({"type": "undone", "notebook": NB, "action_id": action_id})
+        error = await c.until(lambda f: f["type"] == "error")
+        assert why in error["message"] and error.get("action_id") == action_id
+    await c.send({"type": "undone", "notebook": NB, "action_id": "edit-1"})
+    seen = (await other.until(is_event("action_undone")))["event"]
+    assert (seen["action_id"], seen["by"]) == ("edit-1", "user")
+    await c.send({"type": "undone", "notebook": NB, "action_id": "edit-1"})
+    assert "already undone" in (await c.until(lambda f: f["type"] == "error"))["message"]
+    assert [e["action_id"] for e in kernel_side.read(notebook_id) if e["kind"] == "action_undone"] == ["edit-1"]
+    c.close()
+    other.close()
 
 
 async def test_a_client_ahead_of_the_history_is_started_over(jp_ws_fetch, fake, notebook_id, kernel_side):

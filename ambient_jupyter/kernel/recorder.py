@@ -19,6 +19,7 @@ from typing import Any
 from ..config import AmbientSettings
 from ..history import History, default_path, normalize_notebook
 from ..identity import detect_notebook
+from ..redact import redact_text
 from .capture import OUTPUT_TYPES, CellCapture, DisplayIds
 from .inflight import InFlight, folder_for, record_deaths
 from .output_widgets import OutputWidgets
@@ -39,14 +40,14 @@ def _report_deaths(history: History) -> None:
         log.warning("ambient-jupyter recorded %d kernel death(s) it found on starting", found)
 
 
-def _inflight() -> InFlight | None:
+def _inflight(redact: bool) -> InFlight | None:
     """This kernel's page for the kernel after it (None if it cannot be made: then only
     the server and the runner can tell of a death)."""
     try:
         from ipykernel.kernelapp import IPKernelApp
 
         connection = IPKernelApp.instance().connection_file if IPKernelApp.initialized() else ""
-        return InFlight(folder_for(default_path()), connection)
+        return InFlight(folder_for(default_path()), connection, redact_text if redact else None)
     except Exception:
         log.warning("ambient-jupyter cannot keep the running cell for the next kernel", exc_info=True)
         return None
@@ -67,7 +68,10 @@ class Recorder:
         self._agent_running = False
         self._agent_capture: CellCapture | None = None
         self.host: Any = None
-        self._inflight = _inflight() if self._kernel is not None else None
+        self._inflight = _inflight(self.settings.redact) if self._kernel is not None else None
+        self._inflight_request = ""
+        """The request whose cell the page names ("" while idle): its reply ends it."""
+        self._exiting = False
         self.writer = Writer(
             lambda: History(redact=self.settings.redact),
             lambda: self.notebook,
@@ -100,6 +104,8 @@ class Recorder:
         if change["new"]:
             # Asked to shut down (a restart, too): whatever is cut from here on, the
             # person asked for it, and the next kernel must not call it a death.
+            self._exiting = True  # and no cell after this one counts
+            self._inflight_request = ""
             if self._inflight is not None:
                 self._inflight.idle()
             self.drain()
@@ -129,6 +135,7 @@ class Recorder:
             self._original_send = None
         self.widgets.stop()
         self.output_widgets.flush()
+        self._inflight_request = ""
         if self._inflight is not None:
             self._inflight.close()
             self._inflight = None
@@ -171,8 +178,8 @@ class Recorder:
             if len(self._captures) >= _MAX_OPEN_CAPTURES:
                 self._captures.pop(next(iter(self._captures)))
             self._captures[msg_id] = capture
-            if self._inflight is not None:
-                self._inflight.running(self.notebook, code)
+            if self._inflight is not None and not self._inflight_request:
+                self._keep_running(msg_id, code)
 
     def post_run_cell(self, result: Any) -> None:
         capture, self._current = self._current, None
@@ -203,6 +210,18 @@ class Recorder:
             self.writer.submit(capture.event)
             self.output_widgets.flush()
 
+    def _keep_running(self, msg_id: str, code: str) -> None:
+        """Name the cell in this kernel's page (the outermost one: agent code run from a
+        cell belongs to that cell's request, which ends it)."""
+        assert self._inflight is not None
+        if self._exiting:
+            return  # shutting down as asked: a kill from here on is not a death
+        try:
+            self._inflight.running(self.notebook, code)
+            self._inflight_request = msg_id
+        except Exception:  # the page is a courtesy to the next kernel; the cell runs regardless
+            log.warning("ambient-jupyter could not keep the running cell for the next kernel", exc_info=True)
+
     def _diagnose(self, capture: CellCapture, exc: BaseException) -> None:
         """Hints and state for a failed cell, while its namespace is as the failure left it."""
         from .diagnose import diagnose
@@ -232,10 +251,12 @@ class Recorder:
                 if capture is not None:
                     capture.observe(msg_type, msg["content"])
             elif msg_type == "execute_reply":
-                capture = self._captures.pop(msg["parent_header"].get("msg_id", ""), None)
+                parent = msg["parent_header"].get("msg_id", "")
+                if parent == self._inflight_request and self._inflight is not None:
+                    self._inflight_request = ""
+                    self._inflight.idle()
+                capture = self._captures.pop(parent, None)
                 if capture is not None:
-                    if self._inflight is not None:
-                        self._inflight.idle()
                     self.writer.submit(capture.event)
                     self.output_widgets.flush()  # the Output widgets it wrote to, after it
         except (KeyError, TypeError, AttributeError):

@@ -64,9 +64,14 @@ class RunFailed(_Frame):
     error: Annotated[_Said, StringConstraints(max_length=MAX_FAILURE_CHARS)]
 
 
-ClientFrame = Annotated[Hello | Chat | Stop | Decide | Mode | RunFailed, Field(discriminator="type")]
+class Undone(_Frame):
+    type: Literal["undone"]
+    action_id: _Id
+
+
+ClientFrame = Annotated[Hello | Chat | Stop | Decide | Mode | RunFailed | Undone, Field(discriminator="type")]
 _ADAPTER: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
-_TYPES = "hello, chat, decide, mode, run_failed or stop"
+_TYPES = "hello, chat, decide, mode, run_failed, undone or stop"
 
 # What each field must be, in the words a person reads in the panel.
 _RULES = {
@@ -82,10 +87,10 @@ _RULES = {
 }
 
 
-def parse_frame(frame: dict[str, Any]) -> Hello | Chat | Stop | Decide | Mode | RunFailed:
+def parse_frame(frame: dict[str, Any]) -> Hello | Chat | Stop | Decide | Mode | RunFailed | Undone:
     """The typed frame, or a :class:`FrameError` that says what is wrong with it."""
     kind = frame.get("type")
-    if kind not in ("hello", "chat", "stop", "decide", "mode", "run_failed"):
+    if kind not in ("hello", "chat", "stop", "decide", "mode", "run_failed", "undone"):
         raise FrameError(f"unknown frame type {kind!r}; expected {_TYPES}")
     try:
         return _ADAPTER.validate_python(frame)

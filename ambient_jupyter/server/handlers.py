@@ -21,7 +21,7 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web, websocket
 
 from .. import __version__
-from .frames import Chat, ClientFrame, Decide, Hello, Mode, RunFailed, Stop, parse_frame
+from .frames import Chat, ClientFrame, Decide, Hello, Mode, RunFailed, Stop, Undone, parse_frame
 from .hub import FrameError, Hub, Room
 from .paths import BadNotebookPath, NotebookRef
 
@@ -252,6 +252,8 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
             await room.set_agent(typed.agent)
         elif isinstance(typed, RunFailed):
             await room.handoff.run_failed(typed.action_id, typed.error, self)
+        elif isinstance(typed, Undone):
+            await room.handoff.undone(typed.action_id)
 
     async def _room_for(self, frame: ClientFrame, action: str) -> Room:
         if not await self._allowed(action):

@@ -67,6 +67,14 @@ class Handoff:
         if decision == "approve":
             await self._run(action_id, sub)
 
+    async def undone(self, action_id: str) -> None:
+        """A tab took back an action's change to the notebook (an ``undone`` frame)."""
+        try:
+            await self.acts.undone(action_id)
+        except Refused as exc:
+            raise FrameError(str(exc)) from None
+        await self.room.pump()
+
     async def apply_policy(self, proposal: dict[str, Any], requester: Subscriber | None) -> None:
         """What the notebook's agent mode in force decides on its own; an approval is handed out at once."""
         settled = await self.acts.settle(proposal, person_present=True)

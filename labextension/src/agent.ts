@@ -11,7 +11,7 @@
 import type { Cell } from '@jupyterlab/cells';
 import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 
-import { int, IRunFrame } from './protocol';
+import { IAmbientEvent, int, IRunFrame, str } from './protocol';
 import { sha256Hex } from './sha256';
 
 /** Provenance, in the cell's metadata under `ambient`. Never read back as an approval. */
@@ -93,6 +93,40 @@ export function provenance(frame: IRunFrame): IAmbientCellMetadata {
  * - run_cell: the cell showing `[cell]` runs again, only if its source is still the approved code;
  * - propose_next_cell: a new cell at the end of the notebook.
  */
+/**
+ * Take back what an action did to this tab's notebook: an edited cell gets the exact
+ * source the proposal was made against again; an inserted cell is removed. Only while
+ * the cell still holds what the action wrote: a later change is the person's own.
+ * Nothing runs. Returns null when done, or why it could not be done.
+ */
+export function undoApplied(tracker: INotebookTracker, notebook: string, proposal: IAmbientEvent): string | null {
+  const panel = tracker.find(p => notebookPath(p) === notebook);
+  const model = panel?.content.model;
+  if (!panel || !model) {
+    return 'its notebook is not open in this tab';
+  }
+  const actionId = str(proposal, 'action_id');
+  const cells = Array.from({ length: model.cells.length }, (_, i) => model.cells.get(i));
+  const index = cells.findIndex(cell => (cell.getMetadata('ambient') as { action_id?: unknown } | undefined)?.action_id === actionId);
+  if (index < 0) {
+    return 'no cell in this tab holds the change (made in another tab? reload the notebook first)';
+  }
+  const cell = cells[index];
+  if (!sameSource(cell.sharedModel.getSource(), str(proposal, 'code'))) {
+    return 'the cell was changed since; use Ctrl+Z in the cell instead';
+  }
+  if (str(proposal, 'action') === 'edit_cell') {
+    if (typeof proposal.old_code !== 'string') {
+      return 'the proposal did not keep the source it replaced';
+    }
+    cell.sharedModel.setSource(proposal.old_code);
+    cell.deleteMetadata('ambient');
+  } else {
+    model.sharedModel.deleteCell(index);
+  }
+  return null;
+}
+
 export async function runApproved(tracker: INotebookTracker, frame: IRunFrame): Promise<RunOutcome> {
   const panel = tracker.find(p => notebookPath(p) === frame.notebook);
   if (!panel) {

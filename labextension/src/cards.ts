@@ -297,6 +297,13 @@ export function decisionText(decision: string, by: string, reason: string): stri
   return approved ? 'approved by you' : 'rejected by you';
 }
 
+export function undoneCard(event: IAmbientEvent): HTMLElement {
+  return card(event, 'jp-Ambient-undone', [
+    h('span', { className: 'jp-Ambient-badge', text: '↶ undone by you' }),
+    h('span', { className: 'jp-Ambient-meta', text: ` · action ${str(event, 'action_id').slice(0, 8)}` })
+  ]);
+}
+
 export function decidedCard(event: IAmbientEvent): HTMLElement {
   const decision = str(event, 'decision');
   const text = decisionText(decision, str(event, 'by', 'user'), str(event, 'reason'));
@@ -411,6 +418,8 @@ export interface IProposalHandlers {
   reject(card: ProposalCard): void;
   /** What approving does, in a few words, where that differs from `describeAction`. */
   describe?(event: IAmbientEvent): string;
+  /** Take back what the action did to the notebook (where this view can). */
+  undo?(card: ProposalCard): void;
 }
 
 export type OutcomeKind = 'ok' | 'error' | 'refused' | 'pending';
@@ -439,6 +448,16 @@ export class ProposalCard {
     const what = handlers.describe?.(event) ?? describeAction(event);
     const plugin = this.action === 'call_plugin';
     this._approve = button('jp-Ambient-approve jp-mod-accept', 'Approve', () => handlers.approve(this), `Approve: ${what}`);
+    this._undo = button(
+      'jp-Ambient-undo',
+      'Undo',
+      () => {
+        this._undo.disabled = true;
+        handlers.undo?.(this);
+      },
+      this.action === 'edit_cell' ? 'Put the cell back as it was' : 'Remove the inserted cell'
+    );
+    this._undo.hidden = true;
     this._reject = button('jp-Ambient-reject', 'Reject', () => handlers.reject(this), 'Reject: nothing runs');
     this._approve.disabled = true;
     this._state = h('div', { className: 'jp-Ambient-actionState', text: 'waiting for you' });
@@ -481,7 +500,7 @@ export class ProposalCard {
       // stays one click away.
       diff.length ? h('div', { className: 'jp-Ambient-diffBlock' }, [diffNode(diff), fullCode(code)]) : code,
       h('div', { className: 'jp-Ambient-hash', text: `sha256 ${this.sha256.slice(0, 16)}…`, title: this.sha256 }),
-      h('div', { className: 'jp-Ambient-actions' }, [this._approve, this._reject]),
+      h('div', { className: 'jp-Ambient-actions' }, [this._approve, this._reject, this._undo]),
       this._state,
       this._outcome
     ]);
@@ -528,6 +547,28 @@ export class ProposalCard {
     return this._decided;
   }
 
+  /** It ran and changed the notebook: offer to take it back. */
+  allowUndo(): void {
+    if (!this._undone) {
+      this._undo.hidden = false;
+      this._undo.disabled = false;
+    }
+  }
+
+  /** The undo was refused or failed here: the button can be tried again. */
+  undoFailed(): void {
+    this._undo.disabled = false;
+  }
+
+  /** Taken back (in this tab or another): the notebook is as it was before. */
+  setUndone(): void {
+    this._undone = true;
+    this._undo.hidden = true;
+    this.node.dataset.state = 'undone';
+    this.node.classList.add('jp-mod-undone');
+    this.setOutcome(this.action === 'edit_cell' ? 'undone: the cell is back as it was' : 'undone: the cell was removed', 'ok');
+  }
+
   private _refresh(): void {
     const open = !this._decided && !this._waiting;
     this._approve.disabled = !(open && this._hashChecked && this._hashOk);
@@ -538,6 +579,8 @@ export class ProposalCard {
 
   private readonly _approve: HTMLButtonElement;
   private readonly _reject: HTMLButtonElement;
+  private readonly _undo: HTMLButtonElement;
+  private _undone = false;
   private readonly _state: HTMLElement;
   private readonly _outcome: HTMLElement;
   private _decided = false;

@@ -22,12 +22,13 @@ import {
   pluginCard,
   ProposalCard,
   settingsCard,
+  undoneCard,
   unknownCard,
   userMessageNode,
   widgetCard
 } from './cards';
 import { h } from './dom';
-import { AgentMode, AssistantState, IAmbientEvent, newClientId, num, str } from './protocol';
+import { AgentMode, AssistantState, IAmbientEvent, newClientId, num, str, UNDOABLE } from './protocol';
 import { sha256Hex } from './sha256';
 import { IChatTransport } from './transport';
 
@@ -52,6 +53,8 @@ export interface IConversationOwner {
   describeAction?(event: IAmbientEvent): string;
   /** Insert an older page above what the reader sees, keeping the view where it is. */
   prepend?(insert: () => void): void;
+  /** Take back what an approved action did to the notebook, and say so (a view that can edit it). */
+  undo?(conversation: Conversation, card: ProposalCard): void;
 }
 
 export class Conversation implements IProposalHandlers {
@@ -106,10 +109,13 @@ export class Conversation implements IProposalHandlers {
     }
   }
 
-  /** Show the page of events just before the oldest one shown. */
-  async showEarlier(): Promise<void> {
+  /**
+   * Show the page of events just before the oldest one shown. `scrolled`: asked by
+   * scrolling up, which does not retry a page that failed (the button does).
+   */
+  async showEarlier(scrolled = false): Promise<void> {
     const earlier = this.transport.earlier;
-    if (!earlier || this._hiddenUpTo === 0 || this._earlierButton.disabled) {
+    if (!earlier || this._hiddenUpTo === 0 || this._earlierButton.disabled || (scrolled && this._earlierFailed)) {
       return;
     }
     this._earlierButton.disabled = true;
@@ -129,7 +135,9 @@ export class Conversation implements IProposalHandlers {
       }
       this._count += nodes.length;
       this._hiddenUpTo = from;
+      this._earlierFailed = false;
     } catch (err) {
+      this._earlierFailed = true;
       this.showError(`Earlier events could not be loaded: ${String(err)}`);
     } finally {
       this._earlierButton.disabled = false;
@@ -170,6 +178,10 @@ export class Conversation implements IProposalHandlers {
 
   reject(card: ProposalCard): void {
     this._decide(card, 'reject');
+  }
+
+  undo(card: ProposalCard): void {
+    this._owner.undo?.(this, card);
   }
 
   /** What approving does, as the proposal card says it. */
@@ -303,6 +315,8 @@ export class Conversation implements IProposalHandlers {
     this._decisions.clear();
     this._outcomes.clear();
     this._questions.clear();
+    this._undone.clear();
+    this._unanswered.length = 0;
     this._earlierButton.remove();
     this._hiddenUpTo = 0;
     this._lastSeq = 0;
@@ -318,7 +332,9 @@ export class Conversation implements IProposalHandlers {
           pending.node.remove();
           this.pending.delete(clientId);
         }
-        this._questions.set(event.seq, str(event, 'text'));
+        const question = { text: str(event, 'text'), to: str(event, 'to', 'watcher') };
+        this._questions.set(event.seq, question);
+        this._askedAgain(event.seq, question.text);
         return userMessageNode(event, this._owner.source);
       }
       case 'assistant_message': {
@@ -330,8 +346,11 @@ export class Conversation implements IProposalHandlers {
         }
         const node = assistantNode(event, this._owner.render);
         const question = num(event, 'reply_to');
-        if (str(event, 'state') === 'incomplete' && question !== null) {
-          node.querySelector('.jp-Ambient-meta')?.append(this._askAgainButton(question));
+        // Only a reply to a question (not a reaction to a failed cell): one shown here, or
+        // one on a page not loaded yet (checked when the button is pressed).
+        const isQuestion = question !== null && (this._questions.has(question) || question <= this._hiddenUpTo);
+        if (str(event, 'state') === 'incomplete' && isQuestion) {
+          node.querySelector('.jp-Ambient-meta')?.append(this._askAgainButton(event.seq, question));
         }
         return node;
       }
@@ -359,6 +378,10 @@ export class Conversation implements IProposalHandlers {
         const outcome = this._outcomes.get(proposal.actionId);
         if (outcome) {
           proposal.setOutcome(...outcome);
+          this._offerUndo(proposal, outcome[1] === 'ok');
+        }
+        if (this._undone.has(proposal.actionId)) {
+          proposal.setUndone();
         }
         return proposal.node;
       }
@@ -376,8 +399,18 @@ export class Conversation implements IProposalHandlers {
         const count = this._counts.get(num(event, 'cell_event_seq') ?? -1) ?? null;
         const outcome: [string, 'ok' | 'error'] = [executedText(event, count), event.ok === false ? 'error' : 'ok'];
         this._outcomes.set(str(event, 'action_id'), outcome);
-        this.proposals.get(str(event, 'action_id'))?.setOutcome(...outcome);
+        const proposal = this.proposals.get(str(event, 'action_id'));
+        if (proposal) {
+          proposal.setOutcome(...outcome);
+          // (A cell that ran and raised still changed the notebook: it can be taken back too.)
+          this._offerUndo(proposal, event.ok !== false || num(event, 'cell_event_seq') !== null);
+        }
         return executedCard(event, count);
+      }
+      case 'action_undone': {
+        this._undone.add(str(event, 'action_id'));
+        this.proposals.get(str(event, 'action_id'))?.setUndone();
+        return undoneCard(event);
       }
       case 'settings_changed':
         return settingsCard(event);
@@ -394,23 +427,25 @@ export class Conversation implements IProposalHandlers {
    * A reply that never came (stopped, interrupted, a dead server): one click asks
    * the same question again, as a new question from here.
    */
-  private _askAgainButton(questionSeq: number): HTMLButtonElement {
+  private _askAgainButton(replySeq: number, questionSeq: number): HTMLButtonElement {
     const button = h('button', {
       className: 'jp-Ambient-button jp-Ambient-askAgain',
       text: 'Ask again',
       title: 'Ask the same question again',
       attrs: { type: 'button' }
     }) as HTMLButtonElement;
+    this._unanswered.push({ replySeq, questionSeq, button });
     button.addEventListener('click', () => {
       button.disabled = true;
       void this._question(questionSeq).then(
-        text => {
-          if (text) {
-            this.send(text);
+        question => {
+          if (question) {
+            // The same question to the same model: an expert question goes to the expert again.
+            this.send(question.to === 'expert' ? `/expert ${question.text}` : question.text);
             button.textContent = 'Asked again';
           } else {
-            button.disabled = false;
-            this.showError('The question could not be found to ask it again.');
+            button.remove();
+            this.showError('This reply answered no question, so there is nothing to ask again.');
           }
         },
         err => {
@@ -422,14 +457,32 @@ export class Conversation implements IProposalHandlers {
     return button;
   }
 
-  /** A question's text: shown here already, or read from the page it is on. */
-  private async _question(seq: number): Promise<string> {
+  /** A question: shown here already, or read from the page it is on (null: not a question). */
+  private async _question(seq: number): Promise<{ text: string; to: string } | null> {
     const known = this._questions.get(seq);
     if (known !== undefined || !this.transport.earlier) {
-      return known ?? '';
+      return known ?? null;
     }
     const [event] = await this.transport.earlier(seq - 1, 1);
-    return event?.seq === seq && event.kind === 'user_message' ? str(event, 'text') : '';
+    return event?.seq === seq && event.kind === 'user_message'
+      ? { text: str(event, 'text'), to: str(event, 'to', 'watcher') }
+      : null;
+  }
+
+  /** A question asked after an unanswered one, with its text: that one was asked again. */
+  private _askedAgain(seq: number, text: string): void {
+    for (const entry of this._unanswered) {
+      if (entry.replySeq < seq && this._questions.get(entry.questionSeq)?.text === text) {
+        entry.button.disabled = true;
+        entry.button.textContent = 'Asked again';
+      }
+    }
+  }
+
+  private _offerUndo(card: ProposalCard, changed: boolean): void {
+    if (changed && this._owner.undo && UNDOABLE.has(card.action)) {
+      card.allowUndo();
+    }
   }
 
   private readonly _log: HTMLElement;
@@ -443,8 +496,13 @@ export class Conversation implements IProposalHandlers {
   /** Decisions and outcomes by action: a proposal card made later (an older page) shows them. */
   private readonly _decisions = new Map<string, [string, string, string]>();
   private readonly _outcomes = new Map<string, [string, 'ok' | 'error']>();
-  /** The text of each question shown, by seq: what "Ask again" sends. */
-  private readonly _questions = new Map<number, string>();
+  /** Each question shown, by seq: what "Ask again" sends. */
+  private readonly _questions = new Map<number, { text: string; to: string }>();
+  /** Replies that never came, with their "Ask again" buttons. */
+  private readonly _unanswered: { replySeq: number; questionSeq: number; button: HTMLButtonElement }[] = [];
+  private _earlierFailed = false;
+  /** Actions taken back: a proposal card made later (an older page) shows it. */
+  private readonly _undone = new Set<string>();
   /** Events 1..this exist but are not shown (0: none). */
   private _hiddenUpTo = 0;
   private readonly _earlierButton = h('button', {

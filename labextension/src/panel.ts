@@ -16,8 +16,8 @@ import {
 } from '@jupyterlab/rendermime';
 import { Widget } from '@lumino/widgets';
 
-import { notebookPath, runApproved, RunOutcome } from './agent';
-import { MarkdownRenderer } from './cards';
+import { notebookPath, runApproved, RunOutcome, undoApplied } from './agent';
+import { MarkdownRenderer, ProposalCard } from './cards';
 import { AmbientConnection, ConnectionState, NotebookSocket } from './connection';
 import { Conversation, IConversationOwner } from './conversation';
 import { button, h } from './dom';
@@ -87,7 +87,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     ]);
     this._body = h('div', { className: 'jp-Ambient-body' });
     // Scrolling up to the top reads the page of events before the oldest one shown.
-    this._follow = new FollowEnd(this._body, () => void this._current?.showEarlier());
+    this._follow = new FollowEnd(this._body, () => void this._current?.showEarlier(true));
     this._empty = h('div', { className: 'jp-Ambient-empty', text: 'Open a notebook to see its conversation.' });
     this._composer = new Composer({
       placeholder: PLACEHOLDER,
@@ -384,6 +384,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     }
     this._current = next;
     this._body.replaceChildren(next ? next.node : this._empty);
+    this._follow.reset();
     // One socket follows one notebook: a new hello switches it, resuming
     // after the last event this tab already has for that notebook.
     this._hello();
@@ -421,6 +422,21 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     this._mode.dataset.pending = this._pendingMode ? 'true' : 'false';
     this._composer.setState(conversation?.state ?? 'idle');
     this._composer.setEnabled(conversation !== null);
+  }
+
+  /** Undo in this tab's notebook, then tell the server, which records it for every tab. */
+  undo(conversation: Conversation, card: ProposalCard): void {
+    const why = undoApplied(this._tracker, conversation.notebook, card.event);
+    if (why !== null) {
+      card.undoFailed();
+      conversation.showError(`Could not undo: ${why}.`);
+      return;
+    }
+    const sent = this._connection.send({ type: 'undone', notebook: conversation.notebook, action_id: card.actionId });
+    if (!sent) {
+      card.undoFailed();
+      conversation.showError('Undone in this notebook, but not connected: the history does not know it yet.');
+    }
   }
 
   prepend(insert: () => void): void {

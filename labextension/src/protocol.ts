@@ -70,7 +70,11 @@ export type ClientFrame =
     }
   | { type: 'stop'; notebook: string }
   | { type: 'mode'; notebook: string; agent: AgentMode }
-  | { type: 'run_failed'; notebook: string; action_id: string; error: string };
+  | { type: 'run_failed'; notebook: string; action_id: string; error: string }
+  | { type: 'undone'; notebook: string; action_id: string };
+
+/** Actions that change the notebook's cells: a person can take them back (Undo). */
+export const UNDOABLE = new Set(['edit_cell', 'insert_cell', 'propose_next_cell']);
 
 type Json = Record<string, unknown>;
 

@@ -112,6 +112,11 @@ export class FollowEnd {
     });
   }
 
+  /** Another view was swapped in: its scroll position is not a move of the reader's. */
+  reset(): void {
+    this._lastTop = 0;
+  }
+
   /** Insert above what the reader sees without moving it: the view keeps its distance from the end. */
   keep(insert: () => void): void {
     const fromEnd = this._node.scrollHeight - this._node.scrollTop;
