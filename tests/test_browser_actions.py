@@ -307,6 +307,10 @@ def test_an_edit_shows_its_diff_is_applied_in_place_and_undo_takes_it_back_in_ev
     lines = [t.replace("\n", "") for t in card.locator(".jp-Ambient-diffLine").all_inner_texts()]
     assert lines == ["-a = 1", "+a = 5", "+print('edited', a)"]
     assert card.locator(".jp-Ambient-diffDel").count() == 1 and card.locator(".jp-Ambient-diffAdd").count() == 2
+    # The whole code, coloured with JupyterLab's editor theme (its text unchanged).
+    full = card.locator(".jp-Ambient-proposedCode")
+    full.locator("span[class]").first.wait_for(state="attached")
+    assert full.evaluate("el => el.textContent") == code
     undo = card.locator(".jp-Ambient-undo")
     assert undo.is_hidden()
     approve(page, card)

@@ -51,6 +51,36 @@ function timeTitle(event: IAmbientEvent): string {
   return `#${event.seq} · ${stamp}`;
 }
 
+/** Colours code as JupyterLab's editor does; set by the sidebar (the chat widget shows plain text). */
+export type CodeHighlighter = (el: HTMLElement, code: string) => Promise<void>;
+let highlighter: CodeHighlighter | null = null;
+
+export function setCodeHighlighter(highlight: CodeHighlighter | null): void {
+  highlighter = highlight;
+}
+
+/**
+ * Code as text in a `<pre>`, then coloured where a highlighter is set. The
+ * highlighter only wraps the same text in spans (text nodes, never markup), and
+ * the plain text stays if it fails.
+ */
+function codeNode(className: string, code: string): HTMLElement {
+  const pre = h('pre', { className, text: code });
+  if (highlighter) {
+    const colour = document.createElement('span');
+    void highlighter(colour, code).then(
+      () => {
+        if (colour.textContent === code) {
+          pre.replaceChildren(colour);
+          pre.classList.add('cm-s-jupyter');
+        }
+      },
+      () => undefined
+    );
+  }
+  return pre;
+}
+
 function card(event: IAmbientEvent, modifier: string, children: Array<Node | null>): HTMLElement {
   return h(
     'div',
@@ -284,7 +314,7 @@ export function kernelDiedCard(event: IAmbientEvent): HTMLElement {
       h('span', { className: 'jp-Ambient-meta', text: 'every variable is gone; run the cells again' })
     ]),
     // A kernel killed as its cell began may not have said which cell it was.
-    str(event, 'code') ? h('pre', { className: 'jp-Ambient-code', text: str(event, 'code') }) : null
+    str(event, 'code') ? codeNode('jp-Ambient-code', str(event, 'code')) : null
   ]);
 }
 
@@ -468,7 +498,7 @@ export class ProposalCard {
     const role = str(event, 'role', 'watcher');
     this.origin = str(event, 'origin') === 'hint' ? 'hint' : 'model';
     const diff = plugin ? [] : diffLines(event);
-    const code = h('pre', { className: 'jp-Ambient-proposedCode', text: this.code });
+    const code = codeNode('jp-Ambient-proposedCode', this.code);
     this.node = card(event, 'jp-Ambient-proposal', [
       h('div', { className: 'jp-Ambient-cardHead' }, [
         h('span', { className: 'jp-Ambient-badge', text: plugin ? '⚙ plugin call' : '✎ proposed cell' }),

@@ -2,11 +2,13 @@
  * ambient-jupyter's JupyterLab extension: the "Ambient" sidebar.
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { IEditorLanguageRegistry } from '@jupyterlab/codemirror';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { LabIcon, ToolbarButton } from '@jupyterlab/ui-components';
 
+import { setCodeHighlighter } from './cards';
 import { AmbientPanel } from './panel';
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" width="16" height="16">
@@ -22,14 +24,20 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: 'A sidebar with the active notebook’s conversation with its assistant.',
   autoStart: true,
   requires: [INotebookTracker, IRenderMimeRegistry],
-  optional: [ILayoutRestorer, ISettingRegistry],
+  optional: [ILayoutRestorer, ISettingRegistry, IEditorLanguageRegistry],
   activate: (
     app: JupyterFrontEnd,
     tracker: INotebookTracker,
     rendermime: IRenderMimeRegistry,
     restorer: ILayoutRestorer | null,
-    settingRegistry: ISettingRegistry | null
+    settingRegistry: ISettingRegistry | null,
+    languages: IEditorLanguageRegistry | null
   ) => {
+    if (languages) {
+      // Proposed and failed code, coloured with JupyterLab's own editor theme.
+      const python = languages.findBest('python');
+      setCodeHighlighter((el, code) => languages.highlight(code, python, el));
+    }
     const panel = new AmbientPanel({ tracker, rendermime });
     panel.id = 'jp-ambient-sidebar';
     panel.title.icon = ambientIcon;
