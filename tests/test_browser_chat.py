@@ -290,7 +290,8 @@ def test_chat_widget_streams_a_reply_and_survives_a_reload(
     # Re-running the cell renders a new widget: the same conversation, once, and now
     # the re-run itself (recording has been on since the kernel started).
     run_cell(page, 0)
-    page.locator(f'{WIDGET} .jp-Ambient-log > [data-kind="cell_executed"]').wait_for(timeout=60_000)
+    # (The first run's card is there already: wait for the re-run's, the one after it.)
+    page.locator(f'{WIDGET} .jp-Ambient-log > [data-kind="cell_executed"]').nth(1).wait_for(timeout=60_000)
     time.sleep(1.0)
     after = transcript(page)
     assert after[: len(before)] == before
