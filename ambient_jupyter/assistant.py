@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from ._trim import trim_text
 from .actions import (
     ACTIONS,
     CODE_ACTIONS,
@@ -54,6 +55,7 @@ from .events import (
     AssistantMessage,
     MessageSource,
     ModelError,
+    Seen,
     UserMessage,
 )
 from .history import History
@@ -76,9 +78,11 @@ NO_EXPERT_HELP = (
     "and OPENAI_API_KEY), c.AmbientSettings.expert, or %ambient expert=openai:<name>."
 )
 FIX_ACTIONS = ("explain", "insert_cell", "edit_cell")
+"""What an unprompted reaction to a failure may do."""
 MAX_IMAGES = 2
 """Pictures per prompt, for a model that sees: the newest plots (each at most 256 KB, see capture)."""
-"""What an unprompted reaction to a failure may do."""
+SEEN_NOTE_CHARS = 4000
+"""The host's words kept in a reply's record of what the model saw."""
 
 
 async def _call(hook: Callable[..., Any] | None, *args: Any) -> None:
@@ -286,6 +290,7 @@ class Assistant:
         client_id: str | None = None,
         on_token: TokenCallback | None = None,
         role: Role = "watcher",
+        cells: dict[int, str] | None = None,
         before_turn: Callable[[], Any] | None = None,
     ) -> Turn:
         """Store a user message and answer it (with an action, if the mode allows one).
@@ -294,13 +299,15 @@ class Assistant:
         twice: the earlier answer is returned. ``before_turn`` runs before a new
         question is stored (a host records the kernel's state there, so the question
         stays the last thing the model reads); a resent question does not run it.
+        ``cells``: the current source of cells the question is about, newer than their
+        last run; an edit the model proposes for one is made against that source.
         """
         key = f"chat:{client_id}" if client_id else None
         if before_turn is not None:
             asked = await asyncio.to_thread(self.history.keyed, self.notebook, key) if key else None
             if asked is None:
                 await _call(before_turn)
-        event = _store_dict(UserMessage(text=text, source=source, client_id=client_id, to=role))
+        event = _store_dict(UserMessage(text=text, source=source, client_id=client_id, to=role, cells=cells or {}))
         stored = await self._store(event, dedup_key=key)
         if client_id:
             earlier = await self._earlier_turn(stored["seq"])
@@ -541,6 +548,7 @@ class Assistant:
         problem: str | None = None
         action: Action | None = None
         transcript: Transcript | None = None
+        seen: Seen | None = None
         try:
             backend = await self.backend(role)
             spec = backend.spec
@@ -548,8 +556,10 @@ class Assistant:
             cells = checks.cells if checks.cells is not None else transcript.cells
             schema = action_schema(allowed, transcript.plugins, cells, max_tokens=self.max_reply_tokens)
             messages = transcript.messages(tail)
-            if await backend.sees_images():
-                messages = _with_images(messages, transcript.recent_images(MAX_IMAGES))
+            images = transcript.recent_images(MAX_IMAGES) if await backend.sees_images() else []
+            if images:
+                messages = _with_images(messages, images)
+            seen = _seen(transcript, tail, len(images))
             async for piece in backend.stream(messages, json_schema=schema, max_tokens=self.max_reply_tokens):
                 text = stream.feed(piece)
                 if text:
@@ -587,6 +597,7 @@ class Assistant:
             role=role,
             # The exact JSON the model wrote, for its own later turns; prose is the text.
             raw=stream.raw if stream.is_json else None,
+            seen=seen,
         )
         stored = await self._store(_store_dict(message))
         proposals = []
@@ -656,6 +667,17 @@ class _Checks:
             raise ActionInvalid(msg)
         if self.failing is not None and (lost := lost_purpose(self.failing, code)) is not None:
             raise ActionInvalid(lost)
+
+
+def _seen(transcript: Transcript, tail: list[Message], images: int) -> Seen:
+    """The record of what this call sends: read from the transcript it was built from."""
+    said = "\n\n".join(m["content"] for m in tail if m["role"] == "user")
+    return Seen(
+        events=transcript.window_seqs(),
+        summarised=transcript.start,
+        images=images,
+        note=trim_text(said, SEEN_NOTE_CHARS) if said else None,
+    )
 
 
 def _failure_note(event: dict[str, Any], attempt: int, may_fix: bool) -> Message:

@@ -139,7 +139,10 @@ def render_event(event: dict[str, Any], *, limit: int = 2000) -> Message | None:
         )
         return {"role": "user", "content": text}
     if kind == "user_message":
-        return {"role": "user", "content": trim_text(str(event.get("text", "")), limit * 2)}
+        text = trim_text(str(event.get("text", "")), limit * 2)
+        for count, code in _cells(event).items():
+            text += f"\n\nCell {count} as the user has it now (edited since it ran):\n{trim_text(code, limit)}"
+        return {"role": "user", "content": text}
     if kind == "assistant_message":
         if event.get("state") == "error" or not (event.get("text") or event.get("raw")):
             return None
@@ -180,6 +183,18 @@ def render_event(event: dict[str, Any], *, limit: int = 2000) -> Message | None:
             lines.append(f"  {action.get('name')}({sig}): {action.get('description') or ''}".rstrip())
         return {"role": "user", "content": "\n".join(lines) + "]"}
     return None
+
+
+def _cells(event: dict[str, Any]) -> dict[int, str]:
+    """A user message's ``cells`` (JSON keys are strings); malformed entries are skipped."""
+    raw = event.get("cells")
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[int, str] = {}
+    for key, code in raw.items():
+        if isinstance(code, str) and str(key).isdigit():
+            out[int(key)] = code
+    return out
 
 
 @dataclass
@@ -232,6 +247,9 @@ class Transcript:
                 self.cells[event["execution_count"]] = str(event.get("code", ""))
             elif kind == "plugin_registered":
                 self.plugins.add(event)
+            elif kind == "user_message":
+                # The person's current source: what an edit they asked for is made against.
+                self.cells.update(_cells(event))
             message = render_event(event, limit=self.event_limit)
             if message is None:
                 continue
@@ -250,6 +268,10 @@ class Transcript:
                     if len(found) >= limit:
                         return found[::-1]
         return found[::-1]
+
+    def window_seqs(self) -> list[int]:
+        """Seqs of the events the last ``messages()`` sent in full, oldest first."""
+        return [e.seq for e in self.entries[self.start :]]
 
     def _window_tokens(self) -> int:
         return sum(e.tokens for e in self.entries[self.start :])

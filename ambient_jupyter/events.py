@@ -27,6 +27,7 @@ __all__ = [
     "MessageSource",
     "ModelError",
     "PluginRegistered",
+    "Seen",
     "SettingsChanged",
     "StateEntry",
     "UserMessage",
@@ -146,6 +147,28 @@ class UserMessage(_EventBase):
     client_id: str | None = None
     to: Literal["watcher", "expert"] = "watcher"
     """Which model the user asked (``/expert`` in the sidebar, ``%%ask --expert``)."""
+    cells: dict[int, str] = {}
+    """Cells as the person's notebook holds them now, by the number they ran as: sent
+    with "Propose again" after a proposal was refused because the person had edited the
+    cell, so the new proposal is made against the cell as it is."""
+
+
+class Seen(BaseModel):
+    """What one model call was given: the record behind the sidebar's "what the model saw".
+
+    Recorded from the prompt that was actually sent, so it cannot drift from it: the
+    events in the transcript's window (their hints and state summaries are in those
+    events), how many earlier events were folded into the digest, the pictures, and
+    the host's own words for this turn (a failure note, a retry's correction).
+    """
+
+    events: list[int] = []
+    """Seqs of the events in the prompt, oldest first."""
+    summarised: int = 0
+    """Earlier events given only as the deterministic digest."""
+    images: int = 0
+    note: str | None = None
+    """The instruction the host added after the history, as sent (bounded)."""
 
 
 class AssistantMessage(_EventBase):
@@ -161,6 +184,8 @@ class AssistantMessage(_EventBase):
     """The local model that watches everything, or the frontier model handed a turn."""
     raw: str | None = None
     """The model's exact output when it differs from ``text`` (a JSON action)."""
+    seen: Seen | None = None
+    """What the model was given for this reply (None: it was never called)."""
 
 
 class ActionProposed(_EventBase):

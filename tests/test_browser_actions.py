@@ -215,6 +215,17 @@ def executed(nb: Notebook, action_id: str, timeout: float = 60.0) -> dict[str, A
     raise AssertionError(f"action {action_id} was never recorded as executed")
 
 
+def doc_shot(page: Any, node: Any, name: str) -> None:
+    """A picture of ``node`` for the README (docs/img), as the sidebar shows it."""
+    widen_sidebar(page, 460)
+    node.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = node.screenshot(path=str(ARTIFACTS / name))
+    (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
+    (ROOT / "docs" / "img" / name).write_bytes(shot)
+
+
 def ran_code(nb: Notebook) -> list[str]:
     return [e["code"] for e in nb.events("cell_executed")]
 
@@ -242,13 +253,7 @@ def test_insert_cell_runs_exactly_the_shown_code_below_the_named_cell(page: Any,
     assert f"ollama:{FAKE_MODEL}" in reply.locator(".jp-Ambient-meta").inner_text()
     assert "/expert" in (nb.sidebar.locator(".jp-Ambient-input").get_attribute("placeholder") or "")
 
-    # The card, for the docs.
-    widen_sidebar(page, 460)
-    page.wait_for_timeout(300)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = card.screenshot(path=str(ARTIFACTS / "proposal.png"))
-    (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
-    (ROOT / "docs" / "img" / "proposal.png").write_bytes(shot)
+    doc_shot(page, card, "proposal.png")
 
     cells = nb.count()  # (Shift+Enter on the last cell added an empty one)
     approve(page, card)
@@ -313,6 +318,7 @@ def test_an_edit_shows_its_diff_is_applied_in_place_and_undo_takes_it_back_in_ev
     assert full.evaluate("el => el.textContent") == code
     undo = card.locator(".jp-Ambient-undo")
     assert undo.is_hidden()
+    doc_shot(page, card, "edit-diff.png")
     approve(page, card)
     wait_outcome(card, "ran as")
     assert nb.count() == cells, "an edit must not add a cell"
@@ -320,6 +326,7 @@ def test_an_edit_shows_its_diff_is_applied_in_place_and_undo_takes_it_back_in_ev
     action_id = card.get_attribute("data-action-id")
     other_card = other_sidebar.locator(f'.jp-Ambient-proposal[data-action-id="{action_id}"]')
     other_card.locator(".jp-Ambient-outcome").filter(has_text="ran as").wait_for()
+    doc_shot(page, card, "edit-applied.png")
 
     undo.click()
     card.locator(".jp-Ambient-outcome").filter(has_text="undone: the cell is back as it was").wait_for()

@@ -37,6 +37,7 @@ from browser_lab import (
     widen_sidebar,
 )
 from conftest import ROOT, make_notebook
+from fakes import free_port
 from fakes.ollama_server import FakeOllama
 
 from ambient_jupyter.history import History
@@ -301,6 +302,94 @@ def test_a_cell_edited_after_the_proposal_keeps_the_persons_text(
     assert prompt(page, 2) == "[3]:", "the cell ran"
     assert page.locator(NOTEBOOK_CELLS).count() == cells
     assert FIXED not in [e["code"] for e in events(lab, "mine.ipynb", "cell_executed")]
+
+    # Propose again: the model is asked with the cell as the person has it now, and its
+    # new edit is made against that source, so it applies.
+    theirs = f"{FIXED}  # mine"
+
+    def reply(body: dict[str, Any]) -> str:
+        said = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
+        saw_it = "Cell 3 as the user has it now" in said and mine in said
+        code = theirs if saw_it else "x = 0"
+        return json.dumps({"action": "edit_cell", "text": "Capital R.", "cell": 3, "code": code})
+
+    fake.reply = reply
+    again = card.locator(".jp-Ambient-again")
+    assert again.is_visible() and again.inner_text() == "Propose again"
+    again.click()
+    renewed = sidebar.locator('.jp-Ambient-proposal[data-origin="model"]')
+    renewed.wait_for(timeout=60_000)
+    assert again.inner_text() == "Asked again" and again.is_disabled()
+    lines = [t.replace("\n", "") for t in renewed.locator(".jp-Ambient-diffLine").all_inner_texts()]
+    assert lines == [f"-{mine}", f"+{theirs}"], lines
+    (question,) = events(lab, "mine.ipynb", "user_message")
+    assert question["cells"] == {"3": mine} and "was not applied" in question["text"]
+    approve(page, renewed)
+    renewed.locator(".jp-Ambient-outcome").filter(has_text="ran as [4]").wait_for(timeout=60_000)
+    assert source(page, 2).rstrip("\n") == theirs and page.locator(NOTEBOOK_CELLS).count() == cells
+    assert page.errors == []
+
+
+def test_a_failure_card_shows_its_hints_when_the_model_has_nothing_to_add(
+    page: Any, start_lab: Callable[..., LabServer]
+) -> None:
+    """The hints are the kernel's, not the model's: with the model server down they are
+    still under the error, with the checked fix, and the question gets a clear error."""
+    lab = start_lab({"down.ipynb": CELLS}, AMBIENT_MODEL=f"ollama:{FAKE_MODEL}",
+                    OLLAMA_HOST=f"http://127.0.0.1:{free_port()}")
+    sidebar = open_notebook(page, lab, "down.ipynb")
+    for index in range(3):
+        run_cell(page, index)
+    failed_card_with_hint(sidebar)
+    assert_candidate_diff(sidebar.locator(CANDIDATE))
+    sidebar.send("Why did it fail?")
+    error = sidebar.locator('.jp-Ambient-card[data-kind="model_error"]')
+    error.wait_for(timeout=60_000)
+    assert "ollama" in error.inner_text().lower()
+    # Still there, unchanged, after the model failed.
+    failed_card_with_hint(sidebar)
+    assert page.errors == []
+
+
+def test_a_reply_shows_what_its_model_saw(
+    page: Any, start_lab: Callable[..., LabServer], fake: FakeOllama
+) -> None:
+    """Under each reply, folded: the events of its prompt (the failed cell with its hint and
+    the question), as the reply's record names them, one line each, as text."""
+    lab = start_lab({"saw.ipynb": CELLS}, AMBIENT_MODEL=f"ollama:{FAKE_MODEL}", OLLAMA_HOST=fake.url)
+    sidebar = open_notebook(page, lab, "saw.ipynb")
+    for index in range(3):
+        run_cell(page, index)
+    failed_card_with_hint(sidebar)
+    sidebar.send("<b>Why</b> did it fail?")
+    reply = sidebar.locator(".jp-Ambient-log > .jp-Ambient-assistant").last
+    reply.wait_for(timeout=60_000)
+    (stored,) = [e for e in events(lab, "saw.ipynb", "assistant_message") if e["reply_to"] is not None
+                 and e["seq"] == int(reply.get_attribute("data-seq"))]
+    saw = reply.locator(".jp-Ambient-saw")
+    summary = saw.locator("summary")
+    count = len(stored["seen"]["events"])
+    assert summary.inner_text() == f"what the model saw ({count} events)"
+    assert saw.locator(".jp-Ambient-sawBody").is_hidden()
+    summary.click()
+    items = saw.locator(".jp-Ambient-sawEvent")
+    items.first.wait_for()
+    assert [int(i) for i in items.evaluate_all("els => els.map(e => e.dataset.seq)")] == stored["seen"]["events"]
+    failed = saw.locator('.jp-Ambient-sawEvent[data-kind="cell_executed"]').filter(has_text="groupby('region')")
+    assert failed.locator(".jp-Ambient-sawLabel").inner_text() == (
+        f"[3] {FAILING} → KeyError: 'region'"
+    )
+    assert "Did you mean 'Region'?" in failed.locator(".jp-Ambient-hintText").inner_text()
+    question = saw.locator('.jp-Ambient-sawEvent[data-kind="user_message"]').last
+    assert question.locator(".jp-Ambient-sawLabel").inner_text() == "question: <b>Why</b> did it fail?"
+    assert saw.locator("b").count() == 0
+    # For the README: the reply with what its model saw, opened.
+    dismiss_notifications(page)
+    widen_sidebar(page, 460)
+    reply.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    shot = reply.screenshot(path=str(ARTIFACTS / "model-saw.png"))
+    (ROOT / "docs" / "img" / "model-saw.png").write_bytes(shot)
     assert page.errors == []
 
 

@@ -16,6 +16,11 @@ from .handoff import MAX_FAILURE_CHARS, FrameError
 __all__ = ["MAX_CHAT_CHARS", "ClientFrame", "parse_frame"]
 
 MAX_CHAT_CHARS = 20_000
+MAX_CHAT_CELLS = 10
+
+_CellNumber = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,9}$")]
+"""A cell's execution count, as a JSON object key."""
+_Source = Annotated[str, StringConstraints(max_length=MAX_CHAT_CHARS)]
 
 _Id = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 _Said = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -40,6 +45,8 @@ class Chat(_Frame):
     type: Literal["chat"]
     text: Annotated[_Said, StringConstraints(max_length=MAX_CHAT_CHARS)]
     client_id: _Id | None = None
+    cells: Annotated[dict[_CellNumber, _Source], Field(max_length=MAX_CHAT_CELLS)] | None = None
+    """The current source of cells the question is about (``UserMessage.cells``)."""
 
 
 class Stop(_Frame):
@@ -79,6 +86,10 @@ _RULES = {
     "tail": "'tail' must be an integer from 1 to 100,000",
     "text": f"a chat message needs non-empty 'text', at most {MAX_CHAT_CHARS:,} characters",
     "client_id": "'client_id' must be a short string",
+    "cells": (
+        f"'cells' must map at most {MAX_CHAT_CELLS} cell numbers (as strings of digits) to their source, "
+        f"each at most {MAX_CHAT_CHARS:,} characters"
+    ),
     "action_id": "'action_id' is required (a short string)",
     "decision": "'decision' must be 'approve' or 'reject'",
     "sha256": "'sha256' must be a string",

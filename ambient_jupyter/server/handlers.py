@@ -243,7 +243,8 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
         need = "write" if isinstance(typed, Chat | Stop) else "execute"
         room = await self._room_for(typed, need)
         if isinstance(typed, Chat):
-            room.chat(typed.text, typed.client_id, self)
+            cells = {int(k): v for k, v in (typed.cells or {}).items()}
+            room.chat(typed.text, typed.client_id, self, cells)
         elif isinstance(typed, Stop):
             room.stop()
         elif isinstance(typed, Decide):

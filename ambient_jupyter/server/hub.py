@@ -244,7 +244,13 @@ class Room:
 
     # -- what clients ask for ---------------------------------------------------
 
-    def chat(self, text: str, client_id: str | None, sub: Subscriber | None = None) -> None:
+    def chat(
+        self,
+        text: str,
+        client_id: str | None,
+        sub: Subscriber | None = None,
+        cells: dict[int, str] | None = None,
+    ) -> None:
         role: Role = "watcher"
         expert = _EXPERT.match(text.lstrip())
         if expert:
@@ -266,9 +272,11 @@ class Room:
             )
         if sub is not None:
             self._pending[sub] = self._pending.get(sub, 0) + 1
-        self.hub.spawn(self._chat(text, client_id, role, sub))
+        self.hub.spawn(self._chat(text, client_id, role, sub, cells or {}))
 
-    async def _chat(self, text: str, client_id: str | None, role: Role, sub: Subscriber | None) -> None:
+    async def _chat(
+        self, text: str, client_id: str | None, role: Role, sub: Subscriber | None, cells: dict[int, str]
+    ) -> None:
         if not self.assistant.streaming:
             self._set_state("thinking")
         try:
@@ -277,6 +285,7 @@ class Room:
                 source="sidebar",
                 client_id=client_id,
                 role=role,
+                cells=cells,
                 before_turn=lambda: self.hub.kernel_state(self, text),
             )
         finally:

@@ -60,6 +60,24 @@ function cellsShowing(panel: NotebookPanel, count: number): number[] {
   return found;
 }
 
+/** The open notebook at `notebook` (a server path) in this tab, if any. */
+function panelFor(tracker: INotebookTracker, notebook: string): NotebookPanel | undefined {
+  return tracker.find(p => notebookPath(p) === notebook);
+}
+
+/**
+ * The source the one cell showing `[count]` holds now in this tab: what a proposal
+ * asked for again is made against. Null when no cell, or several, show it.
+ */
+export function currentSource(tracker: INotebookTracker, notebook: string, count: number): string | null {
+  const panel = panelFor(tracker, notebook);
+  if (!panel?.content.model) {
+    return null;
+  }
+  const showing = cellsShowing(panel, count);
+  return showing.length === 1 ? panel.content.widgets[showing[0]].model.sharedModel.getSource() : null;
+}
+
 /** The same code, but for trailing whitespace on a line and trailing newlines (what editors and the history trim). */
 export function sameSource(a: string, b: string): boolean {
   const normal = (code: string) =>
@@ -100,7 +118,7 @@ export function provenance(frame: IRunFrame): IAmbientCellMetadata {
  * Nothing runs. Returns null when done, or why it could not be done.
  */
 export function undoApplied(tracker: INotebookTracker, notebook: string, proposal: IAmbientEvent): string | null {
-  const panel = tracker.find(p => notebookPath(p) === notebook);
+  const panel = panelFor(tracker, notebook);
   const model = panel?.content.model;
   if (!panel || !model) {
     return 'its notebook is not open in this tab';
@@ -128,7 +146,7 @@ export function undoApplied(tracker: INotebookTracker, notebook: string, proposa
 }
 
 export async function runApproved(tracker: INotebookTracker, frame: IRunFrame): Promise<RunOutcome> {
-  const panel = tracker.find(p => notebookPath(p) === frame.notebook);
+  const panel = panelFor(tracker, frame.notebook);
   if (!panel) {
     return refuse('its notebook is not open in this tab');
   }

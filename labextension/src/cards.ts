@@ -5,7 +5,19 @@
  * exception and go through the sanitized markdown renderer passed in.
  */
 import { button, h } from './dom';
-import { diffLines, hints, IAmbientEvent, IDiffLine, IStateEntry, num, obj, stateEntries, str } from './protocol';
+import {
+  diffLines,
+  hints,
+  IAmbientEvent,
+  IDiffLine,
+  ISeen,
+  IStateEntry,
+  num,
+  obj,
+  seen,
+  stateEntries,
+  str
+} from './protocol';
 
 /** Renders untrusted markdown into `host` (sanitized; see sanitize.ts). */
 export type MarkdownRenderer = (host: HTMLElement, markdown: string) => void;
@@ -119,7 +131,12 @@ export function pendingMessageNode(text: string): HTMLElement {
   ]);
 }
 
-export function assistantNode(event: IAmbientEvent, render: MarkdownRenderer): HTMLElement {
+export function assistantNode(
+  event: IAmbientEvent,
+  render: MarkdownRenderer,
+  lookup: (seq: number) => IAmbientEvent | undefined = () => undefined
+): HTMLElement {
+  const record = seen(event);
   const state = str(event, 'state', 'complete');
   const body = h('div', { className: 'jp-Ambient-markdown' });
   render(body, str(event, 'text'));
@@ -137,9 +154,99 @@ export function assistantNode(event: IAmbientEvent, render: MarkdownRenderer): H
         roleBadge(str(event, 'role', 'watcher')),
         h('span', { className: 'jp-Ambient-modelName', text: str(event, 'model') }),
         note ? h('span', { className: 'jp-Ambient-note', text: ` · ${note}` }) : null
-      ])
+      ]),
+      record ? sawNode(record, lookup) : null
     ]
   );
+}
+
+/**
+ * "What the model saw" under a reply, folded: the events its prompt held (each with
+ * the hints and state summaries it carried), the digest of earlier ones, pictures,
+ * and the host's own words. Built from the reply's record when first opened, from
+ * the events this view has loaded (`lookup`); an event on a page not loaded yet says so.
+ */
+export function sawNode(record: ISeen, lookup: (seq: number) => IAmbientEvent | undefined): HTMLElement {
+  const count = record.events.length;
+  const body = h('div', { className: 'jp-Ambient-sawBody' });
+  const details = h('details', { className: 'jp-Ambient-saw' }, [
+    h('summary', {
+      text: `what the model saw (${count} event${count === 1 ? '' : 's'}${record.summarised ? ' and a digest' : ''})`
+    }),
+    body
+  ]);
+  details.addEventListener('toggle', () => {
+    if ((details as HTMLDetailsElement).open) {
+      body.replaceChildren(...sawItems(record, lookup));
+    }
+  });
+  return details;
+}
+
+function sawItems(record: ISeen, lookup: (seq: number) => IAmbientEvent | undefined): HTMLElement[] {
+  const items: HTMLElement[] = [];
+  if (record.summarised) {
+    items.push(
+      h('div', {
+        className: 'jp-Ambient-sawDigest',
+        text: `${record.summarised} earlier event${record.summarised === 1 ? '' : 's'}, as a short digest`
+      })
+    );
+  }
+  for (const seq of record.events) {
+    const event = lookup(seq);
+    items.push(
+      event
+        ? h('div', { className: 'jp-Ambient-sawEvent', attrs: { 'data-seq': String(seq), 'data-kind': event.kind } }, [
+            h('div', { className: 'jp-Ambient-sawLabel', text: sawLabel(event) }),
+            hintList(event),
+            sawState(event)
+          ])
+        : h('div', {
+            className: 'jp-Ambient-sawEvent jp-mod-unloaded',
+            text: `event #${seq} (on an earlier page: scroll up to load it)`,
+            attrs: { 'data-seq': String(seq) }
+          })
+    );
+  }
+  if (record.images) {
+    items.push(
+      h('div', { className: 'jp-Ambient-sawImages', text: `${record.images} picture${record.images === 1 ? '' : 's'}` })
+    );
+  }
+  if (record.note) {
+    items.push(h('pre', { className: 'jp-Ambient-sawNote', text: record.note, title: 'What the host added for this turn' }));
+  }
+  return items;
+}
+
+/** One line per event, as text: what it was, in the words the cards use. */
+function sawLabel(event: IAmbientEvent): string {
+  switch (event.kind) {
+    case 'cell_executed': {
+      const count = num(event, 'execution_count');
+      const error = obj(event, 'error');
+      const failed = error ? ` → ${String(error.ename ?? 'Error')}: ${String(error.evalue ?? '')}` : '';
+      return `[${count ?? ' '}] ${firstLine(str(event, 'code'))}${failed}`;
+    }
+    case 'user_message':
+      return `question: ${firstLine(str(event, 'text'))}`;
+    case 'assistant_message':
+      return `reply: ${firstLine(str(event, 'text'))}`;
+    case 'widget_changed':
+      return `widget ${str(event, 'description') || str(event, 'widget_class')}: ${str(event, 'trait')} → ${shortValue(event.new)}`;
+    case 'kernel_state':
+      return 'state of the kernel';
+    case 'action_proposed':
+      return `proposal: ${str(event, 'action')}`;
+    default:
+      return event.kind.replace(/_/g, ' ');
+  }
+}
+
+function sawState(event: IAmbientEvent): HTMLElement | null {
+  const entries = stateEntries(event, event.kind === 'kernel_state' ? 'entries' : 'state');
+  return entries.length ? stateList(entries) : null;
 }
 
 /** Which of the two models spoke: the local watcher, or the expert handed the turn. */
@@ -450,6 +557,8 @@ export interface IProposalHandlers {
   describe?(event: IAmbientEvent): string;
   /** Take back what the action did to the notebook (where this view can). */
   undo?(card: ProposalCard): void;
+  /** Ask for the proposal again, for the cell as it is now (it was not applied). */
+  again?(card: ProposalCard): void;
 }
 
 export type OutcomeKind = 'ok' | 'error' | 'refused' | 'pending';
@@ -488,6 +597,16 @@ export class ProposalCard {
       this.action === 'edit_cell' ? 'Put the cell back as it was' : 'Remove the inserted cell'
     );
     this._undo.hidden = true;
+    this._again = button(
+      'jp-Ambient-again',
+      'Propose again',
+      () => {
+        this._again.disabled = true;
+        handlers.again?.(this);
+      },
+      'Ask for this change again, made against the cell as it is now'
+    );
+    this._again.hidden = true;
     this._reject = button('jp-Ambient-reject', 'Reject', () => handlers.reject(this), 'Reject: nothing runs');
     this._approve.disabled = true;
     this._state = h('div', { className: 'jp-Ambient-actionState', text: 'waiting for you' });
@@ -530,7 +649,7 @@ export class ProposalCard {
       // stays one click away.
       diff.length ? h('div', { className: 'jp-Ambient-diffBlock' }, [diffNode(diff), fullCode(code)]) : code,
       h('div', { className: 'jp-Ambient-hash', text: `sha256 ${this.sha256.slice(0, 16)}…`, title: this.sha256 }),
-      h('div', { className: 'jp-Ambient-actions' }, [this._approve, this._reject, this._undo]),
+      h('div', { className: 'jp-Ambient-actions' }, [this._approve, this._reject, this._undo, this._again]),
       this._state,
       this._outcome
     ]);
@@ -585,6 +704,17 @@ export class ProposalCard {
     }
   }
 
+  /** It was approved but not applied (its cell had changed): offer to ask for it again. */
+  allowAgain(): void {
+    this._again.hidden = false;
+  }
+
+  /** "Propose again" was sent (`done`), or could not be: the button says so. */
+  askedAgain(done: boolean): void {
+    this._again.disabled = done;
+    this._again.textContent = done ? 'Asked again' : 'Propose again';
+  }
+
   /** The undo was refused or failed here: the button can be tried again. */
   undoFailed(): void {
     this._undo.disabled = false;
@@ -610,6 +740,7 @@ export class ProposalCard {
   private readonly _approve: HTMLButtonElement;
   private readonly _reject: HTMLButtonElement;
   private readonly _undo: HTMLButtonElement;
+  private readonly _again: HTMLButtonElement;
   private _undone = false;
   private readonly _state: HTMLElement;
   private readonly _outcome: HTMLElement;

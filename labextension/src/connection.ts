@@ -180,8 +180,14 @@ export class NotebookSocket implements IChatTransport {
     return (body.events ?? []).map(raw => parseEvent(raw)).filter((e): e is IAmbientEvent => e !== null);
   }
 
-  chat(text: string, clientId: string): boolean {
-    return this._connection.send({ type: 'chat', notebook: this.notebook, text, client_id: clientId });
+  chat(text: string, clientId: string, cells?: Record<string, string>): boolean {
+    return this._connection.send({
+      type: 'chat',
+      notebook: this.notebook,
+      text,
+      client_id: clientId,
+      ...(cells && Object.keys(cells).length ? { cells } : {})
+    });
   }
 
   stop(): boolean {

@@ -28,17 +28,21 @@ import {
   widgetCard
 } from './cards';
 import { h } from './dom';
-import { AgentMode, AssistantState, IAmbientEvent, newClientId, num, str, UNDOABLE } from './protocol';
+import { AgentMode, AssistantState, IAmbientEvent, int, newClientId, num, obj, str, UNDOABLE } from './protocol';
 import { sha256Hex } from './sha256';
 import { IChatTransport } from './transport';
 
 /** How many of the newest events a fresh view asks for; older ones come a page at a time. */
 export const TAIL = 500;
 
+/** Approved actions that name a cell and can be asked for again when that cell had changed. */
+const AGAIN = new Set(['edit_cell', 'run_cell']);
+
 export interface IPendingChat {
   clientId: string;
   text: string;
   node: HTMLElement;
+  cells?: Record<string, string>;
 }
 
 /** Where a conversation is shown: the sidebar or a chat widget. */
@@ -55,6 +59,8 @@ export interface IConversationOwner {
   prepend?(insert: () => void): void;
   /** Take back what an approved action did to the notebook, and say so (a view that can edit it). */
   undo?(conversation: Conversation, card: ProposalCard): void;
+  /** The source the cell shown as `[count]` holds now (null: not one such cell here; absent: no notebook). */
+  currentSource?(conversation: Conversation, count: number): string | null;
 }
 
 export class Conversation implements IProposalHandlers {
@@ -154,17 +160,17 @@ export class Conversation implements IProposalHandlers {
   }
 
   /** Ask a question: shown as pending until its stored message arrives. */
-  send(text: string): void {
+  send(text: string, cells?: Record<string, string>): void {
     const clientId = newClientId();
-    this.addPending(clientId, text);
+    this.addPending(clientId, text, cells);
     // If it cannot go now it waits, shown as pending, and `resend` sends it later.
-    this.transport.chat(text, clientId);
+    this.transport.chat(text, clientId, cells);
   }
 
   /** Send every question not yet seen stored again, with its original client_id (stored once). */
   resend(): void {
     for (const chat of this.pending.values()) {
-      this.transport.chat(chat.text, chat.clientId);
+      this.transport.chat(chat.text, chat.clientId, chat.cells);
     }
   }
 
@@ -288,8 +294,8 @@ export class Conversation implements IProposalHandlers {
     }
   }
 
-  addPending(clientId: string, text: string): IPendingChat {
-    const chat = { clientId, text, node: pendingMessageNode(text) };
+  addPending(clientId: string, text: string, cells?: Record<string, string>): IPendingChat {
+    const chat = { clientId, text, node: pendingMessageNode(text), cells };
     this.pending.set(clientId, chat);
     this._pendingArea.append(chat.node);
     return chat;
@@ -316,6 +322,8 @@ export class Conversation implements IProposalHandlers {
     this._outcomes.clear();
     this._questions.clear();
     this._undone.clear();
+    this._events.clear();
+    this._notApplied.clear();
     this._unanswered.length = 0;
     this._earlierButton.remove();
     this._hiddenUpTo = 0;
@@ -324,6 +332,7 @@ export class Conversation implements IProposalHandlers {
   }
 
   private _nodeFor(event: IAmbientEvent): HTMLElement {
+    this._events.set(event.seq, event); // what a reply's "what the model saw" looks up
     switch (event.kind) {
       case 'user_message': {
         const clientId = str(event, 'client_id');
@@ -344,7 +353,7 @@ export class Conversation implements IProposalHandlers {
           this._replies.get(replyId)?.node.remove();
           this._replies.delete(replyId);
         }
-        const node = assistantNode(event, this._owner.render);
+        const node = assistantNode(event, this._owner.render, seq => this._events.get(seq));
         const question = num(event, 'reply_to');
         // Only a reply to a question (not a reaction to a failed cell): one shown here, or
         // one on a page not loaded yet (checked when the button is pressed).
@@ -380,6 +389,9 @@ export class Conversation implements IProposalHandlers {
           proposal.setOutcome(...outcome);
           this._offerUndo(proposal, outcome[1] === 'ok');
         }
+        if (this._notApplied.has(proposal.actionId)) {
+          this._offerAgain(proposal);
+        }
         if (this._undone.has(proposal.actionId)) {
           proposal.setUndone();
         }
@@ -404,6 +416,13 @@ export class Conversation implements IProposalHandlers {
           proposal.setOutcome(...outcome);
           // (A cell that ran and raised still changed the notebook: it can be taken back too.)
           this._offerUndo(proposal, event.ok !== false || num(event, 'cell_event_seq') !== null);
+        }
+        if (event.ok === false && num(event, 'cell_event_seq') === null) {
+          // Approved, but nothing ran (the cell had changed, or was gone).
+          this._notApplied.add(str(event, 'action_id'));
+          if (proposal) {
+            this._offerAgain(proposal);
+          }
         }
         return executedCard(event, count);
       }
@@ -479,6 +498,31 @@ export class Conversation implements IProposalHandlers {
     }
   }
 
+  private _offerAgain(card: ProposalCard): void {
+    if (this._owner.currentSource && AGAIN.has(card.action) && int(obj(card.event, 'args') ?? {}, 'cell') !== null) {
+      card.allowAgain();
+    }
+  }
+
+  /**
+   * "Propose again": the same model is asked for the change again, with the cell's
+   * current source attached, so the new proposal is made against what the person has.
+   */
+  again(card: ProposalCard): void {
+    const count = int(obj(card.event, 'args') ?? {}, 'cell');
+    const source = count !== null ? this._owner.currentSource?.(this, count) : null;
+    if (count === null || source === null || source === undefined) {
+      card.askedAgain(false);
+      this.showError(`No cell shows [${count ?? '?'}] here any more, so there is nothing to propose again for.`);
+      return;
+    }
+    const expert = card.origin === 'model' && str(card.event, 'role') === 'expert';
+    const what = card.action === 'run_cell' ? 'what to run' : 'the change';
+    const text = `Cell [${count}] was changed after your proposal, so it was not applied. Propose ${what} again for the cell as it is now.`;
+    this.send(expert ? `/expert ${text}` : text, { [String(count)]: source });
+    card.askedAgain(true);
+  }
+
   private _offerUndo(card: ProposalCard, changed: boolean): void {
     if (changed && this._owner.undo && UNDOABLE.has(card.action)) {
       card.allowUndo();
@@ -503,6 +547,9 @@ export class Conversation implements IProposalHandlers {
   private _earlierFailed = false;
   /** Actions taken back: a proposal card made later (an older page) shows it. */
   private readonly _undone = new Set<string>();
+  private readonly _events = new Map<number, IAmbientEvent>();
+  /** Approved actions that were not applied: their cards offer "Propose again". */
+  private readonly _notApplied = new Set<string>();
   /** Events 1..this exist but are not shown (0: none). */
   private _hiddenUpTo = 0;
   private readonly _earlierButton = h('button', {

@@ -16,7 +16,7 @@ import {
 } from '@jupyterlab/rendermime';
 import { Widget } from '@lumino/widgets';
 
-import { notebookPath, runApproved, RunOutcome, undoApplied } from './agent';
+import { currentSource, notebookPath, runApproved, RunOutcome, undoApplied } from './agent';
 import { MarkdownRenderer, ProposalCard } from './cards';
 import { AmbientConnection, ConnectionState, NotebookSocket } from './connection';
 import { Conversation, IConversationOwner } from './conversation';
@@ -437,6 +437,10 @@ export class AmbientPanel extends Widget implements IConversationOwner {
       card.undoFailed();
       conversation.showError('Undone in this notebook, but not connected: the history does not know it yet.');
     }
+  }
+
+  currentSource(conversation: Conversation, count: number): string | null {
+    return currentSource(this._tracker, conversation.notebook, count);
   }
 
   prepend(insert: () => void): void {

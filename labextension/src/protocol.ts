@@ -311,6 +311,29 @@ export function stateEntries(event: IAmbientEvent, key: string): IStateEntry[] {
     }));
 }
 
+/** What a model call was given (`assistant_message.seen`): the record behind "what the model saw". */
+export interface ISeen {
+  events: number[];
+  summarised: number;
+  images: number;
+  note: string | null;
+}
+
+/** A reply's record of what its model was given; `null` when it has none (or it is malformed). */
+export function seen(event: IAmbientEvent): ISeen | null {
+  const value = obj(event, 'seen');
+  if (!value || !Array.isArray(value.events)) {
+    return null;
+  }
+  const count = (v: unknown): number => (typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : 0);
+  return {
+    events: value.events.filter((s): s is number => typeof s === 'number' && Number.isInteger(s)),
+    summarised: count(value.summarised),
+    images: count(value.images),
+    note: typeof value.note === 'string' && value.note ? value.note : null
+  };
+}
+
 /**
  * A fresh client id for a chat message.
  *

@@ -19,8 +19,11 @@ export interface IChatTransport {
   hello(afterSeq: number, tail?: number): boolean;
   /** Stored events with `afterSeq < seq`, at most `limit`, oldest first (absent: not available). */
   earlier?(afterSeq: number, limit: number): Promise<IAmbientEvent[]>;
-  /** A question (`/expert ...` goes to the expert); `clientId` makes a resend idempotent. */
-  chat(text: string, clientId: string): boolean;
+  /**
+   * A question (`/expert ...` goes to the expert); `clientId` makes a resend idempotent.
+   * `cells`: the current source of cells it is about, by the number they ran as.
+   */
+  chat(text: string, clientId: string, cells?: Record<string, string>): boolean;
   /** Stop the reply being written. */
   stop(): boolean;
   /** A person's decision on a proposed action, bound to the sha256 of the code shown. */
