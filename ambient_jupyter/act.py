@@ -53,6 +53,7 @@ class Ran:
     cell_event_seq: int | None = None
     result: Any = None
     error: str | None = None
+    reason: str | None = None
 
 
 Run = Callable[[Approval], Awaitable["Ran | None"]]

@@ -610,7 +610,8 @@ class Assistant:
     ) -> dict[str, Any]:
         cell_code = transcript.cells.get(getattr(action, "cell", -1))
         code = action_code(action, cell_code)
-        old = cell_code if isinstance(action, EditCell) else checks.failing
+        # An edit replaces what the person has now, if they said (Propose again), else what ran.
+        old = transcript.sources.get(action.cell, cell_code) if isinstance(action, EditCell) else checks.failing
         safe = False
         if isinstance(action, CallPlugin):
             spec = transcript.plugins.action(action.plugin, action.name) or {}
@@ -623,8 +624,9 @@ class Assistant:
             args=action_args(action),
             text=action.text,
             safe=safe,
-            old_code=old if action.action in CODE_ACTIONS and old else None,
-            diff=line_diff(old, code) if action.action in CODE_ACTIONS and old else [],
+            # (An emptied cell is a source too: "" keeps the tab's check that it is unchanged.)
+            old_code=old if action.action in CODE_ACTIONS and old is not None else None,
+            diff=line_diff(old, code) if action.action in CODE_ACTIONS and old is not None else [],
             model=message.get("model"),
             role=role,
             reply_to=message.get("seq"),

@@ -140,8 +140,11 @@ def render_event(event: dict[str, Any], *, limit: int = 2000) -> Message | None:
         return {"role": "user", "content": text}
     if kind == "user_message":
         text = trim_text(str(event.get("text", "")), limit * 2)
-        for count, code in _cells(event).items():
-            text += f"\n\nCell {count} as the user has it now (edited since it ran):\n{trim_text(code, limit)}"
+        cells = _cells(event)
+        for count, code in cells.items():
+            # All of them together within one event's limit: a question must not crowd out the rest.
+            code = trim_text(code, max(80, limit // len(cells)))
+            text += f"\n\nCell {count} as the user has it now (edited since it ran):\n{code}"
         return {"role": "user", "content": text}
     if kind == "assistant_message":
         if event.get("state") == "error" or not (event.get("text") or event.get("raw")):
@@ -192,7 +195,7 @@ def _cells(event: dict[str, Any]) -> dict[int, str]:
         return {}
     out: dict[int, str] = {}
     for key, code in raw.items():
-        if isinstance(code, str) and str(key).isdigit():
+        if isinstance(code, str) and str(key).isascii() and str(key).isdigit():
             out[int(key)] = code
     return out
 
@@ -228,6 +231,9 @@ class Transcript:
     cuts: int = 0
     cells: dict[int, str] = field(default_factory=dict)
     """Execution count -> code of the latest cell run with it (what actions refer to)."""
+    sources: dict[int, str] = field(default_factory=dict)
+    """Execution count -> the cell's source as the person has it, sent with a question
+    ("Propose again") and newer than its run: the base of an edit, never code to run."""
     plugins: PluginCatalog = field(default_factory=PluginCatalog)
 
     def __post_init__(self) -> None:
@@ -245,11 +251,12 @@ class Transcript:
             kind = event.get("kind")
             if kind == "cell_executed" and isinstance(event.get("execution_count"), int):
                 self.cells[event["execution_count"]] = str(event.get("code", ""))
+                self.sources.pop(event["execution_count"], None)
             elif kind == "plugin_registered":
                 self.plugins.add(event)
             elif kind == "user_message":
-                # The person's current source: what an edit they asked for is made against.
-                self.cells.update(_cells(event))
+                # The person's current source of cells that ran: what an edit is made against.
+                self.sources.update((n, code) for n, code in _cells(event).items() if n in self.cells)
             message = render_event(event, limit=self.event_limit)
             if message is None:
                 continue

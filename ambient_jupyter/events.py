@@ -168,7 +168,8 @@ class Seen(BaseModel):
     """Earlier events given only as the deterministic digest."""
     images: int = 0
     note: str | None = None
-    """The instruction the host added after the history, as sent (bounded)."""
+    """The host's own words after the history (its user messages: a failure note, a
+    retry's correction), as sent (bounded)."""
 
 
 class AssistantMessage(_EventBase):
@@ -185,7 +186,7 @@ class AssistantMessage(_EventBase):
     raw: str | None = None
     """The model's exact output when it differs from ``text`` (a JSON action)."""
     seen: Seen | None = None
-    """What the model was given for this reply (None: it was never called)."""
+    """What the model was given for this reply (None: no prompt was built)."""
 
 
 class ActionProposed(_EventBase):
@@ -238,6 +239,9 @@ class ActionExecuted(_EventBase):
     """The ``cell_executed`` event of the cell that ran (cell actions)."""
     ok: bool = True
     result: Any = None
+    reason: Literal["cell_changed"] | None = None
+    """Why nothing ran, for programs (the words are in ``error``): ``cell_changed``, the
+    person had changed the cell since the proposal (the card offers "Propose again")."""
     """What a plugin action returned (bounded), for the model to read."""
     error: str | None = None
 

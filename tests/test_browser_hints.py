@@ -327,6 +327,15 @@ def test_a_cell_edited_after_the_proposal_keeps_the_persons_text(
     approve(page, renewed)
     renewed.locator(".jp-Ambient-outcome").filter(has_text="ran as [4]").wait_for(timeout=60_000)
     assert source(page, 2).rstrip("\n") == theirs and page.locator(NOTEBOOK_CELLS).count() == cells
+    # After a reload the refused card still says it was asked again, and offers nothing twice.
+    refused_id = card.get_attribute("data-action-id")
+    page.reload()
+    sidebar = Sidebar(page)
+    sidebar.open()
+    again = sidebar.locator(f'.jp-Ambient-proposal[data-action-id="{refused_id}"] .jp-Ambient-again')
+    again.wait_for()
+    assert again.inner_text() == "Asked again" and again.is_disabled()
+    assert len(events(lab, "mine.ipynb", "user_message")) == 1
     assert page.errors == []
 
 

@@ -17,6 +17,7 @@ from fakes.ollama_server import FakeOllama, ollama_server_fixture  # noqa: F401 
 
 from ambient_jupyter.assistant import Assistant
 from ambient_jupyter.backends.ollama import OllamaBackend
+from ambient_jupyter.context import Transcript
 from ambient_jupyter.events import CellError, CellExecuted, Hint
 from ambient_jupyter.history import History
 from ambient_jupyter.server.frames import parse_frame
@@ -167,3 +168,45 @@ def test_a_chat_frame_with_malformed_cells_is_refused_with_the_rule(cells: Any) 
 def test_a_chat_frame_with_cells_is_typed() -> None:
     frame = parse_frame({"type": "chat", "text": "again", "cells": {"3": "x = 1"}})
     assert frame.cells == {"3": "x = 1"}  # type: ignore[union-attr]
+
+
+def test_a_cells_source_is_the_base_of_an_edit_only_and_only_until_the_cell_runs_again(
+    history: History, ollama_server: FakeOllama
+) -> None:
+    """Sent sources never become code to run, name no cell that never ran, and give way to
+    a newer run; an emptied cell is a source too (the tab then checks it is still empty)."""
+    history.append(NB, cell(2, "a = 1"))
+    history.append(NB, cell(3, "b = a + 1"))
+    rerun = json.dumps({"action": "run_cell", "text": "Run it again.", "cell": 3})
+    edit = json.dumps({"action": "edit_cell", "text": "Fill it.", "cell": 3, "code": "b = a + 2"})
+    ollama_server.reply = rerun
+    turn = run(history, ollama_server, lambda a: a.ask("Run 3 again.", cells={3: "import os", 9: "never ran"}))
+    (proposal,) = turn.proposals
+    assert proposal["code"] == "b = a + 1", "a sent source became code to run"
+    # Cell 9 never ran: its source is not kept, so it names no cell an action could target.
+    transcript = Transcript(budget=4000, count_tokens=len)
+    transcript.extend(history.read(NB))
+    assert transcript.sources == {3: "import os"} and 9 not in transcript.cells
+    ollama_server.reply = edit
+    turn = run(history, ollama_server, lambda a: a.ask("Fill 3.", cells={3: ""}))
+    (proposal,) = turn.proposals
+    assert proposal["old_code"] == "" and ["+", "b = a + 2"] in proposal["diff"]
+    # A newer run of [3] is what an edit replaces from then on.
+    history.append(NB, cell(3, "b = 40"))
+    turn = run(history, ollama_server, lambda a: a.ask("Again."))
+    (proposal,) = turn.proposals
+    assert proposal["old_code"] == "b = 40"
+
+
+def test_the_sources_sent_with_a_question_stay_within_one_events_share_of_the_prompt(
+    history: History, ollama_server: FakeOllama
+) -> None:
+    history.append(NB, cell(1, "x = 1"))
+    ollama_server.reply = json.dumps({"action": "explain", "text": "ok"})
+    big = {n: f"# cell {n}\n" + "y = 2\n" * 4000 for n in range(1, 11)}
+    run(history, ollama_server, lambda a: a.ask("Look at these.", cells=big))
+    (request,) = ollama_server.chat_requests()
+    question = request["messages"][-1]["content"]
+    assert question.startswith("Look at these.")
+    assert len(question) < 3 * 2000, len(question)  # one event's limit (2000) for all ten, and the labels
+    assert "x = 1" in request["messages"][1]["content"], "the question pushed the notebook out of the prompt"

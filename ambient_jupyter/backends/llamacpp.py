@@ -28,6 +28,7 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
+from ._guide import guide_for
 from .base import Backend, BackendError, BackendNotInstalledError, Message, ModelNotFoundError
 
 __all__ = ["LlamaCppBackend", "embedded_model_path", "threads_from_env", "usable_cpus"]
@@ -94,6 +95,12 @@ def _grammar(schema_json: str) -> Any:
     if n != 1:  # the converter changed shape: fall back to its own grammar
         gbnf = json_schema_to_gbnf(schema_json)
     return LlamaGrammar.from_string(gbnf, verbose=False)
+
+
+def _processors(guide: Any) -> Any:
+    from llama_cpp import LogitsProcessorList
+
+    return LogitsProcessorList([guide])
 
 
 def threads_from_env() -> int | None:
@@ -186,6 +193,10 @@ class LlamaCppBackend(Backend):
         self.seed = seed
         self._llm: Any = None
         self._formatter: Any = None
+        self.constrained_by: str | None = None
+        """What constrained the last generation: ``llguidance``, ``gbnf`` (its fallback) or None."""
+        self.given_back = 0
+        """Half-character tokens the last generation was given back beyond its budget (see ``_guide``)."""
 
     # -- model and prompt -----------------------------------------------------
 
@@ -272,16 +283,24 @@ class LlamaCppBackend(Backend):
                     usage.prompt_evaluated = len(tokens) - max(0, min(cached, len(tokens) - 1))
                     usage.completion_tokens = 0
                     usage.first_token_s = None
-                    grammar = None if json_schema is None else _grammar(json.dumps(json_schema))
+                    # llguidance's masks where it can serve the schema; else llama.cpp's grammar.
+                    guide = None if json_schema is None else guide_for(llm, json_schema)
+                    grammar = None
+                    if json_schema is not None and guide is None:
+                        grammar = _grammar(json.dumps(json_schema))
+                    self.constrained_by = "llguidance" if guide else "gbnf" if grammar else None
                     budget = min(max_tokens or 512, self.n_ctx - len(tokens) - 1)
+                    # Half-character tokens are given back (see _guide): at most twice the budget.
+                    ceiling = budget if guide is None else min(2 * budget, self.n_ctx - len(tokens) - 1)
                     chunks = llm.create_completion(
                         tokens,
-                        max_tokens=budget,
+                        max_tokens=ceiling,
                         temperature=self.temperature,
                         repeat_penalty=1.1,
                         stop=stop,
                         stream=True,
                         grammar=grammar,
+                        logits_processor=None if guide is None else _processors(guide),
                         seed=self.seed,
                     )
                     first_at = last_at = None
@@ -300,8 +319,12 @@ class LlamaCppBackend(Backend):
                         # One chunk per generated token (llama-cpp-python joins only the
                         # tokens of one multi-byte character, and withholds a stop string).
                         usage.completion_tokens += 1
+                        if guide is not None and usage.completion_tokens > budget + guide.halves:
+                            chunks.close()
+                            break
                         if choice["text"]:
                             put("text", choice["text"])
+                    self.given_back = 0 if guide is None else guide.halves
                     if first_at is not None and last_at is not None:
                         usage.generation_s = last_at - first_at
                 put("done", None)

@@ -18,7 +18,7 @@ __all__ = ["MAX_CHAT_CHARS", "ClientFrame", "parse_frame"]
 MAX_CHAT_CHARS = 20_000
 MAX_CHAT_CELLS = 10
 
-_CellNumber = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,9}$")]
+_CellNumber = Annotated[str, StringConstraints(pattern=r"^(0|[1-9][0-9]{0,8})$")]
 """A cell's execution count, as a JSON object key."""
 _Source = Annotated[str, StringConstraints(max_length=MAX_CHAT_CHARS)]
 
@@ -69,6 +69,8 @@ class RunFailed(_Frame):
     type: Literal["run_failed"]
     action_id: _Id
     error: Annotated[_Said, StringConstraints(max_length=MAX_FAILURE_CHARS)]
+    reason: Literal["cell_changed"] | None = None
+    """``cell_changed``: the person changed the cell since the proposal."""
 
 
 class Undone(_Frame):
@@ -94,6 +96,7 @@ _RULES = {
     "decision": "'decision' must be 'approve' or 'reject'",
     "sha256": "'sha256' must be a string",
     "agent": "'agent' must be off, ask or auto",
+    "reason": "'reason' must be 'cell_changed' or absent",
     "error": f"'error' must say why the action could not run, in at most {MAX_FAILURE_CHARS:,} characters",
 }
 

@@ -252,7 +252,7 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
         elif isinstance(typed, Mode):
             await room.set_agent(typed.agent)
         elif isinstance(typed, RunFailed):
-            await room.handoff.run_failed(typed.action_id, typed.error, self)
+            await room.handoff.run_failed(typed.action_id, typed.error, self, typed.reason)
         elif isinstance(typed, Undone):
             await room.handoff.undone(typed.action_id)
 

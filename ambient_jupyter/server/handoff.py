@@ -156,13 +156,15 @@ class Handoff:
         )
         self.room.hub.spawn(self.acts.executed(action_id, ran))
 
-    async def run_failed(self, action_id: str, error: str, sub: Subscriber) -> None:
+    async def run_failed(self, action_id: str, error: str, sub: Subscriber, reason: str | None = None) -> None:
         """The tab an action was handed to reports that it could not run it."""
         if action_id not in self._handed or self._handed[action_id] is not sub:
             raise FrameError(f"action {action_id!r} was not handed to this tab to run")
         if not self._unwait(action_id):
             raise FrameError(f"action {action_id!r} has already run")
-        await self.acts.executed(action_id, Ran(ok=False, error=f"the tab did not run it: {error.strip()}"))
+        await self.acts.executed(
+            action_id, Ran(ok=False, error=f"the tab did not run it: {error.strip()}", reason=reason)
+        )
 
     async def plugin_failed(self, action_id: str, error: str) -> None:
         """The kernel could not run a plugin call; recorded unless the kernel recorded an outcome itself."""

@@ -29,16 +29,19 @@ export interface IAmbientCellMetadata {
 
 export type RunOutcome =
   | { ran: true; ok: boolean; where: string }
-  /** Nothing ran; `reason` says why, for people and for the server's record. */
-  | { ran: false; reason: string };
+  /**
+   * Nothing ran; `reason` says why, for people and for the server's record;
+   * `changed`: because the person changed the cell since the proposal.
+   */
+  | { ran: false; reason: string; changed?: boolean };
 
 /** The notebook identifier the server knows: the contents path, without a drive prefix. */
 export function notebookPath(panel: NotebookPanel): string {
   return panel.context.localPath;
 }
 
-function refuse(reason: string): RunOutcome {
-  return { ran: false, reason };
+function refuse(reason: string, changed = false): RunOutcome {
+  return { ran: false, reason, changed };
 }
 
 function executionCount(cell: Cell): number | null {
@@ -189,7 +192,7 @@ export async function runApproved(tracker: INotebookTracker, frame: IRunFrame): 
       // The proposal was made against the source the cell had then; a newer
       // edit by the person is theirs, and is not overwritten.
       if (frame.oldCode !== null && !sameSource(cell.model.sharedModel.getSource(), frame.oldCode)) {
-        return refuse(`cell [${target}] changed since the proposal; nothing was edited`);
+        return refuse(`cell [${target}] changed since the proposal; nothing was edited`, true);
       }
       cell.model.sharedModel.setSource(frame.code);
       cell.model.setMetadata('ambient', provenance(frame));
@@ -198,11 +201,9 @@ export async function runApproved(tracker: INotebookTracker, frame: IRunFrame): 
       const hashes = await Promise.all(showing.map(i => sha256Hex(content.widgets[i].model.sharedModel.getSource())));
       const same = showing.filter((_, k) => hashes[k] === frame.sha256);
       if (!same.length) {
-        return refuse(
-          showing.length
-            ? `cell [${target}] changed since the proposal, so it was not run`
-            : `no cell shows [${target}] any more`
-        );
+        return showing.length
+          ? refuse(`cell [${target}] changed since the proposal, so it was not run`, true)
+          : refuse(`no cell shows [${target}] any more`);
       }
       index = same[0];
     }

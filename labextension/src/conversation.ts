@@ -37,6 +37,12 @@ export const TAIL = 500;
 
 /** Approved actions that name a cell and can be asked for again when that cell had changed. */
 const AGAIN = new Set(['edit_cell', 'run_cell']);
+const AGAIN_PREFIX = 'again-';
+
+/** The client id of "Propose again" for one proposal (the server stores a client id once). */
+function againId(actionId: string): string {
+  return `${AGAIN_PREFIX}${actionId}`;
+}
 
 export interface IPendingChat {
   clientId: string;
@@ -160,8 +166,7 @@ export class Conversation implements IProposalHandlers {
   }
 
   /** Ask a question: shown as pending until its stored message arrives. */
-  send(text: string, cells?: Record<string, string>): void {
-    const clientId = newClientId();
+  send(text: string, cells?: Record<string, string>, clientId = newClientId()): void {
     this.addPending(clientId, text, cells);
     // If it cannot go now it waits, shown as pending, and `resend` sends it later.
     this.transport.chat(text, clientId, cells);
@@ -221,6 +226,10 @@ export class Conversation implements IProposalHandlers {
     if (pending) {
       pending.node.remove();
       this.pending.delete(pending.clientId);
+    }
+    const again = about.clientId?.startsWith(AGAIN_PREFIX) ? about.clientId.slice(AGAIN_PREFIX.length) : null;
+    if (again) {
+      this.proposals.get(again)?.askedAgain(false); // nothing was asked: the button works again
     }
   }
 
@@ -324,6 +333,7 @@ export class Conversation implements IProposalHandlers {
     this._undone.clear();
     this._events.clear();
     this._notApplied.clear();
+    this._askedFor.clear();
     this._unanswered.length = 0;
     this._earlierButton.remove();
     this._hiddenUpTo = 0;
@@ -340,6 +350,12 @@ export class Conversation implements IProposalHandlers {
         if (pending) {
           pending.node.remove();
           this.pending.delete(clientId);
+        }
+        if (clientId.startsWith(AGAIN_PREFIX)) {
+          // Asked again (here, in another tab, or before a reload): once is enough.
+          const asked = clientId.slice(AGAIN_PREFIX.length);
+          this._askedFor.add(asked);
+          this.proposals.get(asked)?.askedAgain(true);
         }
         const question = { text: str(event, 'text'), to: str(event, 'to', 'watcher') };
         this._questions.set(event.seq, question);
@@ -392,6 +408,9 @@ export class Conversation implements IProposalHandlers {
         if (this._notApplied.has(proposal.actionId)) {
           this._offerAgain(proposal);
         }
+        if (this._askedFor.has(proposal.actionId)) {
+          proposal.askedAgain(true);
+        }
         if (this._undone.has(proposal.actionId)) {
           proposal.setUndone();
         }
@@ -417,8 +436,8 @@ export class Conversation implements IProposalHandlers {
           // (A cell that ran and raised still changed the notebook: it can be taken back too.)
           this._offerUndo(proposal, event.ok !== false || num(event, 'cell_event_seq') !== null);
         }
-        if (event.ok === false && num(event, 'cell_event_seq') === null) {
-          // Approved, but nothing ran (the cell had changed, or was gone).
+        if (event.ok === false && str(event, 'reason') === 'cell_changed') {
+          // Approved, but not applied: the person had changed the cell since.
           this._notApplied.add(str(event, 'action_id'));
           if (proposal) {
             this._offerAgain(proposal);
@@ -519,7 +538,8 @@ export class Conversation implements IProposalHandlers {
     const expert = card.origin === 'model' && str(card.event, 'role') === 'expert';
     const what = card.action === 'run_cell' ? 'what to run' : 'the change';
     const text = `Cell [${count}] was changed after your proposal, so it was not applied. Propose ${what} again for the cell as it is now.`;
-    this.send(expert ? `/expert ${text}` : text, { [String(count)]: source });
+    // One id per proposal: the server stores and answers it once, however many tabs or reloads ask.
+    this.send(expert ? `/expert ${text}` : text, { [String(count)]: source }, againId(card.actionId));
     card.askedAgain(true);
   }
 
@@ -550,6 +570,8 @@ export class Conversation implements IProposalHandlers {
   private readonly _events = new Map<number, IAmbientEvent>();
   /** Approved actions that were not applied: their cards offer "Propose again". */
   private readonly _notApplied = new Set<string>();
+  /** Proposals already asked for again (their "Propose again" question is stored). */
+  private readonly _askedFor = new Set<string>();
   /** Events 1..this exist but are not shown (0: none). */
   private _hiddenUpTo = 0;
   private readonly _earlierButton = h('button', {

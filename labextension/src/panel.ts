@@ -314,7 +314,8 @@ export class AmbientPanel extends Widget implements IConversationOwner {
       type: 'run_failed',
       notebook: frame.notebook,
       action_id: frame.actionId,
-      error: outcome.reason
+      error: outcome.reason,
+      ...(outcome.changed ? { reason: 'cell_changed' } : {})
     });
   }
 
