@@ -211,6 +211,8 @@ class Assistant:
         self._last_unprompted = float("-inf")
         self._lock = asyncio.Lock()
         self._stops = 0
+        self._turns_waiting = 0
+        """Turns waiting for the lock: a prefill holding it stops reading for them."""
         """How many times :meth:`stop` was called: a turn that was waiting when it was
         called is not answered (Stop ends the current turn and clears the queue)."""
 
@@ -437,13 +439,17 @@ class Assistant:
             await asyncio.gather(task, return_exceptions=True)
 
     async def prefill(self) -> None:
-        """Let the model read new events while idle, so the next reaction is cheap."""
-        if self.streaming:
+        """Let the model read new events while idle, so the next reaction is cheap.
+
+        A turn that arrives meanwhile comes first: the backend stops reading at its
+        next chunk (``yield_to``), and the turn reads the rest.
+        """
+        if self.streaming or self._turns_waiting:
             return
         async with self._lock:
             backend = await self.backend()
             transcript = await self.transcript()
-            await backend.prefill(transcript.messages())
+            await backend.prefill(transcript.messages(), yield_to=lambda: self._turns_waiting > 0)
 
     # -- the turn ---------------------------------------------------------------
 
@@ -460,7 +466,12 @@ class Assistant:
         failing: str | None = None,
     ) -> Turn:
         stops = self._stops
-        async with self._lock:
+        self._turns_waiting += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self._turns_waiting -= 1
+        try:
             if self._stops != stops:
                 return await self._unanswered(reply_to, role)
             if once:
@@ -480,6 +491,8 @@ class Assistant:
                 self._reply_task.cancel()
                 await asyncio.gather(self._reply_task, return_exceptions=True)
                 raise
+        finally:
+            self._lock.release()
 
     async def _unanswered(
         self, reply_to: int, role: Role, why: str = "Stopped before it was answered", *, once: bool = False

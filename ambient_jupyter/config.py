@@ -30,6 +30,7 @@ ENV = {
     "output_limit": "AMBIENT_OUTPUT_LIMIT",
     "max_reply_tokens": "AMBIENT_MAX_REPLY_TOKENS",
     "redact": "AMBIENT_REDACT",
+    "warm": "AMBIENT_WARM",
 }
 """The environment variable of each setting."""
 
@@ -82,6 +83,16 @@ class AmbientSettings(Configurable):
     @default("quiet")
     def _quiet_default(self) -> bool:
         return env_flag(ENV["quiet"])
+
+    warm = Bool(
+        help="Let the model read new events while the notebook is quiet, so a failure or a question "
+        "costs only its own tokens (paused while a turn runs or the kernel is busy). Off: the model "
+        "reads the notebook when it is asked. Env: AMBIENT_WARM (default on)."
+    ).tag(config=True)
+
+    @default("warm")
+    def _warm_default(self) -> bool:
+        return env_flag(ENV["warm"], fallback=True)
 
     redact = Bool(
         help="Remove common secrets (API keys, tokens, passwords in assignments, credentials in URLs) from "

@@ -911,3 +911,44 @@ async def test_rest_history_models_and_status(jp_fetch, fake, notebook_id, kerne
     with pytest.raises(HTTPClientError) as err:
         await jp_fetch("ambient", "api", "history", params={"notebook": NB, "after": "x"})
     assert err.value.code == 400
+
+
+async def test_the_server_lets_the_model_read_new_cells_while_the_notebook_is_quiet(
+    jp_ws_fetch, fake, notebook_id, kernel_side
+):
+    """A room prefills after a quiet spell (what the kernel recorded, before anyone asks),
+    and a question then asks for a reply as before: prefills are not turns."""
+    c = await connect(jp_ws_fetch)
+    await c.hello(NB)
+    for i in range(3):
+        kernel_side.append(notebook_id, {"kind": "cell_executed", "code": f"warm_{i} = {i}", "status": "ok"})
+    await c.until(lambda f: f["type"] == "event" and f["event"]["seq"] == 3)
+    for _ in range(300):  # the quiet spell is 1 s (a hang guard, not a speed figure)
+        if any("warm_2 = 2" in m["content"] for p in fake.prefill_requests() for m in p["messages"]):
+            break
+        await asyncio.sleep(0.02)
+    prefill = fake.prefill_requests()[-1]
+    assert "warm_2 = 2" in prefill["messages"][-1]["content"]
+    assert fake.chat_requests() == []
+    fake.reply = "Three cells ran."
+    await c.send({"type": "chat", "notebook": NB, "text": "what ran?", "client_id": "w-1"})
+    await c.until(is_event("assistant_message"))
+    (chat,) = fake.chat_requests()
+    # The turn's prompt starts with what was prefilled: the model's cache holds that part.
+    assert chat["messages"][: len(prefill["messages"])] == prefill["messages"]
+    c.close()
+
+
+@pytest.mark.parametrize("jp_server_config", [{
+    "ServerApp": {"jpserver_extensions": {"ambient_jupyter": True}},
+    "AmbientExtension": {"poll_interval": 0.02},
+    "AmbientSettings": {"model": MODEL, "cooldown": 0.0, "warm": False},
+}])
+async def test_with_warm_off_the_model_reads_only_when_asked(jp_ws_fetch, fake, notebook_id, kernel_side):
+    c = await connect(jp_ws_fetch)
+    await c.hello(NB)
+    kernel_side.append(notebook_id, {"kind": "cell_executed", "code": "cold = 1", "status": "ok"})
+    await c.until(lambda f: f["type"] == "event" and f["event"]["seq"] == 1)
+    await asyncio.sleep(2.5)  # more than two quiet spells
+    assert fake.prefill_requests() == []
+    c.close()

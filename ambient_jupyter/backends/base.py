@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import dataclasses
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Literal, TypedDict
 
 from typing_extensions import NotRequired
@@ -154,8 +154,14 @@ class Backend(abc.ABC):
         """The whole reply as one string."""
         return "".join([piece async for piece in self.stream(messages, **kwargs)])
 
-    async def prefill(self, messages: list[Message]) -> None:  # noqa: B027 (optional hook)
-        """Warm the model's prompt cache with ``messages`` (a no-op where unsupported)."""
+    async def prefill(  # noqa: B027 (optional hook)
+        self, messages: list[Message], *, yield_to: Callable[[], bool] | None = None
+    ) -> None:
+        """Warm the model's prompt cache with ``messages`` (a no-op where unsupported).
+
+        ``yield_to``: polled between chunks where the backend reads in chunks; True
+        means a turn is waiting, and the prefill stops there (what it read stays cached).
+        """
 
     async def aclose(self) -> None:  # noqa: B027 (optional hook)
         """Release connections or model memory."""

@@ -15,6 +15,7 @@ Why it is shaped like this:
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import functools
 import importlib.resources
@@ -24,7 +25,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,11 @@ _models_lock = threading.Lock()
 # two cores (benchmark P6). One long-lived thread also skips the team's start-up at
 # every reply.
 _compute = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ambient-llamacpp")
+_streams_waiting: collections.deque[None] = collections.deque()
+"""One entry per generation queued for the compute thread (append and pop are atomic
+under the GIL, from the loop and the compute thread): a prefill there yields to them."""
+PREFILL_CHUNK = 256
+"""Tokens a prefill reads between two looks at whether a turn is waiting (~0.2 s here)."""
 
 
 async def _on_compute_thread(fn: Any) -> Any:
@@ -268,6 +274,7 @@ class LlamaCppBackend(Backend):
             loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
 
         def work() -> None:
+            _streams_waiting.pop()
             if cancel.is_set():  # stopped while waiting for the compute thread
                 put("done", None)
                 return
@@ -333,6 +340,7 @@ class LlamaCppBackend(Backend):
             except Exception as exc:  # noqa: BLE001 (translated once, here, at the llama.cpp edge)
                 put("error", BackendError(f"llama.cpp failed: {exc}"))
 
+        _streams_waiting.append(None)  # a prefill on the compute thread stops at its next chunk
         _compute.submit(work)
         try:
             while True:
@@ -348,17 +356,26 @@ class LlamaCppBackend(Backend):
             # sees the flag at its next token and releases the model.
             cancel.set()
 
-    async def prefill(self, messages: list[Message]) -> None:
-        """Evaluate the transcript so far, so the next reaction only pays for new tokens."""
+    async def prefill(self, messages: list[Message], *, yield_to: Callable[[], bool] | None = None) -> None:
+        """Evaluate the transcript so far, so the next reaction only pays for new tokens.
+
+        In chunks of ``PREFILL_CHUNK`` tokens: between two, a turn that is waiting (for
+        this model's thread, or ``yield_to``) goes first, and what was read stays cached.
+        """
 
         def work() -> None:
             llm = self._model()
             with llm._ambient_lock:  # noqa: SLF001
                 tokens, _ = self.render(messages, generation_prompt=False)
-                if len(tokens) >= self.n_ctx - 8 or self.cached_prefix(tokens) >= len(tokens) - 1:
+                if len(tokens) >= self.n_ctx - 8:
                     return
-                # One sampled token runs the prompt through the model and leaves it cached.
-                for _ in llm.create_completion(tokens, max_tokens=1, temperature=0.0, stream=True):
-                    break
+                done = self.cached_prefix(tokens)
+                while done < len(tokens) - 1:
+                    if _streams_waiting or (yield_to is not None and yield_to()):
+                        return
+                    done = min(len(tokens), done + PREFILL_CHUNK)
+                    # One sampled token runs the prefix through the model and leaves it cached.
+                    for _ in llm.create_completion(tokens[:done], max_tokens=1, temperature=0.0, stream=True):
+                        break
 
         await _on_compute_thread(work)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import httpx
@@ -157,7 +157,7 @@ class OllamaBackend(Backend):
         msg = f"the reply from Ollama at {self.host} ended without its final record"
         raise StreamInterruptedError(msg)
 
-    async def prefill(self, messages: list[Message]) -> None:
+    async def prefill(self, messages: list[Message], *, yield_to: Callable[[], bool] | None = None) -> None:
         # Ollama evaluates the prompt and keeps it cached; one predicted token is the
         # cheapest request that does so.
         try:

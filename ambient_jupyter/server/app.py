@@ -100,6 +100,7 @@ class AmbientExtension(ExtensionApp):
             open_notebooks=self._open_notebooks,
             kernel_runner=self._run_in_kernel,
             background=[KernelDeaths(self.serverapp.kernel_manager, self._kernel_died).run],
+            kernel_busy=self._kernel_busy,
         )
         self.settings["ambient_hub"] = self.hub
         self.log.info("ambient-jupyter: model %s, history %s", self.ambient.model, history.path)
@@ -108,6 +109,15 @@ class AmbientExtension(ExtensionApp):
         assert self.serverapp is not None
         sessions = await self.serverapp.session_manager.list_sessions()
         return {s["path"] for s in sessions if s.get("type") in (None, "notebook") and s.get("path")}
+
+    async def _kernel_busy(self, api_path: str) -> bool:
+        """True while the kernel of the notebook's session is executing (as its status says)."""
+        assert self.serverapp is not None
+        sessions = await self.serverapp.session_manager.list_sessions()
+        kernel_id = next((s["kernel"]["id"] for s in sessions if s.get("path") == api_path and s.get("kernel")), None)
+        if kernel_id is None or kernel_id not in self.serverapp.kernel_manager:
+            return False
+        return getattr(self.serverapp.kernel_manager.get_kernel(kernel_id), "execution_state", "") == "busy"
 
     async def _kernel_died(self, kernel_id: str, code: str, key: str) -> None:
         """A kernel of this server died: tell its notebook's history, if it has one."""

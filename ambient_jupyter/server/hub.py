@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ..assistant import Assistant, Role, Turn
+from ..backends import resolve_backend
 from ..config import AmbientSettings
 from ..events import KernelDied, KernelState
 from ..gate import AGENT_MODES
 from ..history import History
 from ..tail import Tail
+from ..warm import Warmer
 from .handoff import FrameError, Handoff
 from .paths import NotebookRef
 
@@ -115,6 +117,8 @@ class Room:
             on_token=self._on_token,
             on_event=self._on_stored,
         )
+        # The model reads each quiet moment's new events, so a failure costs only itself.
+        self.warmer = Warmer(self.assistant, busy=lambda: hub.kernel_busy(ref), enabled=hub.settings.assistant.warm)
 
     # -- fan-out --------------------------------------------------------------
 
@@ -132,6 +136,8 @@ class Room:
         async with self._pump_lock:
             while True:
                 page = await asyncio.to_thread(self.tail.live)
+                if page:
+                    self.warmer.poke()
                 for event in page:
                     seq = int(event["seq"])
                     frame = {"type": "event", "event": self._public(event)}
@@ -325,6 +331,7 @@ class Hub:
         open_notebooks: Callable[[], Awaitable[set[str]]] | None = None,
         kernel_runner: KernelRunner | None = None,
         background: Sequence[Callable[[], Awaitable[None]]] = (),
+        kernel_busy: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.history = history
         self.settings = settings
@@ -333,6 +340,7 @@ class Hub:
         self._kernel_runner = kernel_runner
         self._background = background
         """More work for the hub's lifetime (the server's kernel-death watch)."""
+        self._kernel_busy = kernel_busy
         self.rooms: dict[str, Room] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
@@ -348,6 +356,7 @@ class Hub:
                 start, agent = await asyncio.to_thread(self._room_state, ref.notebook_id)
                 room = self.rooms[ref.notebook_id] = Room(self, ref, start, agent)
                 await room.recover()
+                room.warmer.poke()  # read the notebook so far before anything is asked
             return room
 
     def _room_state(self, notebook: str) -> tuple[int, str]:
@@ -442,6 +451,31 @@ class Hub:
                 self.spawn(self._discover())
             for work in self._background:
                 self.spawn(work())
+            self.spawn(self._load_model())
+
+    async def _load_model(self) -> None:
+        """Load the default model now, in the background, rather than at the first question
+        (an in-process model takes seconds to load; the loaded weights are shared)."""
+        spec = self.settings.model
+        try:
+            backend = await resolve_backend(spec)
+            started = asyncio.get_running_loop().time()
+            await backend.context_length()
+            log.info("ambient-jupyter: model %s ready in %.1f s", backend.spec,
+                     asyncio.get_running_loop().time() - started)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (said again, to the person, at the first turn)
+            log.warning("ambient-jupyter could not load the model %s ahead of use: %s", spec, exc)
+
+    async def kernel_busy(self, ref: NotebookRef) -> bool:
+        """True while the notebook's kernel runs code (the model then waits to read)."""
+        if self._kernel_busy is None:
+            return False
+        try:
+            return await self._kernel_busy(ref.api_path)
+        except Exception:  # noqa: BLE001 (not knowing is not busy)
+            return False
 
     async def _discover(self) -> None:
         """Give every notebook with a kernel here a room, so its failures get diagnosed
@@ -471,6 +505,7 @@ class Hub:
             await asyncio.wait_for(asyncio.gather(*(r.assistant.stopped() for r in self.rooms.values())), 5.0)
         except asyncio.TimeoutError:
             log.warning("ambient-jupyter: a reply could not be stored before shutdown")
+        await asyncio.gather(*(r.warmer.close() for r in self.rooms.values()))
         tasks = [t for t in (self._watcher, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()

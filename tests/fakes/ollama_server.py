@@ -61,8 +61,12 @@ class FakeOllama(FakeModelServer):
     # -- what the client sent ---------------------------------------------------
 
     def chat_requests(self) -> list[dict[str, Any]]:
-        """The bodies of every ``POST /api/chat``, oldest first."""
-        return [r.body for r in self.requests_to("/api/chat")]
+        """The bodies of every ``POST /api/chat`` that asked for a reply, oldest first."""
+        return [r.body for r in self.requests_to("/api/chat") if not _is_prefill(r.body)]
+
+    def prefill_requests(self) -> list[dict[str, Any]]:
+        """The bodies of the prefills (one predicted token, not streamed): a host warming the cache."""
+        return [r.body for r in self.requests_to("/api/chat") if _is_prefill(r.body)]
 
     # -- the API ------------------------------------------------------------------
 
@@ -138,7 +142,9 @@ class FakeOllama(FakeModelServer):
         if not self._known(name):
             self._not_found(h, name)
             return
-        pieces = self.pieces_for(body)
+        # A prefill reads the prompt and predicts one token: it is not a turn, and does
+        # not consume the reply a test set up for the next turn.
+        pieces = ["{"] if _is_prefill(body) else self.pieces_for(body)
         prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages") or [])
         final = {
             "model": name,
@@ -184,3 +190,8 @@ def ollama_server_fixture() -> Iterator[FakeOllama]:
         yield fake
     finally:
         fake.stop()
+
+
+def _is_prefill(body: Any) -> bool:
+    options = body.get("options") if isinstance(body, dict) else None
+    return isinstance(options, dict) and options.get("num_predict") == 1 and body.get("stream") is False

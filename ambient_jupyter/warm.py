@@ -1,0 +1,103 @@
+"""Keeping the model's prompt cache warm while the notebook is quiet: one helper for every host.
+
+A reaction costs the prompt tokens the model has not read yet (benchmark P2). A host
+that lets the model read each new event soon after it happens, while the person is
+still looking at the output, leaves only the failing cell and the request to read
+when something breaks. ``Warmer`` does that reading at the right moments:
+
+* after a quiet spell (``quiet`` seconds with no new event), never during a burst of
+  cells, whose events would each move the prompt again;
+* never while a turn is running or waiting: a turn that arrives during a prefill
+  makes it stop at its next chunk (:meth:`Assistant.prefill` passes ``yield_to``);
+* not while the host says it is busy (``busy``: a kernel executing, in the server).
+
+A prefill that fails (a model server down) is logged once and retried only after the
+next event: warming is a courtesy, never an error the person sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+__all__ = ["QUIET", "Warmer"]
+
+log = logging.getLogger("ambient_jupyter.warm")
+
+QUIET = 1.0
+"""Seconds without a new event before the model reads what came."""
+
+
+class _Prefills(Protocol):
+    @property
+    def streaming(self) -> bool: ...
+
+    async def prefill(self) -> None: ...
+
+
+class Warmer:
+    """Prefill ``assistant`` after each quiet spell that follows new events.
+
+    Call :meth:`poke` (on the event loop) whenever events were added; :meth:`close`
+    when the host goes away.
+    """
+
+    def __init__(
+        self,
+        assistant: _Prefills,
+        *,
+        quiet: float = QUIET,
+        busy: Callable[[], Awaitable[bool]] | None = None,
+        enabled: bool = True,
+    ) -> None:
+        self._assistant = assistant
+        self._quiet = quiet
+        self._busy = busy
+        self.enabled = enabled
+        """Off (``AmbientSettings.warm``): :meth:`poke` does nothing."""
+        self._poked = 0
+        self._task: asyncio.Task[None] | None = None
+        self._failed = False
+        self.prefills = 0
+        """Prefills run so far (for tests and logs)."""
+
+    def poke(self) -> None:
+        """New events: read them after the next quiet spell."""
+        self._poked += 1
+        if self.enabled and (self._task is None or self._task.done()):
+            self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            seen = self._poked
+            started = loop.time()
+            # Quiet means no poke for a whole spell: each poke starts the spell again.
+            while True:
+                await asyncio.sleep(max(0.0, started + self._quiet - loop.time()))
+                if self._poked == seen:
+                    break
+                seen, started = self._poked, loop.time()
+            if self._assistant.streaming or (self._busy is not None and await self._busy()):
+                continue  # a turn or the kernel has the machine: another spell, then look again
+            try:
+                await self._assistant.prefill()
+                self.prefills += 1
+                self._failed = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 (a courtesy: logged, never raised)
+                if not self._failed:
+                    log.info("ambient-jupyter could not warm the model (%s); it will read the notebook when asked", exc)
+                self._failed = True
+                return
+            if self._poked == seen:
+                return  # nothing new since: rest until the next poke
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
