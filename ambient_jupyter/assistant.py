@@ -438,6 +438,18 @@ class Assistant:
         if self.stop() and task is not None:
             await asyncio.gather(task, return_exceptions=True)
 
+    async def load(self) -> None:
+        """Get the watcher's model ready (a host calls it at start, in the background).
+
+        A model that cannot be loaded is said at the first turn, not here.
+        """
+        try:
+            await (await self.backend()).load()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (reported, to the person, by the first turn)
+            log.info("the model could not be loaded ahead of use: %s", exc)
+
     async def prefill(self) -> None:
         """Let the model read new events while idle, so the next reaction is cheap.
 

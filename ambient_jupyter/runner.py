@@ -413,6 +413,8 @@ async def async_run_notebook(
     if quiet and agent == "auto":
         terminal.say("--quiet: failures are not shown to the model, so the agent will fix nothing")
     started = time.monotonic()
+    # The model loads while the kernel starts and the first cells run, not at the first failure.
+    loading = asyncio.ensure_future(assistant.load()) if not quiet or fixer is not None else None
     try:
         async with driver.kernel(env):
             run.install_sigint()
@@ -422,6 +424,9 @@ async def async_run_notebook(
             raise
         # A second Ctrl-C: the kernel is shut down on the way out; write what ran.
     finally:
+        if loading is not None:
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
         bar.close()
         nbformat.write(nb, target)
         history.close()

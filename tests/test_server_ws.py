@@ -918,11 +918,17 @@ async def test_the_server_lets_the_model_read_new_cells_while_the_notebook_is_qu
 ):
     """A room prefills after a quiet spell (what the kernel recorded, before anyone asks),
     and a question then asks for a reply as before: prefills are not turns."""
+    kernel_side.append(notebook_id, {"kind": "cell_executed", "code": "before = 0", "status": "ok"})
     c = await connect(jp_ws_fetch)
     await c.hello(NB)
+    for _ in range(300):  # a new room reads the notebook so far (a hang guard, not a speed figure)
+        if fake.prefill_requests():
+            break
+        await asyncio.sleep(0.02)
+    assert "before = 0" in fake.prefill_requests()[0]["messages"][-1]["content"]
     for i in range(3):
         kernel_side.append(notebook_id, {"kind": "cell_executed", "code": f"warm_{i} = {i}", "status": "ok"})
-    await c.until(lambda f: f["type"] == "event" and f["event"]["seq"] == 3)
+    await c.until(lambda f: f["type"] == "event" and f["event"]["seq"] == 4)
     for _ in range(300):  # the quiet spell is 1 s (a hang guard, not a speed figure)
         if any("warm_2 = 2" in m["content"] for p in fake.prefill_requests() for m in p["messages"]):
             break

@@ -169,3 +169,34 @@ def test_a_prefill_stops_at_its_next_chunk_for_a_waiting_turn() -> None:
     asyncio.run(backend.prefill(messages))
     tokens, _ = backend.render(messages, generation_prompt=False)
     assert backend.cached_prefix(tokens) >= len(tokens) - 1
+
+
+def test_the_in_kernel_host_reads_committed_events_while_the_kernel_is_idle(
+    history: History, ollama_server: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel's own host (once it exists) warms its model from the writer's commits,
+    and not while a cell runs."""
+    import time
+
+    from ambient_jupyter.config import AmbientSettings
+    from ambient_jupyter.kernel.host import KernelHost
+
+    monkeypatch.setenv("OLLAMA_HOST", ollama_server.url)
+    running = True
+    host = KernelHost(
+        history, NB, AmbientSettings(model=f"ollama:{MODEL}"), react=False, busy=lambda: running
+    )
+    try:
+        stored = history.append(NB, cell(1))
+        host.on_committed([stored])
+        time.sleep(2.5)  # two quiet spells with a cell running: nothing is read
+        assert ollama_server.prefill_requests() == []
+        running = False
+        for _ in range(300):  # a hang guard, not a speed figure
+            if ollama_server.prefill_requests():
+                break
+            time.sleep(0.02)
+        (prefill,) = ollama_server.prefill_requests()
+        assert "x1 = 1" in prefill["messages"][-1]["content"]
+    finally:
+        host.close()

@@ -17,6 +17,7 @@ to llama.cpp's grammar: slower, same guarantee.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SchemaGuide", "guide_for"]
+__all__ = ["SchemaGuide", "guide_for", "prepare_guidance"]
 
 log = logging.getLogger("ambient_jupyter.backends")
 
@@ -61,6 +62,12 @@ def _tokenizer(llm: Any) -> tuple[Any, list[int]]:
             found = (llm, tokenizer, halves)
             _tokenizers[key] = found
         return found[1], found[2]
+
+
+def prepare_guidance(llm: Any) -> None:
+    """Build the vocabulary tables now (a host loading the model ahead of use); no-op without llguidance."""
+    with contextlib.suppress(ImportError):
+        _tokenizer(llm)
 
 
 @functools.lru_cache(maxsize=64)

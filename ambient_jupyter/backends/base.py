@@ -163,5 +163,9 @@ class Backend(abc.ABC):
         means a turn is waiting, and the prefill stops there (what it read stays cached).
         """
 
+    async def load(self) -> None:
+        """Get ready to answer (load weights, build tables); a host calls it ahead of use."""
+        await self.context_length()
+
     async def aclose(self) -> None:  # noqa: B027 (optional hook)
         """Release connections or model memory."""

@@ -36,6 +36,7 @@ from ..config import AmbientSettings
 from ..events import MessageSource
 from ..gate import Approval, NotApproved
 from ..history import History
+from ..warm import Warmer
 
 __all__ = ["KernelHost"]
 
@@ -74,10 +75,24 @@ class KernelHost:
         Diagnose failures unprompted (when no other host does).
     """
 
-    def __init__(self, history: History, notebook: str, settings: AmbientSettings, *, react: bool) -> None:
+    def __init__(
+        self,
+        history: History,
+        notebook: str,
+        settings: AmbientSettings,
+        *,
+        react: bool,
+        busy: Callable[[], bool] | None = None,
+    ) -> None:
         self.react_to_errors = react
         self.assistant = Assistant.from_settings(history, notebook, settings)
         self.acts = ActEngine(self.assistant)
+
+        async def kernel_busy() -> bool:
+            return busy is not None and busy()
+
+        # Once this host has a model, it reads new events while the kernel is idle.
+        self.warmer = Warmer(self.assistant, busy=kernel_busy, enabled=settings.warm)
         self.last_cell: int | None = None
         """The execution count of the last agent cell this host ran."""
         self._main: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -101,7 +116,9 @@ class KernelHost:
         return self._submit(coro).result(WAIT)
 
     def on_committed(self, events: list[dict[str, Any]]) -> None:
-        """Writer-thread callback: diagnose failures when we are the host (explaining only)."""
+        """Writer-thread callback: diagnose failures when we are the host (explaining only),
+        and let the model read what came, once the kernel is quiet."""
+        self._loop.call_soon_threadsafe(self.warmer.poke)
         if not self.react_to_errors:
             return
         for event in events:
@@ -268,6 +285,8 @@ class KernelHost:
             # Shutting down: whatever the reply raised, it has stored its own state.
             with contextlib.suppress(Exception):
                 future.result(max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self.warmer.close(), self._loop).result(0.5)
         if self._pending:
             self._loop.call_soon_threadsafe(self.assistant.stop)
             for future in list(self._pending):

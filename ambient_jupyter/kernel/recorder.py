@@ -266,7 +266,10 @@ class Recorder:
     # -- after commit ---------------------------------------------------------
 
     def _committed(self, events: list[dict[str, Any]]) -> None:
-        if self._closing or (self.host is None and not self._should_host()):
+        if self.host is not None and not self._closing:
+            self.host.on_committed(events)  # it reads them while the kernel is idle (and may react)
+            return
+        if self._closing or not self._should_host():
             return
         if any(e.get("kind") == "cell_executed" and e.get("status") == "error" for e in events):
             self.ensure_host().on_committed(events)
@@ -307,5 +310,11 @@ class Recorder:
         if self.host is None:
             from .host import KernelHost
 
-            self.host = KernelHost(self.writer.history, self.notebook, self.settings, react=self._should_host())
+            self.host = KernelHost(
+                self.writer.history,
+                self.notebook,
+                self.settings,
+                react=self._should_host(),
+                busy=lambda: self._current is not None,
+            )
         return self.host

@@ -35,8 +35,9 @@ class AmbientExtension(ExtensionApp):
 
     model_threads = Int(
         0,
-        help="Threads for an in-process model (embedded, llamacpp:). 0: every CPU but one, so that "
-        "Jupyter and the kernels stay responsive while it writes. Env: AMBIENT_THREADS.",
+        help="Threads for an in-process model (embedded, llamacpp:). 0: every CPU but one while it writes, "
+        "so that Jupyter and the kernels stay responsive, and every CPU while it reads a prompt (a short "
+        "burst). Env: AMBIENT_THREADS (writing), AMBIENT_BATCH_THREADS (reading).",
     ).tag(config=True)
     poll_interval = Float(
         0.05, help="Seconds between checks for events committed by kernels (a cheap SQLite probe)."
@@ -76,6 +77,9 @@ class AmbientExtension(ExtensionApp):
             # An in-process model would otherwise take every core from the server and
             # the user's kernels (benchmark P7); kernels inherit this too.
             os.environ["AMBIENT_THREADS"] = str(self.model_threads or max(1, usable_cpus() - 1))
+            if not self.model_threads and not os.environ.get("AMBIENT_BATCH_THREADS", "").strip():
+                # Reading a prompt is short: on every CPU, so a reaction starts sooner (P13).
+                os.environ["AMBIENT_BATCH_THREADS"] = str(usable_cpus())
         if self.db:
             os.environ["AMBIENT_DB"] = self.db
         self.ambient = AmbientSettings(parent=self)

@@ -460,7 +460,7 @@ class Hub:
         try:
             backend = await resolve_backend(spec)
             started = asyncio.get_running_loop().time()
-            await backend.context_length()
+            await backend.load()
             log.info("ambient-jupyter: model %s ready in %.1f s", backend.spec,
                      asyncio.get_running_loop().time() - started)
         except asyncio.CancelledError:
