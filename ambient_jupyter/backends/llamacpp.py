@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import functools
 import importlib.resources
 import json
@@ -47,7 +48,22 @@ _models_lock = threading.Lock()
 # pool) leaves several teams spinning against each other, ~12% slower decoding on
 # two cores (benchmark P6). One long-lived thread also skips the team's start-up at
 # every reply.
-_compute = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ambient-llamacpp")
+#
+# That thread runs at a lower priority (nice +10, which the threads llama.cpp starts from
+# it inherit on Linux): when the Jupyter server's event loop or a kernel wants a core,
+# they get it first, and the model may use every core when they do not (benchmark P7).
+COMPUTE_NICE = 10
+
+
+def _lower_priority() -> None:
+    # Not Linux, or not allowed: the same priority as the rest.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPUTE_NICE)
+
+
+_compute = concurrent.futures.ThreadPoolExecutor(
+    max_workers=1, thread_name_prefix="ambient-llamacpp", initializer=_lower_priority
+)
 _streams_waiting: collections.deque[None] = collections.deque()
 """One entry per generation queued for the compute thread (append and pop are atomic
 under the GIL, from the loop and the compute thread): a prefill there yields to them."""
