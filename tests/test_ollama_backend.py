@@ -129,7 +129,8 @@ def test_prefill_asks_for_one_token_without_streaming(ollama_server: FakeOllama)
             await backend.aclose()
 
     run(go)
-    (chat,) = ollama_server.chat_requests()
+    assert ollama_server.chat_requests() == []  # a prefill is not a turn
+    (chat,) = ollama_server.prefill_requests()
     assert chat["stream"] is False
     assert chat["options"] == {"num_ctx": 4096, "num_predict": 1}
 

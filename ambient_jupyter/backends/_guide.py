@@ -26,8 +26,6 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 __all__ = ["SchemaGuide", "guide_for", "prepare_guidance"]
 
 log = logging.getLogger("ambient_jupyter.backends")
@@ -97,7 +95,9 @@ class SchemaGuide:
 
     def __init__(self, tokenizer: Any, grammar: str, n_vocab: int, halves: Sequence[int] = ()) -> None:
         import llguidance
+        import numpy as np  # here, not at import: the server imports this module without the [embedded] extra
 
+        self._np = np
         self._matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
         if self._matcher.is_error():
             msg = f"llguidance could not compile the schema: {self._matcher.get_error()}"
@@ -125,6 +125,7 @@ class SchemaGuide:
                 log.warning("constrained decoding stopped constraining: %s", self.failed)
                 return logits
         self._matcher.unsafe_compute_mask_ptr(self._mask.ctypes.data, self._mask.nbytes)
+        np = self._np
         allowed = np.unpackbits(self._mask.view(np.uint8), bitorder="little")[: self._n_vocab]
         logits[allowed[: len(logits)] == 0] = -np.inf
         return logits
