@@ -211,10 +211,11 @@ class Assistant:
         self._last_unprompted = float("-inf")
         self._lock = asyncio.Lock()
         self._stops = 0
-        self._turns_waiting = 0
-        """Turns waiting for the lock: a prefill holding it stops reading for them."""
         """How many times :meth:`stop` was called: a turn that was waiting when it was
         called is not answered (Stop ends the current turn and clears the queue)."""
+        self._turns_waiting = 0
+        """Turns waiting for the lock: a prefill holding it stops reading for them."""
+        self._resolving = asyncio.Lock()
 
     # -- models ---------------------------------------------------------------
 
@@ -239,13 +240,21 @@ class Assistant:
         self._transcripts.pop(role, None)
 
     async def backend(self, role: Role = "watcher") -> Backend:
-        backend = self._backends[role]
-        if backend is None:
-            spec = self._models[role]
-            if not spec:
-                raise BackendError(NO_EXPERT_HELP)
-            backend = self._backends[role] = await resolve_backend(str(spec))
-        return backend
+        # One resolution at a time: two callers at once (a warm-up and a turn) would
+        # each probe for ``auto`` and build a backend, and one would be left open.
+        async with self._resolving:
+            backend = self._backends[role]
+            if backend is None:
+                spec = self._models[role]
+                if not spec:
+                    raise BackendError(NO_EXPERT_HELP)
+                backend = self._backends[role] = await resolve_backend(str(spec))
+            return backend
+
+    @property
+    def model_in_use(self) -> bool:
+        """Whether the watcher's model was needed already (a turn, a load)."""
+        return self._backends["watcher"] is not None
 
     async def transcript(self, role: Role = "watcher") -> Transcript:
         """The role's view of the history, brought up to date."""
@@ -450,18 +459,22 @@ class Assistant:
         except Exception as exc:  # noqa: BLE001 (reported, to the person, by the first turn)
             log.info("the model could not be loaded ahead of use: %s", exc)
 
-    async def prefill(self) -> None:
+    async def prefill(self, stop: Callable[[], bool] | None = None) -> None:
         """Let the model read new events while idle, so the next reaction is cheap.
 
         A turn that arrives meanwhile comes first: the backend stops reading at its
-        next chunk (``yield_to``), and the turn reads the rest.
+        next chunk (``yield_to``), and the turn reads the rest. So does ``stop`` (polled
+        from the model's thread) when it turns true.
         """
         if self.streaming or self._turns_waiting:
             return
         async with self._lock:
             backend = await self.backend()
             transcript = await self.transcript()
-            await backend.prefill(transcript.messages(), yield_to=lambda: self._turns_waiting > 0)
+            await backend.prefill(
+                transcript.messages(),
+                yield_to=lambda: self._turns_waiting > 0 or (stop is not None and stop()),
+            )
 
     # -- the turn ---------------------------------------------------------------
 

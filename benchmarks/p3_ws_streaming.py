@@ -49,8 +49,8 @@ from ambient_jupyter.actions import TextStream, action_schema
 from ambient_jupyter.assistant import REPLY_RESERVE
 from ambient_jupyter.backends import create_backend
 from ambient_jupyter.backends.base import Message
-from ambient_jupyter.backends.llamacpp import usable_cpus
 from ambient_jupyter.context import Transcript
+from ambient_jupyter.cpus import usable_cpus
 from ambient_jupyter.history import History
 from ambient_jupyter.server.paths import resolve_notebook
 

@@ -176,6 +176,30 @@ def test_llguidance_counts_half_characters_and_allows_no_unicode_escapes() -> No
     assert b"u" not in after and b"n" in after and b'"' in after, after
 
 
+def test_a_guide_that_fails_says_so_and_leaves_the_logits_alone() -> None:
+    """llama-cpp-python calls the guide through ctypes-backed sampling, where an exception
+    would escape as a bare traceback: a token outside the schema, or an error of the
+    guide's own, is recorded in ``failed`` (the backend then stops the output)."""
+    from ambient_jupyter.backends._guide import guide_for
+
+    llm = _llama()
+    schema = action_schema(("explain",), max_tokens=96)
+    n_vocab = llm.n_vocab()  # type: ignore[attr-defined]
+    prompt = llm.tokenize(b"Say something.", add_bos=False)  # type: ignore[attr-defined]
+
+    outside = guide_for(llm, schema)
+    assert outside is not None
+    outside(np.array(prompt), np.zeros(n_vocab, dtype=np.float32))
+    wrong = prompt + llm.tokenize(b"Hello", add_bos=False)  # type: ignore[attr-defined]
+    logits = outside(np.array(wrong), np.zeros(n_vocab, dtype=np.float32))
+    assert outside.failed and (logits == 0).all()
+
+    broken = guide_for(llm, schema)
+    assert broken is not None
+    logits = broken(np.array(prompt), None)  # what no sampler should pass: the guide fails, not the call
+    assert broken.failed and broken.failed.startswith("llguidance failed") and logits is None
+
+
 def test_without_llguidance_the_backend_falls_back_to_llamas_grammar(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 

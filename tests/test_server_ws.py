@@ -945,6 +945,41 @@ async def test_the_server_lets_the_model_read_new_cells_while_the_notebook_is_qu
     c.close()
 
 
+async def test_only_the_notebook_active_last_is_kept_warm(jp_ws_fetch, fake, jp_root_dir, notebook_id, kernel_side):
+    """The model keeps one prompt cached per process: two notebooks busy at once would
+    each evict the other's prefill and queue on one model, so only the one with the
+    latest activity is read ahead."""
+    other_nb = "work/other.ipynb"
+    other_id = os.path.join(str(jp_root_dir), *other_nb.split("/"))
+    c, other = await connect(jp_ws_fetch), await connect(jp_ws_fetch)
+    await c.hello(NB)
+    await other.hello(other_nb)
+    kernel_side.append(notebook_id, {"kind": "cell_executed", "code": "first_nb = 1", "status": "ok"})
+    await c.until(lambda f: f["type"] == "event" and f["event"]["code"] == "first_nb = 1")
+    kernel_side.append(other_id, {"kind": "cell_executed", "code": "second_nb = 2", "status": "ok"})
+    await other.until(lambda f: f["type"] == "event" and f["event"]["code"] == "second_nb = 2")
+
+    def read(code: str) -> bool:
+        return any(code in m["content"] for p in fake.prefill_requests() for m in p["messages"])
+
+    for _ in range(300):  # the quiet spell is 1 s (a hang guard, not a speed figure)
+        if read("second_nb = 2"):
+            break
+        await asyncio.sleep(0.02)
+    assert read("second_nb = 2")
+    await asyncio.sleep(2.5)  # more than two quiet spells of the first notebook
+    assert not read("first_nb = 1"), "a notebook that is not the active one was read ahead"
+    # Activity moves the warmth: the first notebook is read once it is active again.
+    kernel_side.append(notebook_id, {"kind": "cell_executed", "code": "again_nb = 3", "status": "ok"})
+    for _ in range(300):
+        if read("again_nb = 3"):
+            break
+        await asyncio.sleep(0.02)
+    assert read("again_nb = 3") and read("first_nb = 1")
+    c.close()
+    other.close()
+
+
 @pytest.mark.parametrize("jp_server_config", [{
     "ServerApp": {"jpserver_extensions": {"ambient_jupyter": True}},
     "AmbientExtension": {"poll_interval": 0.02},

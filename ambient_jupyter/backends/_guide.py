@@ -109,11 +109,25 @@ class SchemaGuide:
         self.halves = 0
         """Tokens written so far that added no character (a lone backslash)."""
         self.failed: str | None = None
-        """Why the matcher gave up (a sampled token it refused); the output is then unconstrained."""
+        """Why the matcher gave up (a token it refused, an error of its own): the backend stops there."""
 
     def __call__(self, input_ids: Any, logits: Any) -> Any:
         if self.failed is not None:
             return logits
+        # llama-cpp-python calls this through its sampler, where an exception would end
+        # the whole generation with a bare traceback: any failure here is recorded in
+        # ``failed`` instead, and the backend stops the output at once.
+        try:
+            return self._constrain(input_ids, logits)
+        except Exception as exc:  # noqa: BLE001 (reported through ``failed``)
+            self._fail(f"llguidance failed: {exc}")
+            return logits
+
+    def _fail(self, why: str) -> None:
+        self.failed = why
+        log.warning("constrained decoding stopped constraining: %s", why)
+
+    def _constrain(self, input_ids: Any, logits: Any) -> Any:
         if self._consumed is None:
             self._consumed = len(input_ids)
         new = input_ids[self._consumed :]
@@ -121,10 +135,12 @@ class SchemaGuide:
             self._consumed += len(new)
             self.halves += sum(1 for t in new if int(t) in self._halves)
             if not self._matcher.consume_tokens([int(t) for t in new]):
-                self.failed = self._matcher.get_error() or "a token outside the schema was sampled"
-                log.warning("constrained decoding stopped constraining: %s", self.failed)
+                self._fail(self._matcher.get_error() or "a token outside the schema was sampled")
                 return logits
         self._matcher.unsafe_compute_mask_ptr(self._mask.ctypes.data, self._mask.nbytes)
+        if self._matcher.is_error():  # an empty mask would let nothing through: say so instead
+            self._fail(self._matcher.get_error() or "llguidance could not compute the next mask")
+            return logits
         np = self._np
         allowed = np.unpackbits(self._mask.view(np.uint8), bitorder="little")[: self._n_vocab]
         logits[allowed[: len(logits)] == 0] = -np.inf

@@ -30,10 +30,11 @@ from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
+from ..cpus import threads_from_env, usable_cpus
 from ._guide import guide_for, prepare_guidance
 from .base import Backend, BackendError, BackendNotInstalledError, Message, ModelNotFoundError
 
-__all__ = ["LlamaCppBackend", "embedded_model_path", "threads_from_env", "usable_cpus"]
+__all__ = ["LlamaCppBackend", "embedded_model_path"]
 
 log = logging.getLogger("ambient_jupyter.backends")
 
@@ -64,15 +65,29 @@ def _lower_priority() -> None:
 _compute = concurrent.futures.ThreadPoolExecutor(
     max_workers=1, thread_name_prefix="ambient-llamacpp", initializer=_lower_priority
 )
-_streams_waiting: collections.deque[None] = collections.deque()
-"""One entry per generation queued for the compute thread (append and pop are atomic
-under the GIL, from the loop and the compute thread): a prefill there yields to them."""
+_foreground: collections.deque[None] = collections.deque()
+"""One entry per call queued for or running on the compute thread that is not a
+prefill (a turn's generation, a load, a context query), from every notebook of the
+process: a prefill yields to them between chunks. Append and pop are atomic under
+the GIL, from any thread."""
 PREFILL_CHUNK = 256
 """Tokens a prefill reads between two looks at whether a turn is waiting (~0.2 s here)."""
 
 
-async def _on_compute_thread(fn: Any) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(_compute, fn)
+def _submit(fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+    """Queue foreground work on the compute thread; prefills stop for it until it ends.
+
+    Counted from submission, not from when it starts: a turn queued behind a prefill
+    is what the prefill must see. Uncounted when the work ends or is cancelled unrun.
+    """
+    _foreground.append(None)
+    future = _compute.submit(fn)
+    future.add_done_callback(lambda _f: _foreground.pop())
+    return future
+
+
+async def _on_compute_thread(fn: Callable[[], Any]) -> Any:
+    return await asyncio.wrap_future(_submit(fn))
 
 
 def embedded_model_path() -> Path:
@@ -123,29 +138,6 @@ def _processors(guide: Any) -> Any:
     from llama_cpp import LogitsProcessorList
 
     return LogitsProcessorList([guide])
-
-
-def threads_from_env(name: str = "AMBIENT_THREADS") -> int | None:
-    """``AMBIENT_THREADS`` (or ``name``) as a positive int, or None (unset or not a positive number)."""
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return None
-    try:
-        threads = int(value)
-    except ValueError:
-        threads = 0
-    if threads < 1:
-        log.warning("%s=%r is not a positive number of threads; ignored", name, value)
-        return None
-    return threads
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. a container's limit)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # no sched_getaffinity (macOS, Windows)
-        return max(1, os.cpu_count() or 1)
 
 
 def _load(path: Path, n_ctx: int, n_threads: int, n_threads_batch: int) -> Any:
@@ -264,8 +256,12 @@ class LlamaCppBackend(Backend):
         stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
         return tokens, stop
 
+    async def _loaded(self) -> Any:
+        # Loaded already: no trip to the compute thread, where a prefill may be reading.
+        return self._llm if self._llm is not None else await _on_compute_thread(self._model)
+
     async def context_length(self) -> int:
-        llm = await _on_compute_thread(self._model)
+        llm = await self._loaded()
         return int(min(llm.n_ctx(), llm.context_params.n_ctx))
 
     async def load(self) -> None:
@@ -291,7 +287,6 @@ class LlamaCppBackend(Backend):
     async def _stream(
         self, messages: list[Message], *, json_schema: dict[str, Any] | None, max_tokens: int | None
     ) -> AsyncGenerator[str, None]:
-        llm = await _on_compute_thread(self._model)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         cancel = threading.Event()
@@ -302,11 +297,11 @@ class LlamaCppBackend(Backend):
             loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
 
         def work() -> None:
-            _streams_waiting.pop()
             if cancel.is_set():  # stopped while waiting for the compute thread
                 put("done", None)
                 return
             try:
+                llm = self._model()
                 with llm._ambient_lock:  # noqa: SLF001
                     tokens, stop = self.render(messages)
                     limit = self.n_ctx - 8
@@ -354,9 +349,13 @@ class LlamaCppBackend(Backend):
                         # One chunk per generated token (llama-cpp-python joins only the
                         # tokens of one multi-byte character, and withholds a stop string).
                         usage.completion_tokens += 1
-                        if guide is not None and usage.completion_tokens > budget + guide.halves:
-                            chunks.close()
-                            break
+                        if guide is not None:
+                            # guide.halves counts the tokens before this one; a lone backslash is this one.
+                            halves = guide.halves + (choice["text"] == "\\")
+                            if guide.failed is not None or usage.completion_tokens > budget + halves:
+                                # Over budget, or unconstrained from here on: what follows would not parse.
+                                chunks.close()
+                                break
                         if choice["text"]:
                             put("text", choice["text"])
                     self.given_back = 0 if guide is None else guide.halves
@@ -368,8 +367,7 @@ class LlamaCppBackend(Backend):
             except Exception as exc:  # noqa: BLE001 (translated once, here, at the llama.cpp edge)
                 put("error", BackendError(f"llama.cpp failed: {exc}"))
 
-        _streams_waiting.append(None)  # a prefill on the compute thread stops at its next chunk
-        _compute.submit(work)
+        _submit(work)  # a prefill on the compute thread stops at its next chunk
         try:
             while True:
                 kind, value = await queue.get()
@@ -387,11 +385,18 @@ class LlamaCppBackend(Backend):
     async def prefill(self, messages: list[Message], *, yield_to: Callable[[], bool] | None = None) -> None:
         """Evaluate the transcript so far, so the next reaction only pays for new tokens.
 
-        In chunks of ``PREFILL_CHUNK`` tokens: between two, a turn that is waiting (for
-        this model's thread, or ``yield_to``) goes first, and what was read stays cached.
+        In chunks of ``PREFILL_CHUNK`` tokens: before each, any other work waiting for
+        the compute thread (a turn in any notebook of this process), or ``yield_to``
+        (the host: a turn waiting here, the kernel busy, the host closing), goes first,
+        and what was read stays cached.
         """
 
+        def stop() -> bool:
+            return bool(_foreground) or (yield_to is not None and yield_to())
+
         def work() -> None:
+            if _foreground:  # a turn came while this waited for the thread: not even the render
+                return
             llm = self._model()
             with llm._ambient_lock:  # noqa: SLF001
                 tokens, _ = self.render(messages, generation_prompt=False)
@@ -399,11 +404,12 @@ class LlamaCppBackend(Backend):
                     return
                 done = self.cached_prefix(tokens)
                 while done < len(tokens) - 1:
-                    if _streams_waiting or (yield_to is not None and yield_to()):
+                    if stop():
                         return
                     done = min(len(tokens), done + PREFILL_CHUNK)
                     # One sampled token runs the prefix through the model and leaves it cached.
                     for _ in llm.create_completion(tokens[:done], max_tokens=1, temperature=0.0, stream=True):
                         break
 
-        await _on_compute_thread(work)
+        # Not counted as foreground work: it is the work that yields.
+        await asyncio.wrap_future(_compute.submit(work))

@@ -91,8 +91,15 @@ class KernelHost:
         async def kernel_busy() -> bool:
             return busy is not None and busy()
 
-        # Once this host has a model, it reads new events while the kernel is idle.
-        self.warmer = Warmer(self.assistant, busy=kernel_busy, enabled=settings.warm)
+        # It reads new events while the kernel is idle, but only for a model this host
+        # answers with: a host made just to set the agent mode (the server answering)
+        # must not load weights into the person's kernel.
+        self.warmer = Warmer(
+            self.assistant,
+            busy=kernel_busy,
+            wanted=lambda: self.react_to_errors or self.assistant.model_in_use,
+            enabled=settings.warm,
+        )
         self.last_cell: int | None = None
         """The execution count of the last agent cell this host ran."""
         self._main: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()

@@ -12,8 +12,8 @@ from jupyter_core.utils import ensure_async
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Int, Unicode
 
-from ..backends.llamacpp import usable_cpus
 from ..config import AmbientSettings
+from ..cpus import usable_cpus
 from ..history import History
 from .handlers import AmbientSocket, HistoryHandler, ModelsHandler, StatusHandler
 from .hub import Hub, HubSettings, KernelCallError

@@ -117,8 +117,19 @@ class Room:
             on_token=self._on_token,
             on_event=self._on_stored,
         )
-        # The model reads each quiet moment's new events, so a failure costs only itself.
-        self.warmer = Warmer(self.assistant, busy=lambda: hub.kernel_busy(ref), enabled=hub.settings.assistant.warm)
+        # The model reads each quiet moment's new events, so a failure costs only itself:
+        # in the notebook active last only, since the model holds one prompt at a time.
+        self.warmer = Warmer(
+            self.assistant,
+            busy=lambda: hub.kernel_busy(ref),
+            wanted=lambda: hub.warm_notebook == ref.notebook_id,
+            enabled=hub.settings.assistant.warm,
+        )
+
+    def warm(self) -> None:
+        """This notebook is the active one now: the model reads it at the next quiet moment."""
+        self.hub.warm_notebook = self.ref.notebook_id
+        self.warmer.poke()
 
     # -- fan-out --------------------------------------------------------------
 
@@ -137,7 +148,7 @@ class Room:
             while True:
                 page = await asyncio.to_thread(self.tail.live)
                 if page:
-                    self.warmer.poke()
+                    self.warm()
                 for event in page:
                     seq = int(event["seq"])
                     frame = {"type": "event", "event": self._public(event)}
@@ -181,6 +192,7 @@ class Room:
         ready = {"type": "ready", "notebook": self.ref.api_path, "last_seq": sub.seen, "reset": reset}
         sub.send({**ready, "replayed_from": replayed_from})
         sub.send(self._status())
+        self.warm()  # someone is looking at this notebook: it is the one to keep warm
         # Whatever was committed while we replayed goes out now.
         await self.pump()
 
@@ -341,6 +353,9 @@ class Hub:
         self._background = background
         """More work for the hub's lifetime (the server's kernel-death watch)."""
         self._kernel_busy = kernel_busy
+        self.warm_notebook: str | None = None
+        """The notebook whose room may warm the model: the one with the latest activity
+        (new events, a tab joining). One per process, as the model keeps one prompt cached."""
         self.rooms: dict[str, Room] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
@@ -356,7 +371,9 @@ class Hub:
                 start, agent = await asyncio.to_thread(self._room_state, ref.notebook_id)
                 room = self.rooms[ref.notebook_id] = Room(self, ref, start, agent)
                 await room.recover()
-                room.warmer.poke()  # read the notebook so far before anything is asked
+                if self.warm_notebook is None:
+                    room.warm()  # read the notebook so far before anything is asked
+
             return room
 
     def _room_state(self, notebook: str) -> tuple[int, str]:
@@ -460,7 +477,10 @@ class Hub:
         try:
             backend = await resolve_backend(spec)
             started = asyncio.get_running_loop().time()
-            await backend.load()
+            try:
+                await backend.load()
+            finally:
+                await backend.aclose()  # the weights stay loaded (shared); its connections go
             log.info("ambient-jupyter: model %s ready in %.1f s", backend.spec,
                      asyncio.get_running_loop().time() - started)
         except asyncio.CancelledError:
