@@ -46,7 +46,7 @@ from .actions import (
     parse_action,
 )
 from .backends import Backend, BackendError, StreamInterruptedError, resolve_backend
-from .backends.base import Message
+from .backends.base import Message, Usage
 from .code_check import line_diff, lost_purpose, parse_problem, same_code
 from .config import AmbientSettings
 from .context import Transcript
@@ -603,6 +603,7 @@ class Assistant:
                 if text:
                     await _call(self.on_token, reply_id, text)
                     await _call(on_token, reply_id, text)
+            seen = _with_usage(seen, backend.usage)
         except asyncio.CancelledError:
             state = "incomplete"
         except StreamInterruptedError as exc:
@@ -718,6 +719,14 @@ def _seen(transcript: Transcript, tail: list[Message], images: int) -> Seen:
         images=images,
         note=trim_text(said, SEEN_NOTE_CHARS) if said else None,
     )
+
+
+def _with_usage(seen: Seen, usage: Usage) -> Seen:
+    """``seen`` with the prompt's size and what the model had to read of it, where reported."""
+    return seen.model_copy(update={
+        "prompt_tokens": usage.prompt_tokens or None,
+        "read": usage.prompt_evaluated or None,
+    })
 
 
 def _failure_note(event: dict[str, Any], attempt: int, may_fix: bool) -> Message:

@@ -170,6 +170,11 @@ class Seen(BaseModel):
     note: str | None = None
     """The host's own words after the history (its user messages: a failure note, a
     retry's correction), as sent (bounded)."""
+    prompt_tokens: int | None = None
+    """Tokens in the whole prompt, where the backend counts them (llama.cpp, OpenAI)."""
+    read: int | None = None
+    """Prompt tokens the model had to read for this call: the rest came from its cache
+    (a warm model reads about the new events only). Where the backend reports it."""
 
 
 class AssistantMessage(_EventBase):

@@ -211,3 +211,33 @@ def test_an_error_the_cell_handled_is_not_a_failure(tmp_path: Path, history: His
     widget = [e for e in events_of(history, nb, "widget_changed") if e["trait"] == "outputs"]
     assert widget[-1]["new"] == [{"type": "display", "text": "ValueError: inside the widget"}]
     assert recorded[2]["error"]["ename"] == "KeyError"
+
+
+_WATCH_MAIN_THREAD_IMPORTS = """\
+import sys, threading
+_main_imports = []
+def _on_audit(event, args, _main=threading.main_thread()):
+    if event == "import" and threading.current_thread() is _main:
+        _main_imports.append(args[0])
+sys.addaudithook(_on_audit)
+_already = set(sys.modules)"""
+
+
+def test_loading_imports_nothing_heavy_on_the_kernels_main_thread(tmp_path: Path, history: History) -> None:
+    """The extension's modules (pydantic's models, ipywidgets) are imported on a helper
+    thread: a kernel whose main thread imported them ran every later tiny cell about 20%
+    slower (benchmark P1, interleaved), even after an unload."""
+    nb = make_notebook(tmp_path / "aside.ipynb", [
+        _WATCH_MAIN_THREAD_IMPORTS,
+        "%load_ext ambient_jupyter",
+        "print(sorted({m for m in _main_imports if m not in _already}))",
+        "print(sorted(m for m in ('pydantic', 'ipywidgets', 'ambient_jupyter.events') if m in sys.modules))",
+    ])
+    ran = run_with_nbclient(nb, allow_errors=False, env={**QUIET, "AMBIENT_NOTEBOOK": str(nb)})
+    on_main, loaded = (ran.cells[i].outputs[0]["text"].strip() for i in (2, 3))
+    assert loaded == "['ambient_jupyter.events', 'ipywidgets', 'pydantic']"  # they were imported, elsewhere
+    assert on_main == "[]", on_main
+    assert [e["code"] for e in events_of(history, nb, "cell_executed")][-2:] == [
+        "print(sorted({m for m in _main_imports if m not in _already}))",
+        "print(sorted(m for m in ('pydantic', 'ipywidgets', 'ambient_jupyter.events') if m in sys.modules))",
+    ]

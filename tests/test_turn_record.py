@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +24,6 @@ from ambient_jupyter.server.handoff import FrameError
 
 NB = "kernel:test-turn-record"
 MODEL = "tiny:1b"
-
-
-@pytest.fixture
-def history(tmp_path: Path) -> Iterator[History]:
-    h = History(tmp_path / "h.sqlite")
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def cell(
@@ -210,3 +200,30 @@ def test_the_sources_sent_with_a_question_stay_within_one_events_share_of_the_pr
     assert question.startswith("Look at these.")
     assert len(question) < 3 * 2000, len(question)  # one event's limit (2000) for all ten, and the labels
     assert "x = 1" in request["messages"][1]["content"], "the question pushed the notebook out of the prompt"
+
+
+@pytest.mark.model
+def test_a_reply_records_how_much_of_its_prompt_the_model_had_to_read(history: History) -> None:
+    """``seen.read``: after a prefill (what the hosts' Warmer does while the notebook is
+    quiet), a reply reads only what came since; without one, the whole prompt."""
+    from ambient_jupyter.backends.llamacpp import LlamaCppBackend
+
+    for count in range(1, 30):
+        history.append(NB, cell(count, f"value_{count} = {count} * 7\nprint(value_{count})"))
+
+    async def go() -> tuple[dict[str, Any], dict[str, Any]]:
+        backend = LlamaCppBackend()
+        assistant = Assistant(history, NB, backend, max_reply_tokens=32)
+        await backend.prefill([{"role": "system", "content": "something else entirely"}])  # a cold cache
+        cold = (await assistant.ask("Which value is largest?")).message
+        history.append(NB, cell(30, "value_30 = 0"))
+        await assistant.prefill()  # the quiet moment after the new cell
+        warm = (await assistant.ask("And now?")).message
+        return cold["seen"], warm["seen"]
+
+    cold, warm = asyncio.run(go())
+    # Cold: all but the template's first tokens, which match the other prompt's.
+    assert cold["prompt_tokens"] > 500 and cold["read"] > 0.95 * cold["prompt_tokens"], cold
+    # Warm: the prefill covered the history, so the reply read the question and the
+    # template's turn markers, not the notebook again.
+    assert 0 < warm["read"] < 60 < warm["prompt_tokens"], warm

@@ -80,6 +80,13 @@ class Usage:
     generation_s: float = 0.0
     """Seconds from the first token to the last one."""
 
+    def reset(self) -> None:
+        """Zero for a new call: a backend that does not report a figure leaves it at zero,
+        never at the last call's value."""
+        self.prompt_tokens = self.prompt_evaluated = self.completion_tokens = 0
+        self.first_token_s = None
+        self.generation_s = 0.0
+
 
 class Backend(abc.ABC):
     """A chat model that streams.
@@ -131,6 +138,7 @@ class Backend(abc.ABC):
         :attr:`first_token_timeout` at the start, or :attr:`stall_timeout` later).
         Cancelling the consuming task stops generation.
         """
+        self.usage.reset()
         agen = self._stream(messages, json_schema=json_schema, max_tokens=max_tokens)
         timeout = self.first_token_timeout
         try:
