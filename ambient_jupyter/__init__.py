@@ -6,6 +6,7 @@ durable history per notebook; a local model reads it and answers.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -45,6 +46,7 @@ _KERNEL_MODULES = (
     "ambient_jupyter.kernel.output_widgets",
     "ipywidgets",
 )
+_OPTIONAL = frozenset({"ipywidgets"})
 
 
 def _import_aside(names: tuple[str, ...]) -> None:
@@ -66,11 +68,12 @@ def _import_aside(names: tuple[str, ...]) -> None:
     def work() -> None:
         try:
             for name in names:
-                try:
+                if name in _OPTIONAL:
+                    # Missing or broken: the widget watcher does without (it says so itself).
+                    with contextlib.suppress(Exception):
+                        import_module(name)
+                else:
                     import_module(name)
-                except ModuleNotFoundError as exc:
-                    if exc.name != "ipywidgets":  # optional: the widget watcher does without
-                        raise
         except BaseException as exc:  # noqa: BLE001 (raised again on the caller's thread)
             failed.append(exc)
 

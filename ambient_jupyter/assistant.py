@@ -243,12 +243,15 @@ class Assistant:
         # One resolution at a time: two callers at once (a warm-up and a turn) would
         # each probe for ``auto`` and build a backend, and one would be left open.
         async with self._resolving:
-            backend = self._backends[role]
-            if backend is None:
+            while (backend := self._backends[role]) is None:
                 spec = self._models[role]
                 if not spec:
                     raise BackendError(NO_EXPERT_HELP)
-                backend = self._backends[role] = await resolve_backend(str(spec))
+                resolved = await resolve_backend(str(spec))
+                if self._models[role] is spec and self._backends[role] is None:
+                    self._backends[role] = resolved
+                else:  # set_model() ran meanwhile: its choice wins
+                    await resolved.aclose()
             return backend
 
     @property

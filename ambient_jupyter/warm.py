@@ -8,7 +8,9 @@ when something breaks. ``Warmer`` does that reading at the right moments:
 * after a quiet spell (``quiet`` seconds with no new event), never during a burst of
   cells, whose events would each move the prompt again;
 * never while a turn is running or waiting: a turn that arrives during a prefill
-  makes it stop at its next chunk (:meth:`Assistant.prefill` passes ``yield_to``);
+  makes it stop at its next chunk (:meth:`Assistant.prefill` passes ``yield_to``;
+  the in-process llama.cpp model reads in chunks, an Ollama server reads the prefill
+  request whole);
 * not while the host says it is busy (``busy``: a kernel executing), and a prefill
   that is reading when the kernel starts a cell stops at its next chunk too;
 * only where the host wants it (``wanted``): a process holds one prompt cache per
@@ -22,7 +24,6 @@ next event: warming is a courtesy, never an error the person sees.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -93,6 +94,8 @@ class Warmer:
                 if self._poked == seen:
                     break
                 seen, started = self._poked, loop.time()
+            if self._closed:
+                return
             if self._wanted is not None and not self._wanted():
                 return  # not this host's to warm (until the next poke)
             if self._assistant.streaming or await self._is_busy():
@@ -116,14 +119,17 @@ class Warmer:
 
     async def _prefill(self) -> None:
         """One prefill, stopped at its next chunk once the kernel gets busy or another notebook is wanted."""
+        if self._closed:
+            return
         self._stop.clear()
         watch = asyncio.ensure_future(self._watch_busy())
         try:
             await self._assistant.prefill(self._stop.is_set)
         finally:
             watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+            # Not ``await watch``: a close() landing here would cancel the watch a second
+            # time instead of this task, and the CancelledError swallowed would be close()'s.
+            await asyncio.wait({watch})
 
     async def _watch_busy(self) -> None:
         while not self._stop.is_set():

@@ -241,3 +241,14 @@ def test_loading_imports_nothing_heavy_on_the_kernels_main_thread(tmp_path: Path
         "print(sorted({m for m in _main_imports if m not in _already}))",
         "print(sorted(m for m in ('pydantic', 'ipywidgets', 'ambient_jupyter.events') if m in sys.modules))",
     ]
+
+
+def test_the_imports_aside_report_a_missing_module_and_pass_over_a_broken_ipywidgets(monkeypatch) -> None:
+    import pytest
+
+    import ambient_jupyter
+
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # installed but broken: import raises ImportError
+    ambient_jupyter._import_aside(("json", "ipywidgets"))  # the widget watcher does without it
+    with pytest.raises(ModuleNotFoundError, match="no_such_module_here"):
+        ambient_jupyter._import_aside(("no_such_module_here",))  # raised on the caller's thread

@@ -954,9 +954,11 @@ async def test_only_the_notebook_active_last_is_kept_warm(jp_ws_fetch, fake, jp_
     c, other = await connect(jp_ws_fetch), await connect(jp_ws_fetch)
     await c.hello(NB)
     await other.hello(other_nb)
+    # Both at once: the server reads them in one pass, the rooms in the order they were
+    # made, so the second notebook is the one active last whatever the machine's speed.
     kernel_side.append(notebook_id, {"kind": "cell_executed", "code": "first_nb = 1", "status": "ok"})
-    await c.until(lambda f: f["type"] == "event" and f["event"]["code"] == "first_nb = 1")
     kernel_side.append(other_id, {"kind": "cell_executed", "code": "second_nb = 2", "status": "ok"})
+    await c.until(lambda f: f["type"] == "event" and f["event"]["code"] == "first_nb = 1")
     await other.until(lambda f: f["type"] == "event" and f["event"]["code"] == "second_nb = 2")
 
     def read(code: str) -> bool:

@@ -81,7 +81,11 @@ def _submit(fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
     is what the prefill must see. Uncounted when the work ends or is cancelled unrun.
     """
     _foreground.append(None)
-    future = _compute.submit(fn)
+    try:
+        future = _compute.submit(fn)
+    except BaseException:
+        _foreground.pop()  # never queued (the interpreter is shutting down)
+        raise
     future.add_done_callback(lambda _f: _foreground.pop())
     return future
 
@@ -359,6 +363,8 @@ class LlamaCppBackend(Backend):
                         if choice["text"]:
                             put("text", choice["text"])
                     self.given_back = 0 if guide is None else guide.halves
+                    if guide is not None and guide.failed is not None and not cancel.is_set():
+                        raise BackendError(f"constrained decoding failed: {guide.failed}")
                     if first_at is not None and last_at is not None:
                         usage.generation_s = last_at - first_at
                 put("done", None)

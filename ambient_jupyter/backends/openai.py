@@ -164,7 +164,10 @@ class OpenAIBackend(Backend):
             async for chunk in stream:
                 if chunk.usage is not None:
                     self.usage.prompt_tokens = chunk.usage.prompt_tokens
-                    self.usage.prompt_evaluated = chunk.usage.prompt_tokens
+                    details = chunk.usage.prompt_tokens_details
+                    cached = (details.cached_tokens or 0) if details is not None else None
+                    # Unknown when the server does not say what it had cached: left at 0 (not reported).
+                    self.usage.prompt_evaluated = 0 if cached is None else chunk.usage.prompt_tokens - cached
                 if not chunk.choices:
                     continue
                 choice = chunk.choices[0]
