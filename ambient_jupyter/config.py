@@ -42,7 +42,7 @@ def env_flag(name: str, fallback: bool = False) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-def _env_number(name: str, kind: type[int] | type[float], fallback: float, minimum: float) -> float:
+def env_number(name: str, kind: type[int] | type[float], fallback: float, minimum: float) -> float:
     text = os.environ.get(name, "").strip()
     if not text:
         return fallback
@@ -122,7 +122,7 @@ class AmbientSettings(Configurable):
 
     @default("cooldown")
     def _cooldown_default(self) -> float:
-        return _env_number(ENV["cooldown"], float, 30.0, 0.0)
+        return env_number(ENV["cooldown"], float, 30.0, 0.0)
 
     output_limit = Int(
         min=1,
@@ -131,7 +131,7 @@ class AmbientSettings(Configurable):
 
     @default("output_limit")
     def _output_limit_default(self) -> int:
-        return int(_env_number(ENV["output_limit"], int, 8000, 1))
+        return int(env_number(ENV["output_limit"], int, 8000, 1))
 
     max_reply_tokens = Int(
         min=1,
@@ -141,7 +141,7 @@ class AmbientSettings(Configurable):
 
     @default("max_reply_tokens")
     def _max_reply_tokens_default(self) -> int:
-        return int(_env_number(ENV["max_reply_tokens"], int, 1024, 1))
+        return int(env_number(ENV["max_reply_tokens"], int, 1024, 1))
 
     def environ(self) -> dict[str, str]:
         """These settings as environment variables, for a process this one starts (a kernel)."""

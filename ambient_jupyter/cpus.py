@@ -7,12 +7,11 @@ that the server does not reach into a backend for them.
 
 from __future__ import annotations
 
-import logging
 import os
 
-__all__ = ["threads_from_env", "usable_cpus"]
+from .config import env_number
 
-log = logging.getLogger("ambient_jupyter")
+__all__ = ["threads_from_env", "usable_cpus"]
 
 
 def usable_cpus() -> int:
@@ -24,15 +23,5 @@ def usable_cpus() -> int:
 
 
 def threads_from_env(name: str = "AMBIENT_THREADS") -> int | None:
-    """``AMBIENT_THREADS`` (or ``name``) as a positive int, or None (unset or not a positive number)."""
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return None
-    try:
-        threads = int(value)
-    except ValueError:
-        threads = 0
-    if threads < 1:
-        log.warning("%s=%r is not a positive number of threads; ignored", name, value)
-        return None
-    return threads
+    """``AMBIENT_THREADS`` (or ``name``) as a positive int, or None (unset, or not a positive number: warned)."""
+    return int(env_number(name, int, 0, 1)) or None

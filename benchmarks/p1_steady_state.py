@@ -209,13 +209,10 @@ async def main() -> int:
     if args.interleave and args.watch:
         parser.error("--watch loads silently before the first cell: use whole runs")
     global KERNEL_CPUS, TIMED_FROM
-    make = cells
+    make = mix_cells if args.mix else cells
     if args.mix:
         TIMED_FROM = 2
         args.cells = args.mix
-
-        def make(n: int, first: str) -> list[str]:
-            return mix_cells(n, first)
     if args.pin:
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) < 2:
