@@ -36,6 +36,7 @@ from .act import Refused as NotAllowed
 from .act import Run as Runner
 from .assistant import NO_EXPERT_HELP, Role
 from .chat_feed import Feed, join, leave
+from .kernel import hosting, load
 
 try:
     import anywidget
@@ -121,7 +122,7 @@ class ChatWidget(anywidget.AnyWidget):
     def __init__(self, recorder: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._recorder = recorder
-        self._host = recorder.ensure_host()
+        self._host = hosting(recorder.shell).ensure()
         self._assistant = self._host.assistant
         self._acts: ActEngine = self._host.acts
         self._runner: Runner = self._host.runner(recorder, keep_output=True)
@@ -263,6 +264,4 @@ def chat() -> ChatWidget:
     if shell is None:
         msg = "ambient_jupyter.chat() needs IPython: call it from a notebook cell"
         raise RuntimeError(msg)
-    from .kernel import load
-
     return ChatWidget(load(shell))

@@ -709,6 +709,23 @@ def test_unprompted_reactions_in_the_kernel_only_explain(tmp_path: Path, history
     assert not marker.exists()
 
 
+def test_a_reaction_cut_by_the_kernels_shutdown_is_stored_as_incomplete(
+    tmp_path: Path, history: History, fake: FakeOllama
+) -> None:
+    """The in-kernel host is closed when the kernel is asked to shut down: its reply in
+    flight is stored for what it is (incomplete, with what had streamed), not lost."""
+    notebook = tmp_path / "cut.ipynb"
+    words = [f"w{i} " for i in range(400)]
+    fake.reply = ['{"action": "explain", "text": "', *words, '"}']
+    fake.token_delay = 0.05  # 20 s in all: nbclient shuts the kernel down long before
+    write_notebook(notebook, ["%load_ext ambient_jupyter", "1 / 0", "import time\ntime.sleep(1.5)"])
+    execute(notebook, fake)
+    (failed,) = [c for c in events_of(history, notebook, "cell_executed") if c["status"] == "error"]
+    (reply,) = events_of(history, notebook, "assistant_message")
+    assert reply["reply_to"] == failed["seq"] and reply["state"] == "incomplete"
+    assert reply["text"] and "".join(words).startswith(reply["text"].strip())
+
+
 # -- the examples run headless as they ship ------------------------------------------------------
 
 

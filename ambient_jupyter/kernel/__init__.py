@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from ..identity import provide_recorder
+from .hosting import Hosting
 from .recorder import Recorder
 
-__all__ = ["current", "load", "plugins_announce", "record_state", "unload"]
+__all__ = ["Hosting", "current", "hosting", "load", "plugins_announce", "record_state", "unload"]
 
 _recorders: dict[int, Recorder] = {}
+_hostings: dict[int, Hosting] = {}
+_closers: dict[int, Callable[[], None]] = {}
 
 
 def load(shell: Any) -> Recorder:
@@ -22,15 +27,34 @@ def load(shell: Any) -> Recorder:
     from .magics import AmbientMagics
 
     recorder = Recorder(shell)
+    host = Hosting(recorder)
     recorder.start()
-    shell.register_magics(AmbientMagics(shell, recorder))
+    shell.register_magics(AmbientMagics(shell, recorder, host))
     _recorders[id(shell)] = recorder
+    _hostings[id(shell)] = host
     # Plugins created before recording started are announced now.
     plugins_announce(recorder)
     # At kernel exit: commit what is queued and let a reply in flight finish or be
     # stored as incomplete.
-    atexit.register(recorder.close)
+    _closers[id(shell)] = closer = functools.partial(_close, shell)
+    atexit.register(closer)
     return recorder
+
+
+def hosting(shell: Any) -> Hosting:
+    """The in-kernel hosting of ``shell`` (recording must have been loaded)."""
+    return _hostings[id(shell)]
+
+
+def _close(shell: Any) -> None:
+    host = _hostings.pop(id(shell), None)
+    recorder = _recorders.pop(id(shell), None)
+    # The host goes first: it commits what the recorder queued (a last failure still
+    # gets its reaction) and finishes or cuts its reply; then the history closes.
+    if host is not None:
+        host.close()
+    if recorder is not None:
+        recorder.close()
 
 
 def plugins_announce(recorder: Recorder) -> None:
@@ -67,7 +91,7 @@ def record_state(question: str | None = None) -> bool:
 
 def unload(shell: Any) -> None:
     """Stop recording ``shell`` (queued events are still committed)."""
-    recorder = _recorders.pop(id(shell), None)
-    if recorder is not None:
-        atexit.unregister(recorder.close)
-        recorder.close()
+    closer = _closers.pop(id(shell), None)
+    if closer is not None:
+        atexit.unregister(closer)
+        closer()

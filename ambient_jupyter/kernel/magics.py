@@ -57,9 +57,10 @@ def _show_hints(recorder: Any) -> None:
 
 @magics_class
 class AmbientMagics(Magics):
-    def __init__(self, shell: Any, recorder: Any) -> None:
+    def __init__(self, shell: Any, recorder: Any, hosting: Any) -> None:
         super().__init__(shell)
         self.recorder = recorder
+        self.hosting = hosting
 
     @cell_magic
     def ask(self, line: str, cell: str) -> None:
@@ -83,7 +84,7 @@ class AmbientMagics(Magics):
             _say("write your question after %%ask, e.g.  %%ask why is my plot empty?")
             return
         recorder = self.recorder
-        host = recorder.ensure_host()
+        host = self.hosting.ensure()
         if role == "expert" and not host.assistant.expert_spec:
             _say(NO_EXPERT)
             return
@@ -117,6 +118,7 @@ class AmbientMagics(Magics):
         """Show or set the model, the expert, quiet mode, agent mode and notebook identity."""
         recorder = self.recorder
         settings = recorder.settings
+        host = self.hosting.host
         try:
             for item in shlex.split(line):
                 key, sep, value = item.partition("=")
@@ -124,16 +126,16 @@ class AmbientMagics(Magics):
                     raise ValueError(f"{item!r} is not key=value")
                 if key == "model":
                     settings.model = value
-                    if recorder.host is not None:
-                        recorder.host.assistant.set_model(value)
+                    if host is not None:
+                        host.assistant.set_model(value)
                 elif key == "expert":
                     settings.expert = value
-                    if recorder.host is not None:
-                        recorder.host.assistant.set_model(value, role="expert")
+                    if host is not None:
+                        host.assistant.set_model(value, role="expert")
                 elif key == "quiet":
                     settings.quiet = _flag(value)
-                    if recorder.host is not None:
-                        recorder.host.assistant.quiet = settings.quiet
+                    if host is not None:
+                        host.assistant.quiet = settings.quiet
                 elif key == "agent":
                     self._set_agent(value)
                 elif key == "notebook":
@@ -163,17 +165,15 @@ class AmbientMagics(Magics):
         # The mode is the notebook's, for every host (the sidebar, a runner): an event,
         # recorded after what already ran; switching off expires what waits for approval.
         recorder.writer.flush()
-        host = recorder.ensure_host()
+        host = self.hosting.ensure()
         host.serve(host.acts.set_mode(mode, "magic"))
 
     def _set_notebook(self, value: str) -> None:
         recorder = self.recorder
         recorder.writer.flush()
         recorder.notebook = normalize_notebook(value)
-        if recorder.host is not None:
-            # The host's transcript belongs to the old notebook: start a new one on demand.
-            recorder.host.close()
-            recorder.host = None
+        # The host's transcript belongs to the old notebook: start a new one on demand.
+        self.hosting.reset()
         from . import plugins_announce
 
         plugins_announce(recorder)

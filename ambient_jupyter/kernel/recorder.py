@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..config import AmbientSettings
@@ -67,7 +67,7 @@ class Recorder:
         self._current: CellCapture | None = None
         self._agent_running = False
         self._agent_capture: CellCapture | None = None
-        self.host: Any = None
+        self._listeners: list[Callable[[list[dict[str, Any]]], None]] = []
         self._inflight = _inflight(self.settings.redact) if self._kernel is not None else None
         self._inflight_request = ""
         """The request whose cell the page names ("" while idle): its reply ends it."""
@@ -86,6 +86,15 @@ class Recorder:
         self._original_send: Any = None
         self._closing = False
 
+    @property
+    def busy(self) -> bool:
+        """Whether a cell is running now (main thread's view; read from any thread)."""
+        return self._current is not None
+
+    def on_commit(self, listener: Callable[[list[dict[str, Any]]], None]) -> None:
+        """Call ``listener`` on the writer thread with each batch of committed events."""
+        self._listeners.append(listener)
+
     # -- lifecycle ------------------------------------------------------------
 
     def start(self) -> None:
@@ -95,9 +104,8 @@ class Recorder:
             self._original_send = self._session.send
             self._session.send = self._send
         self.widgets.start()
-        # ipykernel sets exit_now when it handles a shutdown request. That is the
-        # last moment at which a reply in flight can still finish: by the time atexit
-        # runs, Python refuses to start the threads a reply needs.
+        # ipykernel sets exit_now when it handles a shutdown request: from then on the
+        # running cell is not a death for the next kernel to report.
         self.shell.observe(self._on_exit_now, names="exit_now")
 
     def _on_exit_now(self, change: Any) -> None:
@@ -108,20 +116,6 @@ class Recorder:
             self._inflight_request = ""
             if self._inflight is not None:
                 self._inflight.idle()
-            self.drain()
-
-    def drain(self, timeout: float = 2.0) -> None:
-        """Commit queued events and let a reply in flight finish (or store it as incomplete).
-
-        Bounded because jupyter_client sends SIGTERM 2.5 s after its shutdown request
-        (half of ``shutdown_wait_time``); a reply cut here is stored as incomplete
-        rather than lost. ``ambient-jupyter run`` hosts replies outside the kernel.
-        """
-        started = time.monotonic()
-        self.writer.flush(timeout / 4)
-        if self.host is not None:
-            self.host.close(max(0.5, timeout - (time.monotonic() - started)))
-            self.host = None
 
     def close(self) -> None:
         with contextlib.suppress(ValueError):
@@ -139,14 +133,7 @@ class Recorder:
         if self._inflight is not None:
             self._inflight.close()
             self._inflight = None
-        # Commit what is queued (a last failure still gets its reaction), let the host
-        # finish or cut its reply (stored through the history), and only then stop the
-        # writer, which closes the history.
-        self.writer.flush()
         self._closing = True
-        if self.host is not None:
-            self.host.close()
-            self.host = None
         self.writer.close()
 
     # -- IPython events -------------------------------------------------------
@@ -266,17 +253,9 @@ class Recorder:
     # -- after commit ---------------------------------------------------------
 
     def _committed(self, events: list[dict[str, Any]]) -> None:
-        if self.host is not None and not self._closing:
-            self.host.on_committed(events)  # it reads them while the kernel is idle (and may react)
-            return
-        if self._closing or not self._should_host():
-            return
-        if any(e.get("kind") == "cell_executed" and e.get("status") == "error" for e in events):
-            self.ensure_host().on_committed(events)
-
-    def _should_host(self) -> bool:
-        """React to failures here only when no other host (runner, server) does."""
-        return os.environ.get("AMBIENT_HOST", "").strip() in ("", "kernel") and not self.settings.quiet
+        if not self._closing:
+            for listener in self._listeners:
+                listener(events)
 
     def run_agent_cell(self, code: str) -> tuple[Any, dict[str, Any] | None]:
         """Run approved agent code as a cell of its own, from inside the cell that asked.
@@ -305,16 +284,3 @@ class Recorder:
             None,
         )
         return result, cell
-
-    def ensure_host(self) -> Any:
-        if self.host is None:
-            from .host import KernelHost
-
-            self.host = KernelHost(
-                self.writer.history,
-                self.notebook,
-                self.settings,
-                react=self._should_host(),
-                busy=lambda: self._current is not None,
-            )
-        return self.host
