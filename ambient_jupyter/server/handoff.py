@@ -13,16 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Awaitable, Callable, Collection, Coroutine
+from typing import Any, Literal, Protocol
 
 from ..act import ActEngine, Ran, Refused
 from ..actions import CODE_ACTIONS, code_sha256
 from ..gate import Approval
 
-if TYPE_CHECKING:
-    from .hub import Room, Subscriber
-
-__all__ = ["MAX_FAILURE_CHARS", "FrameError", "Handoff"]
+__all__ = ["MAX_FAILURE_CHARS", "Frame", "FrameError", "Handoff", "Subscriber", "Tabs"]
 
 log = logging.getLogger("ambient_jupyter.server")
 
@@ -37,22 +35,64 @@ class FrameError(ValueError):
     """What the refused frame named (``client_id``, ``action_id``), so the tab settles just that."""
 
 
-class Handoff:
-    """The hand-off of approved actions, for one room; decisions go through the act engine."""
+Frame = dict[str, Any]
 
-    def __init__(self, room: Room) -> None:
-        self.room = room
-        self._acts: ActEngine | None = None
+
+class Subscriber(Protocol):
+    """A connected client, as the server sees it."""
+
+    seen: int
+    """The highest event seq this client has; events at or below it are not resent."""
+    can_run: bool
+    """Its user may approve code, so it may be handed approved cells to run."""
+
+    def send(self, frame: Frame) -> None:
+        """Queue a frame; never blocks (a client that falls behind is dropped)."""
+
+    async def room_for_more(self) -> bool:
+        """Wait until the client has read enough to take more of a replay; False once it is gone."""
+
+
+class Tabs(Protocol):
+    """The clients showing one notebook, as the hand-off needs them (the server's room)."""
+
+    @property
+    def api_path(self) -> str:
+        """The notebook's contents path, as the tabs name it."""
+
+    @property
+    def subscribers(self) -> Collection[Subscriber]:
+        """In the order they arrived."""
+
+    def broadcast(self, frame: Frame) -> None: ...
+
+    async def pump(self) -> None:
+        """Send every client the events stored since it was last sent any."""
+
+
+class Handoff:
+    """The hand-off of approved actions, for one notebook's tabs; decisions go through the act engine.
+
+    ``run_plugin`` asks the notebook's kernel to run an approved plugin action (the
+    kernel checks the approval again itself) and returns why it could not, or None;
+    ``spawn`` runs a task the server keeps track of.
+    """
+
+    def __init__(
+        self,
+        tabs: Tabs,
+        acts: ActEngine,
+        run_plugin: Callable[[str], Awaitable[str | None]],
+        spawn: Callable[[Coroutine[Any, Any, Any]], object],
+    ) -> None:
+        self.tabs = tabs
+        self.acts = acts
+        self._run_plugin = run_plugin
+        self._spawn = spawn
         self._handed: dict[str, Subscriber | None] = {}
         """action_id -> the tab that has it (None: the kernel has it, or nobody could)."""
         self._waiting: dict[str, list[str]] = defaultdict(list)
         """sha256 -> cell actions handed to a tab whose cell has not run yet, oldest first."""
-
-    @property
-    def acts(self) -> ActEngine:
-        if self._acts is None:
-            self._acts = ActEngine(self.room.assistant)
-        return self._acts
 
     # -- decisions ----------------------------------------------------------------
 
@@ -73,7 +113,7 @@ class Handoff:
             await self.acts.undone(action_id)
         except Refused as exc:
             raise FrameError(str(exc)) from None
-        await self.room.pump()
+        await self.tabs.pump()
 
     async def apply_policy(self, proposal: dict[str, Any], requester: Subscriber | None) -> None:
         """What the notebook's agent mode in force decides on its own; an approval is handed out at once."""
@@ -84,39 +124,39 @@ class Handoff:
     async def _run(self, action_id: str, approver: Subscriber | None) -> None:
         acted = await self.acts.run(action_id, lambda granted: self._hand_out(granted, approver))
         if acted.state == "refused":
-            self.room.broadcast({"type": "error", "message": acted.reason})
+            self.tabs.broadcast({"type": "error", "message": acted.reason})
 
     # -- handing out ----------------------------------------------------------------
 
     async def _hand_out(self, granted: Approval, approver: Subscriber | None) -> Ran | None:
         """Give an approved action to whoever runs it (the engine checked the approval just now)."""
-        room = self.room
+        tabs = self.tabs
         proposal, action_id = granted.proposal, granted.action_id
         action = proposal.get("action")
         if action == "call_plugin":
-            # Plugins live in the kernel; the kernel checks the approval again itself.
-            # Not awaited: a slow plugin must not hold up this client's next frame.
+            # Plugins live in the kernel. Not awaited: a slow plugin must not hold up
+            # this client's next frame.
             self._handed[action_id] = None
-            room.hub.spawn(room.hub.run_plugin(room, action_id))
+            self._spawn(self._plugin(action_id))
             return None
         if action not in CODE_ACTIONS:
             return Ran(ok=False, error=f"this server cannot run a {action!r} action")
         # Cells are the frontend's to insert and run: exactly one tab does it, the
         # approver if it is still here, else the tab that arrived last. Only tabs
         # whose user may approve code are asked to run it.
-        runners = [s for s in room.subscribers if getattr(s, "can_run", False)]
+        runners = [s for s in tabs.subscribers if getattr(s, "can_run", False)]
         tab = approver if approver in runners else (runners[-1] if runners else None)
         self._handed[action_id] = tab
         if tab is None:
             error = "it was approved, but no JupyterLab tab showing this notebook was connected to run it"
-            room.broadcast({"type": "error", "message": f"action {action_id}: {error}"})
+            tabs.broadcast({"type": "error", "message": f"action {action_id}: {error}"})
             return Ran(ok=False, error=error)
         self._waiting[str(proposal["sha256"])].append(action_id)
         decision = granted.decision
         tab.send(
             {
                 "type": "run",
-                "notebook": room.ref.api_path,
+                "notebook": tabs.api_path,
                 "action_id": action_id,
                 "action": action,
                 "code": proposal.get("code"),
@@ -154,7 +194,7 @@ class Handoff:
             cell_event_seq=int(event["seq"]),
             error=f"{error.get('ename')}: {error.get('evalue')}" if failed else None,
         )
-        self.room.hub.spawn(self.acts.executed(action_id, ran))
+        self._spawn(self.acts.executed(action_id, ran))
 
     async def run_failed(self, action_id: str, error: str, sub: Subscriber, reason: str | None = None) -> None:
         """The tab an action was handed to reports that it could not run it."""
@@ -166,10 +206,14 @@ class Handoff:
             action_id, Ran(ok=False, error=f"the tab did not run it: {error.strip()}", reason=reason)
         )
 
-    async def plugin_failed(self, action_id: str, error: str) -> None:
-        """The kernel could not run a plugin call; recorded unless the kernel recorded an outcome itself."""
-        history = self.room.hub.history
-        _proposal, related = await asyncio.to_thread(history.find_action, self.room.ref.notebook_id, action_id)
+    async def _plugin(self, action_id: str) -> None:
+        """Have the kernel run a plugin call; a failure is recorded unless the kernel recorded an outcome itself."""
+        error = await self._run_plugin(action_id)
+        if error is None:
+            return
+        self.tabs.broadcast({"type": "error", "message": f"action {action_id}: {error}"})
+        history, notebook = self.acts.assistant.history, self.acts.notebook
+        _proposal, related = await asyncio.to_thread(history.find_action, notebook, action_id)
         if not any(e.get("kind") == "action_executed" for e in related):
             await self.acts.executed(action_id, Ran(ok=False, error=error))
 

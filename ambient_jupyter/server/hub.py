@@ -1,7 +1,8 @@
 """The server's host: one room per notebook, fed from the history, fanned out to sockets.
 
-Every frame a client sees comes from one place, :meth:`Room.pump`, which reads the
-history after the last seq it sent and hands each event to every subscriber. Kernel
+Every event a client sees comes from one place, :meth:`Room.pump`, which reads the
+history after the last seq it sent and hands each event to every subscriber (other
+frames, such as tokens, status and a ``run`` for one tab, are sent as they happen). Kernel
 events reach the history from the kernel process; the hub notices them by polling
 SQLite's ``data_version`` (a cheap "did another connection commit?" probe). Events the
 server stores itself (chat, replies, decisions) pump at once. One path means every tab
@@ -17,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from ..act import ActEngine
 from ..assistant import Assistant, Role, Turn
 from ..backends import resolve_backend
 from ..config import AmbientSettings
@@ -25,32 +27,16 @@ from ..gate import AGENT_MODES
 from ..history import History
 from ..tail import Tail
 from ..warm import Warmer
-from .handoff import FrameError, Handoff
+from .handoff import Frame, FrameError, Handoff, Subscriber
 from .paths import NotebookRef
 
 __all__ = ["FrameError", "Hub", "HubSettings", "KernelCallError", "KernelRunner", "Room", "Subscriber"]
 
 log = logging.getLogger("ambient_jupyter.server")
 
-Frame = dict[str, Any]
 REPLAY_PAGE = 1000
 _EXPERT = re.compile(r"/expert(?:\s+|$)")
 """``/expert question``: the question goes to the expert model."""
-
-
-class Subscriber(Protocol):
-    """A connected client, as the hub sees it."""
-
-    seen: int
-    """The highest event seq this client has; events at or below it are not resent."""
-    can_run: bool
-    """Its user may approve code, so it may be handed approved cells to run."""
-
-    def send(self, frame: Frame) -> None:
-        """Queue a frame; never blocks (a client that falls behind is dropped)."""
-
-    async def room_for_more(self) -> bool:
-        """Wait until the client has read enough to take more of a replay; False once it is gone."""
 
 
 class KernelRunner(Protocol):
@@ -108,7 +94,6 @@ class Room:
         self._pump_lock = asyncio.Lock()
         self._pending: dict[Subscriber, int] = {}
         """Questions of each client that are waiting or being answered (bounded)."""
-        self.handoff = Handoff(self)
         self.assistant = Assistant.from_settings(
             hub.history,
             ref.notebook_id,
@@ -117,6 +102,8 @@ class Room:
             on_token=self._on_token,
             on_event=self._on_stored,
         )
+        self.api_path = ref.api_path
+        self.handoff = Handoff(self, ActEngine(self.assistant), lambda a: hub.run_plugin(ref, a), hub.spawn)
         # The model reads each quiet moment's new events, so a failure costs only itself:
         # in the notebook active last only, since the model holds one prompt at a time.
         self.warmer = Warmer(
@@ -380,20 +367,17 @@ class Hub:
         """The last seq of a notebook, and its agent mode (the latest one set, else the default)."""
         return self.history.last_seq(notebook), self.history.agent_mode(notebook, self.settings.agent)
 
-    async def run_plugin(self, room: Room, action_id: str) -> None:
-        """Ask the notebook's kernel to run an approved plugin action (it re-checks the approval)."""
-        error: str | None = None
+    async def run_plugin(self, ref: NotebookRef, action_id: str) -> str | None:
+        """Ask the notebook's kernel to run an approved plugin action (it re-checks the
+        approval); why it could not, or None."""
         if self._kernel_runner is None:
-            error = "this server cannot reach kernels"
-        else:
-            code = f"__import__('ambient_jupyter.plugins', fromlist=['dispatch']).dispatch({action_id!r})"
-            try:
-                await self._kernel_runner(room.ref.api_path, code)
-            except (LookupError, KernelCallError) as exc:
-                error = str(exc)
-        if error is not None:
-            room.broadcast({"type": "error", "message": f"action {action_id}: {error}"})
-            await room.handoff.plugin_failed(action_id, error)
+            return "this server cannot reach kernels"
+        code = f"__import__('ambient_jupyter.plugins', fromlist=['dispatch']).dispatch({action_id!r})"
+        try:
+            await self._kernel_runner(ref.api_path, code)
+        except (LookupError, KernelCallError) as exc:
+            return str(exc)
+        return None
 
     async def kernel_state(self, room: Room, question: str) -> None:
         """Ask the notebook's kernel to record what the question concerns, before the turn.
