@@ -218,9 +218,6 @@ class ActEngine:
         history = self.assistant.history
         return await asyncio.to_thread(approval, history, self.notebook, action_id, code, mode=mode)
 
-    def claimed(self, action_id: str) -> bool:
-        return action_id in self._claimed
-
     # -- recording ---------------------------------------------------------------------
 
     async def record(

@@ -8,7 +8,7 @@ Every model turn is one JSON object, ``{"action": ..., "text": ..., ...}``:
 * ``edit_cell``: replace the code of cell ``cell`` with ``code``, then run it;
 * ``run_cell``: run cell ``cell`` again, as it is;
 * ``call_plugin``: call action ``name`` of plugin ``plugin`` with ``args``;
-* ``propose_next_cell``: "take over": the user's likely next step, as a new cell.
+* ``propose_next_cell``: the user's likely next step, as a new cell at the end.
 
 Where the backend can constrain decoding (llama.cpp grammar, Ollama ``format``,
 OpenAI ``response_format``) it gets :func:`action_schema`, so the output is valid
@@ -273,11 +273,6 @@ def action_schema(
     if not variants:
         variants = _variant("explain", catalog, known, limits)
     return variants[0] if len(variants) == 1 else {"anyOf": variants}
-
-
-def allowed_names(schema: dict[str, Any]) -> list[str]:
-    variants = schema.get("anyOf") or [schema]
-    return list(dict.fromkeys(v["properties"]["action"]["const"] for v in variants))
 
 
 # -- parsing and repair ---------------------------------------------------------------

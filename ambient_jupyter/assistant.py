@@ -3,7 +3,7 @@
 It knows nothing about hosts. A host (the runner, the in-kernel host, the Jupyter
 server) gives it a :class:`~ambient_jupyter.history.History`, a notebook and its
 models, subscribes to its tokens and events, and calls :meth:`Assistant.ask`,
-:meth:`Assistant.react`, :meth:`Assistant.fix` or :meth:`Assistant.next_cell`.
+:meth:`Assistant.react` or :meth:`Assistant.fix`.
 
 Every turn is one JSON action (``actions.py``), constrained to the schema where
 the backend can do that. The user reads its ``text`` as it streams; anything else
@@ -92,10 +92,6 @@ async def _call(hook: Callable[..., Any] | None, *args: Any) -> None:
     result = hook(*args)
     if inspect.isawaitable(result):
         await result
-
-
-def _store_dict(model: Any) -> dict[str, Any]:
-    return model.model_dump(exclude={"seq", "notebook"})  # type: ignore[no-any-return]
 
 
 @dataclasses.dataclass
@@ -272,14 +268,11 @@ class Assistant:
 
     # -- storing --------------------------------------------------------------
 
-    async def _store(self, event: dict[str, Any], dedup_key: str | None = None) -> dict[str, Any]:
+    async def record(self, event: BaseModel, dedup_key: str | None = None) -> dict[str, Any]:
+        """Store ``event`` in this notebook's history (``on_event`` sees it); returns what is stored."""
         stored = await asyncio.to_thread(self.history.append, self.notebook, event, dedup_key=dedup_key)
         await _call(self.on_event, stored)
         return stored
-
-    async def record(self, event: BaseModel, dedup_key: str | None = None) -> dict[str, Any]:
-        """Store ``event`` in this notebook's history (``on_event`` sees it); returns what is stored."""
-        return await self._store(_store_dict(event), dedup_key)
 
     # -- public ---------------------------------------------------------------
 
@@ -321,8 +314,8 @@ class Assistant:
             asked = await asyncio.to_thread(self.history.keyed, self.notebook, key) if key else None
             if asked is None:
                 await _call(before_turn)
-        event = _store_dict(UserMessage(text=text, source=source, client_id=client_id, to=role, cells=cells or {}))
-        stored = await self._store(event, dedup_key=key)
+        event = UserMessage(text=text, source=source, client_id=client_id, to=role, cells=cells or {})
+        stored = await self.record(event, dedup_key=key)
         if client_id:
             earlier = await self._earlier_turn(stored["seq"])
             if earlier is not None:
@@ -416,19 +409,7 @@ class Assistant:
             model=None,
             reply_to=int(event.get("seq", 0)),
         )
-        return await self._store(_store_dict(proposal), dedup_key=f"candidate:{event.get('seq')}")
-
-    async def next_cell(self, *, on_token: TokenCallback | None = None) -> Turn:
-        """"Take over": from what the user has done so far, propose their likely next cell."""
-        transcript = await self.transcript()
-        tail: list[Message] = [
-            {
-                "role": "user",
-                "content": "From the cells so far, what is the user's most likely next step? "
-                "Propose it as the next cell, with one sentence on why.",
-            }
-        ]
-        return await self._run_turn(transcript.last_seq, tail, ("propose_next_cell",), on_token=on_token)
+        return await self.record(proposal, dedup_key=f"candidate:{event.get('seq')}")
 
     def stop(self) -> bool:
         """Cancel the turn being written, if any, and every turn waiting behind it.
@@ -538,7 +519,7 @@ class Assistant:
             role=role,
         )
         key = f"unanswered:{reply_to}" if once else None
-        return Turn(await self._store(_store_dict(message), dedup_key=key), [])
+        return Turn(await self.record(message, dedup_key=key), [])
 
     async def interrupted(self, question: dict[str, Any]) -> None:
         """Mark a question that a process which died (SIGKILL, power cut) never answered."""
@@ -615,7 +596,7 @@ class Assistant:
             state, problem = "error", str(exc)
         if problem is not None:
             log.warning("model %s: %s", spec, problem)
-            await self._store(_store_dict(ModelError(message=problem, model=spec)))
+            await self.record(ModelError(message=problem, model=spec))
         invalid: str | None = None
         if state == "complete" and transcript is not None:
             try:
@@ -641,7 +622,7 @@ class Assistant:
             raw=stream.raw if stream.is_json else None,
             seen=seen,
         )
-        stored = await self._store(_store_dict(message))
+        stored = await self.record(message)
         proposals = []
         if action is not None and not isinstance(action, Explain) and transcript is not None:
             proposals.append(await self._propose(action, stored, transcript, role, checks))
@@ -673,13 +654,11 @@ class Assistant:
             role=role,
             reply_to=message.get("seq"),
         )
-        return await self._store(_store_dict(event), dedup_key=f"proposal:{message.get('reply_id')}")
+        return await self.record(event, dedup_key=f"proposal:{message.get('reply_id')}")
 
 
 def _with_images(messages: list[Message], images: list[Any]) -> list[Message]:
     """The prompt with ``images`` on its last message only: the cached prefix stays as it was."""
-    if not images or not messages:
-        return messages
     last: Message = {**messages[-1], "images": images}
     return [*messages[:-1], last]
 

@@ -244,10 +244,10 @@ class ActionExecuted(_EventBase):
     """The ``cell_executed`` event of the cell that ran (cell actions)."""
     ok: bool = True
     result: Any = None
+    """What a plugin action returned (bounded), for the model to read."""
     reason: Literal["cell_changed"] | None = None
     """Why nothing ran, for programs (the words are in ``error``): ``cell_changed``, the
     person had changed the cell since the proposal (the card offers "Propose again")."""
-    """What a plugin action returned (bounded), for the model to read."""
     error: str | None = None
 
 

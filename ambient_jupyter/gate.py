@@ -111,9 +111,6 @@ class Approval:
         return rule_of(self.decision)
 
 
-_PAGE = 1000
-
-
 def find_action(history: _Reader, notebook: str, action_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The proposal with ``action_id`` and every event that refers to it, from the history."""
     return history.find_action(notebook, action_id)

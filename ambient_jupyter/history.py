@@ -38,9 +38,9 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, Union
 
 from .redact import redact as _redact
 
@@ -140,6 +140,21 @@ _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 
 
+class _Model(Protocol):
+    """An event model of ``events.py`` (duck-typed: this module imports no pydantic)."""
+
+    def model_dump(self, *, exclude: Any = None) -> dict[str, Any]: ...
+
+
+NewEvent = Union[Mapping[str, Any], _Model]
+"""What can be appended: an event model, or its fields as a mapping."""
+
+
+def _fields(event: NewEvent) -> Mapping[str, Any]:
+    # seq and notebook are the history's to assign.
+    return event.model_dump(exclude={"seq", "notebook"}) if hasattr(event, "model_dump") else event
+
+
 class HistoryError(RuntimeError):
     """The history cannot be opened or written, with a message that says what to do."""
 
@@ -177,6 +192,12 @@ def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
 
 class _Unusable(Exception):
     """Raised while opening: the file must be moved aside (the message says why)."""
+
+
+def _check_version(version: int) -> None:
+    if version > SCHEMA_VERSION:
+        msg = f"schema version {version} is newer than this ambient-jupyter ({SCHEMA_VERSION})"
+        raise _Unusable(msg)
 
 
 _FileId = tuple[int, int]
@@ -309,9 +330,7 @@ class History:
         try:
             conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                msg = f"schema version {version} is newer than this ambient-jupyter ({SCHEMA_VERSION})"
-                raise _Unusable(msg)
+            _check_version(version)
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 log.warning("SQLite refused WAL mode for %s (got %s)", self.path, mode)
@@ -338,9 +357,7 @@ class History:
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                msg = f"schema version {version} is newer than this ambient-jupyter ({SCHEMA_VERSION})"
-                raise _Unusable(msg)
+            _check_version(version)
             sql_json = _has_sql_json(conn)
             if version == 0:
                 for statement in _statements(_SCHEMA):
@@ -532,7 +549,7 @@ class History:
 
     # -- writing --------------------------------------------------------------
 
-    def append(self, notebook: str, event: dict[str, Any], *, dedup_key: str | None = None) -> dict[str, Any]:
+    def append(self, notebook: str, event: NewEvent, *, dedup_key: str | None = None) -> dict[str, Any]:
         """Append one event and return it with ``seq`` and ``notebook`` set.
 
         Returns only after the transaction has committed (``synchronous=FULL``). When
@@ -541,22 +558,23 @@ class History:
         """
         return self.append_many(notebook, [(event, dedup_key)])[0]
 
-    def append_many(self, notebook: str, items: Sequence[tuple[dict[str, Any], str | None]]) -> list[dict[str, Any]]:
+    def append_many(self, notebook: str, items: Sequence[tuple[NewEvent, str | None]]) -> list[dict[str, Any]]:
         """Append several events in one transaction (one disk sync for the batch)."""
         nb = normalize_notebook(notebook)
+        fields = [(_fields(event), key) for event, key in items]
         if self.redact:
             # Before the write lock: the patterns run on this thread, not on everyone's time.
-            items = [(_redact(event), key) for event, key in items]
+            fields = [(_redact(dict(event)), key) for event, key in fields]
         with self._lock:
             try:
-                return self._append_locked(nb, items)
+                return self._append_locked(nb, fields)
             except sqlite3.DatabaseError as exc:
                 if not _is_corruption(exc):
                     raise
                 self._recover(exc)
-                return self._append_locked(nb, items)
+                return self._append_locked(nb, fields)
 
-    def _append_locked(self, nb: str, items: Sequence[tuple[dict[str, Any], str | None]]) -> list[dict[str, Any]]:
+    def _append_locked(self, nb: str, items: Sequence[tuple[Mapping[str, Any], str | None]]) -> list[dict[str, Any]]:
         conn = self.conn
         # One timestamp per transaction: its events are committed together, and this
         # runs on the kernel's writer thread, where every microsecond is the user's.
@@ -644,9 +662,8 @@ class History:
         same id) come in seq order. One indexed lookup: its cost does not grow with
         the notebook.
         """
-        nb = normalize_notebook(notebook)
         with self._lock:
-            nb_id = self._notebook_id(nb)
+            nb_id = self._notebook_id(notebook)
             rows = [] if nb_id is None else self.conn.execute(_FIND_ACTION, (nb_id, action_id)).fetchall()
         proposal: dict[str, Any] | None = None
         related: list[dict[str, Any]] = []
@@ -664,9 +681,8 @@ class History:
         Walks the notebook's settings changes newest first through an index, and stops
         at the first one whose ``agent`` is one of :data:`AGENT_MODES`.
         """
-        nb = normalize_notebook(notebook)
         with self._lock:
-            nb_id = self._notebook_id(nb)
+            nb_id = self._notebook_id(notebook)
             if nb_id is None:
                 return default
             cursor = self.conn.execute(_LATEST_OF_KIND, (nb_id, "settings_changed"))
@@ -684,9 +700,8 @@ class History:
 
         Through the indexes: the cost grows with the notebook's proposals, not its events.
         """
-        nb = normalize_notebook(notebook)
         with self._lock:
-            nb_id = self._notebook_id(nb)
+            nb_id = self._notebook_id(notebook)
             rows = [] if nb_id is None else self.conn.execute(_UNDECIDED, (nb_id,)).fetchall()
         return [json.loads(body) for (body,) in rows]
 
@@ -695,9 +710,8 @@ class History:
 
         Through the kind index: the cost grows with the notebook's chat, not its events.
         """
-        nb = normalize_notebook(notebook)
         with self._lock:
-            nb_id = self._notebook_id(nb)
+            nb_id = self._notebook_id(notebook)
             if nb_id is None:
                 return []
             asked = [json.loads(b) for (b,) in self.conn.execute(_OF_KIND, (nb_id, "user_message"))]
@@ -705,8 +719,8 @@ class History:
         replied = {json.loads(b).get("reply_to") for (b,) in rows}
         return [e for e in asked if e.get("seq") not in replied]
 
-    def _notebook_id(self, nb: str) -> int | None:
-        row = self.conn.execute("SELECT id FROM notebooks WHERE path = ?", (nb,)).fetchone()
+    def _notebook_id(self, notebook: str) -> int | None:
+        row = self.conn.execute("SELECT id FROM notebooks WHERE path = ?", (normalize_notebook(notebook),)).fetchone()
         return int(row[0]) if row else None
 
     def last_seq(self, notebook: str) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -40,30 +41,20 @@ INTERRUPTED = 130
 """The exit code of a run stopped with Ctrl-C (128 + SIGINT), as shells use."""
 
 
+@dataclasses.dataclass
 class RunResult:
     """What a run did; ``exit_code`` is what ``ambient-jupyter run`` exits with."""
 
-    def __init__(
-        self,
-        output: Path,
-        cells: int,
-        errors: list[int],
-        seconds: float,
-        notebook: str,
-        *,
-        fixed: list[int] | None = None,
-        interrupted: bool = False,
-    ) -> None:
-        self.output = output
-        self.cells = cells
-        """Code cells that ran (the agent's included)."""
-        self.errors = errors
-        """Indices of cells that failed unexpectedly and were not fixed (-1: the kernel was lost)."""
-        self.seconds = seconds
-        self.notebook = notebook
-        self.fixed = fixed or []
-        """Indices of cells that failed and were fixed by a cell the agent added."""
-        self.interrupted = interrupted
+    output: Path
+    cells: int
+    """Code cells that ran (the agent's included)."""
+    errors: list[int]
+    """Indices of cells that failed unexpectedly and were not fixed (-1: the kernel was lost)."""
+    seconds: float
+    notebook: str
+    fixed: list[int] = dataclasses.field(default_factory=list)
+    """Indices of cells that failed and were fixed by a cell the agent added."""
+    interrupted: bool = False
 
     @property
     def exit_code(self) -> int:

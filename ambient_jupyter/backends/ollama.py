@@ -127,8 +127,6 @@ class OllamaBackend(Backend):
             options["num_predict"] = max_tokens
         started = time.perf_counter()
         first_at: float | None = None
-        self.usage.completion_tokens = 0
-        self.usage.first_token_s = None
         try:
             chunks = await self._client.chat(
                 model=self.model,

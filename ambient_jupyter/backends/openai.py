@@ -231,8 +231,6 @@ class OpenAIBackend(Backend):
         self, messages: list[Message], *, json_schema: dict[str, Any] | None, max_tokens: int | None
     ) -> AsyncGenerator[str, None]:
         started = time.perf_counter()
-        self.usage.completion_tokens = 0
-        self.usage.first_token_s = None
         pieces, piece = await self._negotiate(messages, json_schema, max_tokens)
         first_at: float | None = None
         finished = False

@@ -109,18 +109,12 @@ class KernelHost:
         self._thread.start()
         self._pending: set[Future[Any]] = set()
 
-    def _submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        """Run ``coro`` on the host's loop, from any thread (e.g. the chat widget's comm handlers)."""
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
         return future
-
-    def submit(self, coro: Any) -> Future[Any]:
-        """Run ``coro`` on the host's loop, from any thread (e.g. the chat widget's comm handlers)."""
-        return self._submit(coro)
-
-    def _wait(self, coro: Any) -> Any:
-        return self._submit(coro).result(WAIT)
 
     def on_committed(self, events: list[dict[str, Any]]) -> None:
         """Writer-thread callback: diagnose failures when we are the host (explaining only),
@@ -130,7 +124,7 @@ class KernelHost:
             return
         for event in events:
             if self.assistant.should_react(event):
-                self._submit(self.assistant.react(event, actions=REACT_ACTIONS))
+                self.submit(self.assistant.react(event, actions=REACT_ACTIONS))
 
     def ask(
         self, text: str, write: Callable[[str], None], *, role: Role = "watcher", source: MessageSource = "magic"
@@ -144,7 +138,7 @@ class KernelHost:
             finally:
                 pieces.put(_DONE)
 
-        future = self._submit(run())
+        future = self.submit(run())
         try:
             while True:
                 piece = pieces.get()
@@ -167,7 +161,7 @@ class KernelHost:
         whose cell or comm message is being handled, so their outputs, widget updates
         and history belong there; the act engine lives on the host's loop.
         """
-        future = self._submit(coro)
+        future = self.submit(coro)
         done = threading.Event()
 
         def finished(_future: Future[T]) -> None:

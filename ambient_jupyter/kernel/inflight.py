@@ -37,7 +37,6 @@ import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from ..events import KernelDied, death_key
 from ..history import History
@@ -217,8 +216,7 @@ def _settle(history: History, path: Path) -> int:
         # Only a notebook that has a history: a page can name no other (nothing of ours
         # ever recorded there), and one that does not is not a kernel's.
         if history.last_seq(notebook):
-            event: dict[str, Any] = KernelDied(code=code, by="kernel").model_dump(exclude={"seq", "notebook"})
-            history.append(notebook, event, dedup_key=death_key(connection, pid))
+            history.append(notebook, KernelDied(code=code, by="kernel"), dedup_key=death_key(connection, pid))
             found = 1
     with contextlib.suppress(FileNotFoundError):
         path.unlink()

@@ -114,11 +114,16 @@ class AmbientExtension(ExtensionApp):
         sessions = await self.serverapp.session_manager.list_sessions()
         return {s["path"] for s in sessions if s.get("type") in (None, "notebook") and s.get("path")}
 
+    async def _kernel_of(self, api_path: str) -> str | None:
+        """The id of the kernel of the notebook's session, if it has one."""
+        assert self.serverapp is not None
+        sessions = await self.serverapp.session_manager.list_sessions()
+        return next((s["kernel"]["id"] for s in sessions if s.get("path") == api_path and s.get("kernel")), None)
+
     async def _kernel_busy(self, api_path: str) -> bool:
         """True while the kernel of the notebook's session is executing (as its status says)."""
         assert self.serverapp is not None
-        sessions = await self.serverapp.session_manager.list_sessions()
-        kernel_id = next((s["kernel"]["id"] for s in sessions if s.get("path") == api_path and s.get("kernel")), None)
+        kernel_id = await self._kernel_of(api_path)
         if kernel_id is None or kernel_id not in self.serverapp.kernel_manager:
             return False
         return getattr(self.serverapp.kernel_manager.get_kernel(kernel_id), "execution_state", "") == "busy"
@@ -143,8 +148,7 @@ class AmbientExtension(ExtensionApp):
         """
         limit = self.plugin_timeout if timeout is None else timeout
         assert self.serverapp is not None
-        sessions = await self.serverapp.session_manager.list_sessions()
-        kernel_id = next((s["kernel"]["id"] for s in sessions if s.get("path") == api_path and s.get("kernel")), None)
+        kernel_id = await self._kernel_of(api_path)
         if kernel_id is None:
             msg = f"{api_path} has no running kernel in this server; open it and run a cell first"
             raise LookupError(msg)

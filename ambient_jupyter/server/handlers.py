@@ -79,7 +79,7 @@ class ModelsHandler(_AmbientMixin, APIHandler):
         models = await available_models()
         self.finish(
             {
-                "default": self.hub.settings.model,
+                "default": self.hub.settings.assistant.model,
                 "models": [{"spec": m.spec, "backend": m.backend, "status": m.status} for m in models],
             }
         )
@@ -95,7 +95,7 @@ class StatusHandler(_AmbientMixin, APIHandler):
         self.finish(
             {
                 "version": __version__,
-                "model": hub.settings.model,
+                "model": hub.settings.assistant.model,
                 "notebooks": len(hub.rooms),
                 "streaming": sum(1 for r in hub.rooms.values() if r.assistant.streaming),
             }
@@ -246,7 +246,7 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
             cells = {int(k): v for k, v in (typed.cells or {}).items()}
             room.chat(typed.text, typed.client_id, self, cells)
         elif isinstance(typed, Stop):
-            room.stop()
+            room.assistant.stop()
         elif isinstance(typed, Decide):
             await room.handoff.decide(typed.action_id, typed.decision, typed.sha256, self)
         elif isinstance(typed, Mode):

@@ -65,16 +65,6 @@ class HubSettings:
     client_frame_rate: float = 100.0
     client_frame_burst: int = 500
 
-    # Read-only views for the code that only needs the defaults (status, a new room's
-    # mode); the values live in ``assistant`` alone, so they cannot drift apart.
-    @property
-    def model(self) -> str:
-        return str(self.assistant.model)
-
-    @property
-    def agent(self) -> str:
-        return str(self.assistant.agent)
-
 
 class Room:
     """One notebook's conversation in this server: its subscribers and its assistant."""
@@ -311,9 +301,6 @@ class Room:
             if proposal.get("origin") == "hint" or turn.state == "complete":
                 await self.handoff.apply_policy(proposal, sub)
 
-    def stop(self) -> bool:
-        return self.assistant.stop()
-
     async def set_agent(self, agent: Literal["off", "ask", "auto"]) -> None:
         await self.handoff.acts.set_mode(agent, "sidebar")
         await self.pump()
@@ -365,7 +352,7 @@ class Hub:
 
     def _room_state(self, notebook: str) -> tuple[int, str]:
         """The last seq of a notebook, and its agent mode (the latest one set, else the default)."""
-        return self.history.last_seq(notebook), self.history.agent_mode(notebook, self.settings.agent)
+        return self.history.last_seq(notebook), self.history.agent_mode(notebook, self.settings.assistant.agent)
 
     async def run_plugin(self, ref: NotebookRef, action_id: str) -> str | None:
         """Ask the notebook's kernel to run an approved plugin action (it re-checks the
@@ -404,8 +391,7 @@ class Hub:
         if note == room.state_note:
             return  # already said, and nothing came in between to change it
         room.state_note = note
-        event = KernelState(note=note).model_dump(exclude={"seq", "notebook"})
-        await asyncio.to_thread(self.history.append, room.ref.notebook_id, event)
+        await asyncio.to_thread(self.history.append, room.ref.notebook_id, KernelState(note=note))
         await room.pump()
 
     async def kernel_died(self, ref: NotebookRef, code: str, key: str | None = None) -> None:
@@ -416,8 +402,7 @@ class Hub:
         """
         if not await asyncio.to_thread(self.history.last_seq, ref.notebook_id):
             return
-        event = KernelDied(code=code, by="server").model_dump(exclude={"seq", "notebook"})
-        await asyncio.to_thread(self.history.append, ref.notebook_id, event, dedup_key=key)
+        await asyncio.to_thread(self.history.append, ref.notebook_id, KernelDied(code=code, by="server"), dedup_key=key)
         log.warning("the kernel of %s died%s", ref.api_path, " while a cell ran" if code else "")
         room = await self.room(ref)
         await room.pump()
@@ -457,7 +442,7 @@ class Hub:
     async def _load_model(self) -> None:
         """Load the default model now, in the background, rather than at the first question
         (an in-process model takes seconds to load; the loaded weights are shared)."""
-        spec = self.settings.model
+        spec = self.settings.assistant.model
         try:
             backend = await resolve_backend(spec)
             started = asyncio.get_running_loop().time()
