@@ -26,8 +26,9 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from .events import ActionDecided, ActionExecuted, ActionUndone, SettingsChanged
+from .events import ActionDecided, ActionExecuted, ActionProposed, ActionUndone, Event, SettingsChanged
 from .gate import Approval, NotApproved, Rule, approval, policy
+from .history import UnreadableEvent
 
 if TYPE_CHECKING:
     from .assistant import Assistant
@@ -60,7 +61,7 @@ Run = Callable[[Approval], Awaitable["Ran | None"]]
 """Run an approved action. ``None``: it was handed on (to a tab, to the kernel), and
 whoever runs it records the outcome (:meth:`ActEngine.executed`)."""
 
-Ask = Callable[[dict[str, Any]], Awaitable["bool | None"]]
+Ask = Callable[[ActionProposed], Awaitable["bool | None"]]
 """Ask a person now: True approves, False rejects, None means no answer (stopped)."""
 
 
@@ -102,7 +103,7 @@ class ActEngine:
     # -- the whole path -------------------------------------------------------------
 
     async def act(
-        self, proposal: dict[str, Any], run: Run, *, ask: Ask | None = None, person_present: bool = False
+        self, proposal: ActionProposed, run: Run, *, ask: Ask | None = None, person_present: bool = False
     ) -> Acted:
         """Settle ``proposal`` and run it if approved.
 
@@ -117,15 +118,15 @@ class ActEngine:
                 await self.record(proposal, "rejected", rule="user", reason="stopped before anyone decided")
                 return Acted("rejected", "user", "stopped before anyone decided")
             try:
-                await self.decide(str(proposal["action_id"]), "approve" if answer else "reject", proposal["sha256"])
+                await self.decide(proposal.action_id, "approve" if answer else "reject", proposal.sha256)
             except Refused as exc:
                 return Acted("refused", "user", str(exc))
             settled = Acted("ran" if answer else "rejected", "user")
         if settled.state != "ran":
             return settled
-        return await self.run(str(proposal["action_id"]), run)
+        return await self.run(proposal.action_id, run)
 
-    async def settle(self, proposal: dict[str, Any], *, person_present: bool) -> Acted:
+    async def settle(self, proposal: ActionProposed, *, person_present: bool) -> Acted:
         """Record what the mode in force now decides on its own.
 
         Returns ``waiting`` when a person must decide, ``rejected``, or ``ran``
@@ -133,7 +134,7 @@ class ActEngine:
         """
         async with self._lock:
             mode = await self.mode()
-            verdict, reason, rule = policy(mode, safe=bool(proposal.get("safe")), person_present=person_present)
+            verdict, reason, rule = policy(mode, safe=proposal.safe, person_present=person_present)
             if verdict == "ask" or rule is None:
                 return Acted("waiting")
             outcome: Decision = "approved" if verdict == "approve" else "rejected"
@@ -145,7 +146,7 @@ class ActEngine:
 
     async def decide(
         self, action_id: str, decision: Literal["approve", "reject"], sha256: str | None
-    ) -> dict[str, Any]:
+    ) -> ActionProposed:
         """A person's decision (a button, a frame, the terminal); returns the proposal.
 
         Raises :class:`Refused` when there is no such proposal, it was decided
@@ -153,14 +154,12 @@ class ActEngine:
         mode is ``off`` (then nothing proposed can be approved).
         """
         async with self._lock:
-            proposal, related = await asyncio.to_thread(self.assistant.history.find_action, self.notebook, action_id)
-            if proposal is None:
-                raise Refused(f"no proposed action {action_id!r} in this notebook")
-            if any(e.get("kind") == "action_decided" for e in related):
+            proposal, related = await self._find(action_id)
+            if any(e.kind == "action_decided" for e in related):
                 raise Refused(f"action {action_id!r} was already decided")
             outcome: Decision = "approved" if decision == "approve" else "rejected"
             if outcome == "approved":
-                if sha256 != proposal.get("sha256"):
+                if sha256 != proposal.sha256:
                     # The approval must be for exactly the code the person was shown.
                     raise Refused("the code's sha256 does not match the proposal; nothing was approved or run")
                 mode = await self.mode()
@@ -220,9 +219,20 @@ class ActEngine:
 
     # -- recording ---------------------------------------------------------------------
 
+    async def _find(self, action_id: str) -> tuple[ActionProposed, list[Event]]:
+        """The proposal of ``action_id`` and the events that name it; :class:`Refused` if it cannot be had."""
+        history = self.assistant.history
+        try:
+            proposal, related = await asyncio.to_thread(history.find_action, self.notebook, action_id)
+        except UnreadableEvent as exc:
+            raise Refused(f"action {action_id!r}: its record cannot be read ({exc})") from None
+        if proposal is None:
+            raise Refused(f"no proposed action {action_id!r} in this notebook")
+        return proposal, related
+
     async def record(
         self,
-        proposal: dict[str, Any],
+        proposal: ActionProposed,
         decision: Decision,
         *,
         rule: Rule,
@@ -230,14 +240,14 @@ class ActEngine:
     ) -> dict[str, Any]:
         """Record a decision on ``proposal``, bound to its code's hash (once per action)."""
         event = ActionDecided(
-            action_id=proposal["action_id"],
+            action_id=proposal.action_id,
             decision=decision,
             by="user" if rule == "user" else "policy",
             rule=rule,
-            sha256=proposal["sha256"],
+            sha256=proposal.sha256,
             reason=reason,
         )
-        return await self.assistant.record(event, dedup_key=f"decide:{proposal['action_id']}")
+        return await self.assistant.record(event, dedup_key=f"decide:{proposal.action_id}")
 
     async def undone(self, action_id: str) -> dict[str, Any]:
         """Record that the person undid ``action_id`` (once per action).
@@ -246,15 +256,12 @@ class ActEngine:
         proposal's old source) or an inserted cell (removed). The tab did the undoing in
         its notebook; this is the record every tab, and the model, reads.
         """
-        history = self.assistant.history
-        proposal, related = await asyncio.to_thread(history.find_action, self.notebook, action_id)
-        if proposal is None:
-            raise Refused(f"no proposal {action_id!r} in this notebook")
-        if proposal.get("action") not in UNDOABLE:
-            raise Refused(f"a {proposal.get('action')} action cannot be undone")
-        if not any(e.get("kind") == "action_executed" and e.get("ok", True) for e in related):
+        proposal, related = await self._find(action_id)
+        if proposal.action not in UNDOABLE:
+            raise Refused(f"a {proposal.action} action cannot be undone")
+        if not any(isinstance(e, ActionExecuted) and e.ok for e in related):
             raise Refused(f"action {action_id!r} has not changed the notebook, so there is nothing to undo")
-        if any(e.get("kind") == "action_undone" for e in related):
+        if any(e.kind == "action_undone" for e in related):
             raise Refused(f"action {action_id!r} was already undone")
         return await self.assistant.record(ActionUndone(action_id=action_id), dedup_key=f"undone:{action_id}")
 

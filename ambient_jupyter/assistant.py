@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ._trim import trim_text
 from .actions import (
@@ -100,11 +100,11 @@ class Turn:
 
     message: dict[str, Any] | None
     """The stored ``assistant_message``; None when the kernel's checked fix needed no words."""
-    proposals: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    proposals: list[ActionProposed] = dataclasses.field(default_factory=list)
     """The stored ``action_proposed`` events (the kernel's candidate, or the model's)."""
 
     @property
-    def proposal(self) -> dict[str, Any] | None:
+    def proposal(self) -> ActionProposed | None:
         """The first proposal: what a host that runs one thing runs."""
         return self.proposals[0] if self.proposals else None
 
@@ -115,7 +115,7 @@ class Turn:
     @property
     def text(self) -> str:
         if self.message is None:
-            return str(self.proposal.get("text", "")) if self.proposal else ""
+            return self.proposal.text if self.proposal else ""
         return str(self.message.get("text", ""))
 
 
@@ -332,7 +332,7 @@ class Assistant:
         if message is None:
             return None
         proposals = [e for e in later if e.get("kind") == "action_proposed" and e.get("reply_to") == message["seq"]]
-        return Turn(message, proposals)
+        return Turn(message, [p for p in map(_as_proposal, proposals) if p is not None])
 
     def should_react(self, event: dict[str, Any]) -> bool:
         """True for a failed cell, unless quiet, busy, or within the cooldown of the last one."""
@@ -385,7 +385,7 @@ class Assistant:
             failing=str(event.get("code", "")),
         )
 
-    async def _propose_candidate(self, event: dict[str, Any]) -> dict[str, Any] | None:
+    async def _propose_candidate(self, event: dict[str, Any]) -> ActionProposed | None:
         """Store the kernel's candidate fix for a failed cell as an ``edit_cell`` proposal."""
         from .hints import candidate
 
@@ -409,7 +409,7 @@ class Assistant:
             model=None,
             reply_to=int(event.get("seq", 0)),
         )
-        return await self.record(proposal, dedup_key=f"candidate:{event.get('seq')}")
+        return await self._proposed(proposal, f"candidate:{event.get('seq')}")
 
     def stop(self) -> bool:
         """Cancel the turn being written, if any, and every turn waiting behind it.
@@ -521,11 +521,10 @@ class Assistant:
         key = f"unanswered:{reply_to}" if once else None
         return Turn(await self.record(message, dedup_key=key), [])
 
-    async def interrupted(self, question: dict[str, Any]) -> None:
+    async def interrupted(self, question: UserMessage) -> None:
         """Mark a question that a process which died (SIGKILL, power cut) never answered."""
-        role: Role = "expert" if question.get("to") == "expert" else "watcher"
         why = "Interrupted: the server stopped before it answered"
-        await self._unanswered(int(question["seq"]), role, why, once=True)
+        await self._unanswered(question.seq, question.to, why, once=True)
 
     async def _attempts(
         self,
@@ -625,12 +624,13 @@ class Assistant:
         stored = await self.record(message)
         proposals = []
         if action is not None and not isinstance(action, Explain) and transcript is not None:
-            proposals.append(await self._propose(action, stored, transcript, role, checks))
+            proposed = await self._propose(action, stored, transcript, role, checks)
+            proposals = [proposed] if proposed is not None else []
         return Turn(stored, proposals), stream.raw, invalid
 
     async def _propose(
         self, action: Action, message: dict[str, Any], transcript: Transcript, role: Role, checks: _Checks
-    ) -> dict[str, Any]:
+    ) -> ActionProposed | None:
         cell_code = transcript.cells.get(getattr(action, "cell", -1))
         code = action_code(action, cell_code)
         # An edit replaces what the person has now, if they said (Propose again), else what ran.
@@ -654,7 +654,21 @@ class Assistant:
             role=role,
             reply_to=message.get("seq"),
         )
-        return await self.record(event, dedup_key=f"proposal:{message.get('reply_id')}")
+        return await self._proposed(event, f"proposal:{message.get('reply_id')}")
+
+    async def _proposed(self, proposal: ActionProposed, dedup_key: str) -> ActionProposed | None:
+        """Store ``proposal`` (once per key); what is stored, which may be an earlier copy."""
+        return _as_proposal(await self.record(proposal, dedup_key=dedup_key))
+
+
+def _as_proposal(stored: dict[str, Any]) -> ActionProposed | None:
+    """A stored proposal, typed; None if it does not fit (an earlier copy another version
+    wrote): then nothing is offered to run from it."""
+    try:
+        return ActionProposed.model_validate(stored)
+    except ValidationError:
+        log.warning("a stored proposal cannot be read, so it is not offered: %.200s", stored)
+        return None
 
 
 def _with_images(messages: list[Message], images: list[Any]) -> list[Message]:

@@ -17,9 +17,11 @@ Two halves, used by the act engine (:mod:`ambient_jupyter.act`) in every host:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from .actions import code_sha256
+from .events import ActionDecided, ActionProposed, Event
+from .history import UnreadableEvent
 
 __all__ = [
     "AGENT_MODES",
@@ -29,7 +31,6 @@ __all__ = [
     "Rule",
     "Verdict",
     "approval",
-    "find_action",
     "policy",
     "rule_of",
 ]
@@ -41,7 +42,7 @@ Rule = Literal["user", "auto", "safe_plugin", "no_person", "off", "failed_before
 
 
 class _Reader(Protocol):
-    def find_action(self, notebook: str, action_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]: ...
+    def find_action(self, notebook: str, action_id: str) -> tuple[ActionProposed | None, list[Event]]: ...
 
 
 class NotApproved(PermissionError):
@@ -77,15 +78,14 @@ def policy(mode: str, *, safe: bool, person_present: bool) -> Policy:
     return Policy("reject", _REASONS["off"], "off")
 
 
-def rule_of(decision: dict[str, Any]) -> Rule:
+def rule_of(decision: ActionDecided) -> Rule:
     """The rule of a recorded decision; older histories have only ``by`` and the reason."""
-    rule = decision.get("rule")
-    if rule in ("user", "auto", "safe_plugin", "no_person", "off", "failed_before"):
-        return rule  # type: ignore[no-any-return]
-    if decision.get("by") != "policy":
+    if decision.rule is not None:
+        return decision.rule
+    if decision.by != "policy":
         return "user"
     for known, reason in _REASONS.items():
-        if decision.get("reason") == reason:
+        if decision.reason == reason:
             return known
     # An unknown policy decision: treated as the strictest kind of automatic approval.
     return "auto"
@@ -95,25 +95,20 @@ def rule_of(decision: dict[str, Any]) -> Rule:
 class Approval:
     """An approved action, as the history records it."""
 
-    proposal: dict[str, Any]
-    decision: dict[str, Any]
+    proposal: ActionProposed
+    decision: ActionDecided
 
     @property
     def action_id(self) -> str:
-        return str(self.proposal["action_id"])
+        return self.proposal.action_id
 
     @property
     def code(self) -> str:
-        return str(self.proposal["code"])
+        return self.proposal.code
 
     @property
     def rule(self) -> Rule:
         return rule_of(self.decision)
-
-
-def find_action(history: _Reader, notebook: str, action_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """The proposal with ``action_id`` and every event that refers to it, from the history."""
-    return history.find_action(notebook, action_id)
 
 
 def approval(history: _Reader, notebook: str, action_id: str, code: str | None = None, *, mode: str) -> Approval:
@@ -124,28 +119,31 @@ def approval(history: _Reader, notebook: str, action_id: str, code: str | None =
     to the sha256 of the code, and no execution yet (an approval is good for one
     run), and the mode still allows it.
     """
-    proposal, related = find_action(history, notebook, action_id)
+    try:
+        proposal, related = history.find_action(notebook, action_id)
+    except UnreadableEvent as exc:
+        msg = f"action {action_id}: its record cannot be read, so nothing runs ({exc})"
+        raise NotApproved(msg) from None
     if proposal is None:
         msg = f"no proposed action {action_id!r} in this notebook's history"
         raise NotApproved(msg)
-    proposed = str(proposal.get("code", ""))
-    to_run = proposed if code is None else code
+    to_run = proposal.code if code is None else code
     digest = code_sha256(to_run)
-    if digest != proposal.get("sha256") or code_sha256(proposed) != proposal.get("sha256"):
+    if digest != proposal.sha256 or code_sha256(proposal.code) != proposal.sha256:
         msg = f"action {action_id}: the code to run is not the code that was proposed; nothing runs"
         raise NotApproved(msg)
-    decisions = [e for e in related if e.get("kind") == "action_decided"]
+    decisions = [e for e in related if isinstance(e, ActionDecided)]
     if not decisions:
         msg = f"action {action_id} has not been approved"
         raise NotApproved(msg)
     decision = decisions[0]
-    if decision.get("decision") != "approved":
-        msg = f"action {action_id} was rejected ({decision.get('reason') or decision.get('by')})"
+    if decision.decision != "approved":
+        msg = f"action {action_id} was rejected ({decision.reason or decision.by})"
         raise NotApproved(msg)
-    if decision.get("sha256") != digest:
+    if decision.sha256 != digest:
         msg = f"action {action_id}: the approval was given for other code; nothing runs"
         raise NotApproved(msg)
-    if any(e.get("kind") == "action_executed" for e in related):
+    if any(e.kind == "action_executed" for e in related):
         msg = f"action {action_id} has already run; an approval is good for one run"
         raise NotApproved(msg)
     granted = Approval(proposal, decision)

@@ -25,6 +25,7 @@ import nbformat
 from .act import ActEngine, Ran
 from .assistant import Assistant
 from .cell_driver import CellDriver, CellOutcome, wait_for_cell_event
+from .events import ActionProposed
 from .gate import Approval
 
 __all__ = ["FixLimits", "FixResult", "HeadlessAgent"]
@@ -158,8 +159,8 @@ class HeadlessAgent:
             if proposal is None:
                 say(f"the agent proposed no fix (its reply is {turn.state}); {label} stays failed")
                 break
-            say(f"the agent proposes a fix for {label} (action {_short(proposal['action_id'])})")
-            if proposal["sha256"] in self.failed_code:
+            say(f"the agent proposes a fix for {label} (action {_short(proposal.action_id)})")
+            if proposal.sha256 in self.failed_code:
                 reason = "the same code already failed in this run"
                 await self.acts.record(proposal, "rejected", rule="failed_before", reason=reason)
                 say(f"rejected: {reason}; nothing runs")
@@ -195,7 +196,7 @@ class HeadlessAgent:
                 say(f"fix ran ok; {label} counts as fixed")
                 result.fixed = True
                 break
-            self.failed_code.add(str(proposal["sha256"]))
+            self.failed_code.add(proposal.sha256)
             if outcome.status != "error":
                 # Timed out, interrupted, or the kernel is gone: never run again on our own.
                 result.kernel_lost = outcome.kernel_lost
@@ -206,14 +207,14 @@ class HeadlessAgent:
                 self.console.hints(fix_event)
         return result
 
-    async def _ask(self, proposal: dict[str, Any], label: str) -> bool | None:
+    async def _ask(self, proposal: ActionProposed, label: str) -> bool | None:
         """The person at the terminal decides."""
-        return await self.console.confirm(self._header(proposal, label), str(proposal["code"]), proposal.get("diff"))
+        return await self.console.confirm(self._header(proposal, label), proposal.code, proposal.diff)
 
     @staticmethod
-    def _header(proposal: dict[str, Any], label: str) -> str:
-        who = "the kernel's analysis" if proposal.get("origin") == "hint" else "the agent"
-        action = _short(proposal["action_id"])
+    def _header(proposal: ActionProposed, label: str) -> str:
+        who = "the kernel's analysis" if proposal.origin == "hint" else "the agent"
+        action = _short(proposal.action_id)
         return f"{who} proposes this fix of {label}, to run as a new cell below it (action {action}):"
 
     async def _run(
@@ -224,8 +225,8 @@ class HeadlessAgent:
         if approved.rule == "user":
             self.console.say("approved; running it")
         else:
-            self.console.say(f"approved by policy ({approved.decision.get('reason')})")
-            self.console.show(self._header(proposal, label), approved.code, proposal.get("diff"))
+            self.console.say(f"approved by policy ({approved.decision.reason})")
+            self.console.show(self._header(proposal, label), approved.code, proposal.diff)
         # Only the approved proposal's code runs: the engine checked its sha256 just now.
         cell = nbformat.v4.new_code_cell(approved.code, metadata={"ambient": _provenance(approved)})
         self.driver.insert(position, cell)
@@ -277,12 +278,12 @@ def _provenance(approved: Approval) -> dict[str, Any]:
     """
     proposal, decision = approved.proposal, approved.decision
     return {
-        "action_id": proposal["action_id"],
-        "action": proposal.get("action"),
-        "model": proposal.get("model"),
-        "role": proposal.get("role"),
-        "reply_to": proposal.get("reply_to"),
-        "sha256": proposal["sha256"],
-        "approved_at": decision.get("at"),
-        "decided_by": decision.get("by"),
+        "action_id": proposal.action_id,
+        "action": proposal.action,
+        "model": proposal.model,
+        "role": proposal.role,
+        "reply_to": proposal.reply_to,
+        "sha256": proposal.sha256,
+        "approved_at": decision.at,
+        "decided_by": decision.by,
     }

@@ -21,9 +21,11 @@ Design notes
 * The file holds people's code and outputs, secrets included: it is private to its
   owner. The folder is created 0700 and the file 0600 before SQLite opens it (SQLite
   gives ``-wal`` and ``-shm`` the main file's mode); looser files are tightened on open.
-* This module deliberately imports only the standard library (and ``redact``, which
+* This module imports only the standard library when loaded (and ``redact``, which
   does too): it is imported by the kernel extension and by the crash-test child
-  processes, where start-up time counts.
+  processes, where start-up time counts. The typed lookups (an action's events, the
+  undecided proposals, the unanswered questions) import the event models when first
+  called; reads for fan-out and prompts pass the stored JSON through as dicts.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, Union
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from .redact import redact as _redact
 
@@ -49,7 +51,18 @@ try:
 except ImportError:  # pragma: no cover (Windows: no flock; moving aside still tolerates races)
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["AGENT_MODES", "SCHEMA_VERSION", "History", "HistoryError", "default_path", "normalize_notebook"]
+if TYPE_CHECKING:
+    from .events import ActionProposed, Event, UserMessage
+
+__all__ = [
+    "AGENT_MODES",
+    "SCHEMA_VERSION",
+    "History",
+    "HistoryError",
+    "UnreadableEvent",
+    "default_path",
+    "normalize_notebook",
+]
 
 log = logging.getLogger("ambient_jupyter.history")
 
@@ -157,6 +170,31 @@ def _fields(event: NewEvent) -> Mapping[str, Any]:
 
 class HistoryError(RuntimeError):
     """The history cannot be opened or written, with a message that says what to do."""
+
+
+class UnreadableEvent(ValueError):
+    """A stored event does not fit its model in ``events.py`` (the message says which, and why).
+
+    Whoever decides on an action treats this as "no": an event that cannot be read
+    may be the decision or the run that forbids another.
+    """
+
+
+def _typed(body: str) -> Event:
+    # Imported here, not at the top: kernels import this module as they start, and only
+    # the hosts' lookups need the models (by then the kernel imported them aside).
+    from .events import parse_event
+
+    try:
+        # Through json.loads, not pydantic's own JSON parser: that one refuses the lone
+        # surrogates ``_dumps`` writes as escapes (an undecodable file name in an output).
+        return parse_event(json.loads(body))
+    except ValueError as exc:  # pydantic's ValidationError and json's errors are ValueErrors
+        head = body[:200]
+        msg = f"a stored event cannot be read ({head}): {exc}"
+        raise UnreadableEvent(msg) from None
+
+
 
 
 def default_path() -> Path:
@@ -654,22 +692,23 @@ class History:
                 return
             after = int(events[-1]["seq"])
 
-    def find_action(self, notebook: str, action_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    def find_action(self, notebook: str, action_id: str) -> tuple[ActionProposed | None, list[Event]]:
         """The ``action_proposed`` event of ``action_id``, and every other event that names it.
 
         The proposal is the first ``action_proposed`` with that id (None if there is
         none); the other events (decisions, outcomes, any later proposal with the
         same id) come in seq order. One indexed lookup: its cost does not grow with
-        the notebook.
+        the notebook. Raises :class:`UnreadableEvent` if any of them does not fit its
+        model: an action whose record cannot be read whole is not decided on.
         """
         with self._lock:
             nb_id = self._notebook_id(notebook)
             rows = [] if nb_id is None else self.conn.execute(_FIND_ACTION, (nb_id, action_id)).fetchall()
-        proposal: dict[str, Any] | None = None
-        related: list[dict[str, Any]] = []
+        proposal: ActionProposed | None = None
+        related: list[Event] = []
         for (body,) in rows:
-            event = json.loads(body)
-            if proposal is None and event.get("kind") == "action_proposed":
+            event = _typed(body)
+            if proposal is None and event.kind == "action_proposed":
                 proposal = event
             else:
                 related.append(event)
@@ -695,17 +734,37 @@ class History:
                 cursor.close()
         return default
 
-    def undecided(self, notebook: str) -> list[dict[str, Any]]:
+    def undecided(self, notebook: str) -> list[ActionProposed]:
         """Every ``action_proposed`` event that no ``action_decided`` names yet, oldest first.
 
         Through the indexes: the cost grows with the notebook's proposals, not its events.
+        One that does not fit its model is given as stored, unchecked: enough to reject
+        it by its ``action_id`` and ``sha256`` (it can never be approved here).
         """
+        from .events import ActionProposed
+
         with self._lock:
             nb_id = self._notebook_id(notebook)
             rows = [] if nb_id is None else self.conn.execute(_UNDECIDED, (nb_id,)).fetchall()
-        return [json.loads(body) for (body,) in rows]
+        found: list[ActionProposed] = []
+        for (body,) in rows:
+            try:
+                event = _typed(body)
+            except UnreadableEvent as exc:
+                log.warning("%s", exc)
+                try:
+                    raw = json.loads(body)
+                except ValueError:
+                    continue  # not even JSON: nothing to name it by
+                sha256 = raw.get("sha256")
+                event = ActionProposed.model_construct(
+                    **{**raw, "sha256": sha256 if isinstance(sha256, str) else None}
+                )
+            if event.kind == "action_proposed":
+                found.append(event)
+        return found
 
-    def unanswered(self, notebook: str) -> list[dict[str, Any]]:
+    def unanswered(self, notebook: str) -> list[UserMessage]:
         """Every ``user_message`` that no ``assistant_message`` replies to, oldest first.
 
         Through the kind index: the cost grows with the notebook's chat, not its events.
@@ -714,10 +773,19 @@ class History:
             nb_id = self._notebook_id(notebook)
             if nb_id is None:
                 return []
-            asked = [json.loads(b) for (b,) in self.conn.execute(_OF_KIND, (nb_id, "user_message"))]
+            asked = self.conn.execute(_OF_KIND, (nb_id, "user_message")).fetchall()
             rows = self.conn.execute(_OF_KIND, (nb_id, "assistant_message")).fetchall()
         replied = {json.loads(b).get("reply_to") for (b,) in rows}
-        return [e for e in asked if e.get("seq") not in replied]
+        found: list[UserMessage] = []
+        for (body,) in asked:
+            try:
+                event = _typed(body)
+            except UnreadableEvent as exc:  # a question is not worth failing a recovery for
+                log.warning("%s", exc)
+                continue
+            if event.kind == "user_message" and event.seq not in replied:
+                found.append(event)
+        return found
 
     def _notebook_id(self, notebook: str) -> int | None:
         row = self.conn.execute("SELECT id FROM notebooks WHERE path = ?", (normalize_notebook(notebook),)).fetchone()

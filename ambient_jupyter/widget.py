@@ -36,7 +36,7 @@ from .act import Refused as NotAllowed
 from .act import Run as Runner
 from .assistant import NO_EXPERT_HELP, Role
 from .chat_feed import Feed, join, leave
-from .kernel import hosting, load
+from .kernel import hosting_of, load
 
 try:
     import anywidget
@@ -122,7 +122,7 @@ class ChatWidget(anywidget.AnyWidget):
     def __init__(self, recorder: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._recorder = recorder
-        self._host = hosting(recorder.shell).ensure()
+        self._host = hosting_of(recorder.shell).ensure()
         self._assistant = self._host.assistant
         self._acts: ActEngine = self._host.acts
         self._runner: Runner = self._host.runner(recorder, keep_output=True)
@@ -209,8 +209,8 @@ class ChatWidget(anywidget.AnyWidget):
         if settled.state == "ran":
             # Approved by the mode in force now. Code runs on the kernel's main thread,
             # which only a comm message reaches; the engine checks the mode again there.
-            feed.awaiting_run.add(str(proposal["action_id"]))
-            feed.broadcast({"type": "run", "action_id": proposal["action_id"]})
+            feed.awaiting_run.add(proposal.action_id)
+            feed.broadcast({"type": "run", "action_id": proposal.action_id})
 
     def _turn_done(self, feed: Feed, future: Future[Any]) -> None:
         exc = None if future.cancelled() else future.exception()

@@ -289,6 +289,12 @@ def test_approval_is_read_from_the_history_and_bound_to_the_hash(tmp_path: Path)
             approval(history, NB, "a4", mode="ask")
         with pytest.raises(NotApproved, match="no proposed action"):
             approval(history, NB, "nope", mode="ask")
+        # An outcome that cannot be read may be the run that used the approval up: refused.
+        propose(history, a, "a5")
+        decide(history, "a5", "approved", code_sha256(a))
+        history.append(NB, {"kind": "action_executed", "action_id": "a5", "reason": "from a newer version"})
+        with pytest.raises(NotApproved, match="cannot be read"):
+            approval(history, NB, "a5", mode="ask")
 
 
 def test_the_mode_in_force_when_code_is_about_to_run_is_the_one_that_counts(tmp_path: Path) -> None:

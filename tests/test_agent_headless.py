@@ -31,6 +31,7 @@ from ambient_jupyter.act import ActEngine
 from ambient_jupyter.actions import code_sha256
 from ambient_jupyter.assistant import Assistant
 from ambient_jupyter.code_check import parse_problem
+from ambient_jupyter.events import ActionProposed
 from ambient_jupyter.gate import NotApproved, approval
 from ambient_jupyter.history import History
 
@@ -373,17 +374,17 @@ def test_an_approval_of_code_a_never_runs_code_b(
     code_b = "import os; os.remove('precious.txt')\n"
     monkeypatch.setenv("OLLAMA_HOST", fake.url)
 
-    async def propose_and_approve() -> dict[str, Any]:
+    async def propose_and_approve() -> ActionProposed:
         assistant = Assistant(history, nb, MODEL, agent="ask")
         turn = await assistant.fix(failing)
         assert turn.proposal is not None
-        await ActEngine(assistant).decide(turn.proposal["action_id"], "approve", turn.proposal["sha256"])
+        await ActEngine(assistant).decide(turn.proposal.action_id, "approve", turn.proposal.sha256)
         return turn.proposal
 
     proposal = asyncio.run(propose_and_approve())
     with pytest.raises(NotApproved, match="not the code that was proposed"):
-        approval(history, nb, proposal["action_id"], code=code_b, mode="ask")
-    assert approval(history, nb, proposal["action_id"], mode="ask").code == FIX
+        approval(history, nb, proposal.action_id, code=code_b, mode="ask")
+    assert approval(history, nb, proposal.action_id, mode="ask").code == FIX
 
 
 # -- a person at the terminal ----------------------------------------------------------------

@@ -93,9 +93,9 @@ def test_a_turn_proposes_exactly_the_code_and_the_mode_decides(history: History,
     turn, asked, nobody = run(go)
     assert turn.text == "A typo: use sum."
     proposal = turn.proposal
-    assert proposal["action"] == "insert_cell" and proposal["code"] == FIX
-    assert proposal["sha256"] == code_sha256(FIX) and proposal["args"] == {"after": 2}
-    assert proposal["reply_to"] == turn.message["seq"] and proposal["role"] == "watcher"
+    assert proposal.action == "insert_cell" and proposal.code == FIX
+    assert proposal.sha256 == code_sha256(FIX) and proposal.args == {"after": 2}
+    assert proposal.reply_to == turn.message["seq"] and proposal.role == "watcher"
     # The raw JSON is kept for the model's own later turns; people read the text.
     assert json.loads(turn.message["raw"])["code"] == FIX
     # The backend was asked for the action schema, with the cells that exist.
@@ -152,8 +152,8 @@ def test_the_expert_takes_a_turn_and_the_watcher_carries_on(
     # Which model said what is recorded with every message and proposal.
     assert (first.message["role"], first.message["model"]) == ("watcher", f"ollama:{WATCHER}")
     assert (handed.message["role"], handed.message["model"]) == ("expert", "openai:fake-gpt")
-    assert handed.proposal["role"] == "expert" and handed.proposal["model"] == "openai:fake-gpt"
-    assert handed.proposal["action"] == "edit_cell" and handed.proposal["args"] == {"cell": 2}
+    assert handed.proposal.role == "expert" and handed.proposal.model == "openai:fake-gpt"
+    assert handed.proposal.action == "edit_cell" and handed.proposal.args == {"cell": 2}
     asked = [e for e in history.read(NB) if e["kind"] == "user_message"]
     assert [m["to"] for m in asked] == ["watcher", "expert", "watcher"]
     assert (after.message["role"], after.message["model"]) == ("watcher", f"ollama:{WATCHER}")
@@ -202,7 +202,7 @@ def test_the_watcher_escalates_after_two_invalid_actions(
             await expert.aclose()
 
     turn = run(go)
-    assert turn.message["role"] == "expert" and turn.proposal["code"] == FIX
+    assert turn.message["role"] == "expert" and turn.proposal.code == FIX
     replies = [e for e in history.read(NB) if e["kind"] == "assistant_message"]
     assert [(r["role"], r["state"]) for r in replies] == [
         ("watcher", "error"),

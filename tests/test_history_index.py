@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,9 @@ from typing import Any
 import pytest
 
 import ambient_jupyter.history as history_mod
+from ambient_jupyter.events import ActionDecided, ActionProposed, Event, UserMessage, parse_event
 from ambient_jupyter.gate import AGENT_MODES as GATE_AGENT_MODES
-from ambient_jupyter.gate import find_action as gate_find_action
-from ambient_jupyter.history import AGENT_MODES, SCHEMA_VERSION, History
+from ambient_jupyter.history import AGENT_MODES, SCHEMA_VERSION, History, UnreadableEvent
 
 NB = "kernel:index-test"
 OTHER = "kernel:other-notebook"
@@ -68,16 +69,16 @@ def _mode(agent: object) -> dict[str, Any]:
     return {"kind": "settings_changed", "agent": agent, "by": "sidebar"}
 
 
-def _scan(history: History, notebook: str, action_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """What find_action must return, worked out the slow way (every event read)."""
+def _scan(history: History, notebook: str, action_id: str) -> tuple[Event | None, list[Event]]:
+    """What find_action must return, worked out the slow way (every event read, then typed)."""
     proposal, related = None, []
     for event in history.read(notebook):
         if event.get("action_id") != action_id:
             continue
         if proposal is None and event.get("kind") == "action_proposed":
-            proposal = event
+            proposal = parse_event(event)
         else:
-            related.append(event)
+            related.append(parse_event(event))
     return proposal, related
 
 
@@ -158,10 +159,10 @@ def test_find_action_returns_the_proposal_and_its_events_among_many(tmp_path: Pa
         h.append(NB, {"kind": "note", "args": {"action_id": "a7"}})
 
         proposal, related = h.find_action(NB, "a7")
-        assert proposal is not None and proposal["code"] == "x = 1" and proposal["notebook"] == NB
-        assert [e["kind"] for e in related] == ["action_decided", "action_executed", "action_proposed"]
-        assert [e["seq"] for e in related] == sorted(e["seq"] for e in related)
-        assert related[0]["decision"] == "approved"
+        assert isinstance(proposal, ActionProposed) and proposal.code == "x = 1" and proposal.notebook == NB
+        assert [e.kind for e in related] == ["action_decided", "action_executed", "action_proposed"]
+        assert [e.seq for e in related] == sorted(e.seq for e in related)
+        assert isinstance(related[0], ActionDecided) and related[0].decision == "approved"
 
         ids = {e["action_id"] for e, _ in batch if "action_id" in e}
         assert len(ids) == 30
@@ -169,15 +170,41 @@ def test_find_action_returns_the_proposal_and_its_events_among_many(tmp_path: Pa
             assert h.find_action(NB, action_id) == _scan(h, NB, action_id)
         assert h.find_action(NB, "nope") == (None, [])
         assert h.find_action("kernel:never-seen", "a7") == (None, [])
-        assert h.find_action(OTHER, "a7")[1][0]["decision"] == "rejected"
-        # The gate's lookup is the history's.
-        assert gate_find_action(h, NB, "a7") == h.find_action(NB, "a7")
+        assert h.find_action(OTHER, "a7")[1][0].decision == "rejected"  # type: ignore[union-attr]
+
+
+def test_an_action_whose_record_cannot_be_read_is_not_decided_on(tmp_path: Path) -> None:
+    """A decision that does not fit its model (written by a newer version, or damaged) may
+    be the one that forbids a run: the lookup refuses rather than passing it over."""
+    with History(tmp_path / "h.sqlite") as h:
+        h.append(NB, _proposal("a1"))
+        h.append(NB, {**_decided("a1"), "decision": "maybe"})
+        with pytest.raises(UnreadableEvent, match="decision"):
+            h.find_action(NB, "a1")
+        # What waits still names a proposal it cannot read, so switching off can reject it.
+        h.append(NB, {**_proposal("a2"), "sha256": None})
+        h.append(NB, _proposal("a3"))
+        waiting = h.undecided(NB)
+        assert [(e.action_id, e.sha256) for e in waiting] == [("a2", None), ("a3", "h")]
+
+
+def test_text_that_is_not_valid_unicode_is_still_read_back(tmp_path: Path) -> None:
+    """A file name that is not UTF-8 reaches an output or a plugin's result as a lone
+    surrogate, which the store keeps as an escape: the typed lookups read it back."""
+    odd = os.fsdecode(b"caf\xe9.csv")
+    with History(tmp_path / "h.sqlite") as h:
+        h.append(NB, _proposal("a1"))
+        h.append(NB, {"kind": "action_executed", "action_id": "a1", "ok": True, "result": odd})
+        h.append(NB, {"kind": "user_message", "text": f"why does {odd} fail?", "source": "sidebar"})
+        _proposal_found, (executed,) = h.find_action(NB, "a1")
+        assert executed.result == odd  # type: ignore[union-attr]
+        assert [e.text for e in h.unanswered(NB)] == [f"why does {odd} fail?"]
 
 
 def test_decisions_without_a_proposal_are_still_found(tmp_path: Path) -> None:
     with History(tmp_path / "h.sqlite") as h:
         h.append(NB, _decided("orphan"))
-        assert h.find_action(NB, "orphan") == (None, h.read(NB))
+        assert h.find_action(NB, "orphan") == (None, [parse_event(e) for e in h.read(NB)])
 
 
 # -- agent_mode ----------------------------------------------------------------------
@@ -268,16 +295,16 @@ def test_v1_file_is_upgraded_in_place_and_loses_nothing(
         old = h.read(NB)
         assert [(e["seq"], e["kind"]) for e in old] == [(n, e["kind"]) for n, (e, _) in enumerate(events, start=1)]
         proposal, related = h.find_action(NB, "old-1")
-        assert proposal is not None and proposal["seq"] == 3 and proposal["code"] == "x = 1"
-        assert [(e["kind"], e["seq"]) for e in related] == [("action_decided", 5), ("action_executed", 8)]
-        assert h.find_action(NB, "old-2")[1][0]["decision"] == "rejected"
-        assert h.find_action(OTHER, "old-1")[0]["code"] == "z = 0"  # type: ignore[index]
+        assert proposal is not None and proposal.seq == 3 and proposal.code == "x = 1"
+        assert [(e.kind, e.seq) for e in related] == [("action_decided", 5), ("action_executed", 8)]
+        assert h.find_action(NB, "old-2")[1][0].decision == "rejected"  # type: ignore[union-attr]
+        assert h.find_action(OTHER, "old-1")[0].code == "z = 0"  # type: ignore[union-attr]
         assert h.agent_mode(NB, "off") == "ask"  # "bogus" came later and does not count
         assert h.agent_mode(OTHER, "ask") == "off"
         # Dedup keys written by v1 still hold, and seq goes on from where v1 left it.
         assert h.append(NB, _decided("old-1"), dedup_key="decide:old-1")["seq"] == 5
         assert h.append(NB, _executed("old-2"))["seq"] == len(events) + 1
-        assert [e["kind"] for e in h.find_action(NB, "old-2")[1]] == ["action_decided", "action_executed"]
+        assert [e.kind for e in h.find_action(NB, "old-2")[1]] == ["action_decided", "action_executed"]
 
     # Nothing was rewritten but the new column.
     after = _raw(db, "SELECT notebook_id, seq, kind, dedup_key, body FROM events ORDER BY notebook_id, seq")
@@ -300,7 +327,7 @@ def test_rows_a_v1_writer_appends_after_the_upgrade_are_found(tmp_path: Path) ->
     db = tmp_path / "history.sqlite"
     _make_v1(db, {NB: _v1_events()})
     with History(db) as h:
-        assert h.find_action(NB, "old-2")[1] == [h.read(NB)[8]]
+        assert h.find_action(NB, "old-2")[1] == [parse_event(h.read(NB)[8])]
         conn = sqlite3.connect(db, isolation_level=None)
         try:
             nb_id = conn.execute("SELECT id FROM notebooks WHERE path = ?", (NB,)).fetchone()[0]
@@ -312,7 +339,7 @@ def test_rows_a_v1_writer_appends_after_the_upgrade_are_found(tmp_path: Path) ->
             conn.execute("COMMIT")
         finally:
             conn.close()
-        assert [e["kind"] for e in h.find_action(NB, "old-2")[1]] == ["action_decided", "action_executed"]
+        assert [e.kind for e in h.find_action(NB, "old-2")[1]] == ["action_decided", "action_executed"]
 
 
 def test_a_file_newer_than_v2_is_still_moved_aside(tmp_path: Path) -> None:
@@ -337,8 +364,8 @@ def _open_v1_together(db: str, worker: str, barrier: Any, results: Any) -> None:
             results.put(
                 (
                     worker,
-                    proposal["seq"] if proposal else None,
-                    [e["kind"] for e in related],
+                    proposal.seq if proposal else None,
+                    [e.kind for e in related],
                     h.agent_mode(NB, "off"),
                     h.append(NB, {"kind": "w", "worker": worker})["seq"],
                 )
@@ -397,10 +424,10 @@ def test_undecided_lists_only_proposals_with_no_decision(tmp_path: Path) -> None
         h.append(OTHER, _proposal("a4"))
         h.append(NB, _decided("a2"))
         h.append(NB, _executed("a3"))  # an outcome is not a decision
-        assert [e["action_id"] for e in h.undecided(NB)] == ["a1", "a3"]
+        assert [e.action_id for e in h.undecided(NB)] == ["a1", "a3"]
         h.append(NB, _decided("a1", "rejected"))
-        assert [e["action_id"] for e in h.undecided(NB)] == ["a3"]
-        assert [e["action_id"] for e in h.undecided(OTHER)] == ["a4"]
+        assert [e.action_id for e in h.undecided(NB)] == ["a3"]
+        assert [e.action_id for e in h.undecided(OTHER)] == ["a4"]
         assert h.undecided("kernel:never-seen") == []
 
 
@@ -413,7 +440,7 @@ def test_unanswered_lists_questions_with_no_reply(tmp_path: Path) -> None:
         h.append(NB, {"kind": "assistant_message", "text": "an answer", "reply_to": q1["seq"]})
         h.append(NB, {"kind": "assistant_message", "text": "a reaction", "reply_to": 3})  # to the cell
         h.append(OTHER, {"kind": "user_message", "text": "elsewhere", "source": "sidebar"})
-        assert [e["text"] for e in h.unanswered(NB)] == ["two"]
+        assert [(type(e), e.text) for e in h.unanswered(NB)] == [(UserMessage, "two")]
         h.append(NB, {"kind": "assistant_message", "text": "late", "reply_to": q2["seq"]})
         assert h.unanswered(NB) == []
-        assert [e["text"] for e in h.unanswered(OTHER)] == ["elsewhere"]
+        assert [e.text for e in h.unanswered(OTHER)] == ["elsewhere"]

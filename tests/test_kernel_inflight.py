@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import events_of, make_notebook
+from fakes.ollama_server import FakeOllama
 from jupyter_client.manager import KernelManager
 
 from ambient_jupyter.history import History
@@ -40,9 +41,9 @@ KILLER = "import os, signal\nprint('about to die')\nos.kill(os.getpid(), signal.
 class Kernel:
     """One real kernel whose frontend names ``notebook`` (as JupyterLab would)."""
 
-    def __init__(self, notebook: Path) -> None:
+    def __init__(self, notebook: Path, env: dict[str, str] | None = None) -> None:
         self.km = KernelManager()
-        self.km.start_kernel(env={**os.environ, **QUIET, "AMBIENT_NOTEBOOK": str(notebook)})
+        self.km.start_kernel(env={**os.environ, **(QUIET if env is None else env), "AMBIENT_NOTEBOOK": str(notebook)})
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
@@ -60,8 +61,8 @@ class Kernel:
 def kernels() -> Iterator[Any]:
     started: list[Kernel] = []
 
-    def start(notebook: Path) -> Kernel:
-        started.append(Kernel(notebook))
+    def start(notebook: Path, env: dict[str, str] | None = None) -> Kernel:
+        started.append(Kernel(notebook, env))
         return started[-1]
 
     yield start
@@ -134,6 +135,37 @@ def test_a_shutdown_asked_for_during_a_cell_is_not_a_death(
     first.run("c = 3")
     first.run("%unload_ext ambient_jupyter")
     assert [e["kind"] for e in history.read(str(nb))] == ["cell_executed"]
+
+
+def test_a_restart_while_the_kernels_own_host_answers_is_not_a_death(
+    tmp_path: Path, history: History, ambient_db: Path, kernels: Any
+) -> None:
+    """The in-kernel host's last chance to store its reply comes after the running cell is
+    let go: a kill during that reply's wind-down is still the restart the person asked for."""
+    fake = FakeOllama({"tiny:1b": 8192}).start()
+    try:
+        fake.reply = ['{"action": "explain", "text": "', *[f"w{i} " for i in range(400)], '"}']
+        fake.token_delay = 0.05  # 20 s: still streaming when the restart comes
+        nb = make_notebook(tmp_path / "answering.ipynb", [])
+        first = kernels(nb, {"AMBIENT_MODEL": "ollama:tiny:1b", "OLLAMA_HOST": fake.url})
+        first.run("%load_ext ambient_jupyter")
+        first.run("1 / 0")  # the kernel's own host reacts, once the kernel is idle
+        deadline = time.monotonic() + 60
+        while not fake.chat_requests() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fake.chat_requests(), "the failure got no reaction"
+        first.kc.execute(STUBBORN)
+        time.sleep(1.0)  # the cell is running, and the reaction still streams
+        first.km.shutdown_wait_time = 0.5  # the kill comes while the host still winds down
+        first.km.restart_kernel(now=False)
+        first.kc.wait_for_ready(timeout=60)
+        first.run("%load_ext ambient_jupyter")
+        first.run("%unload_ext ambient_jupyter")
+    finally:
+        fake.stop()
+    kinds = [e["kind"] for e in history.read(str(nb))]
+    assert "kernel_died" not in kinds, kinds
+    assert kinds[0] == "cell_executed"
 
 
 def test_a_death_the_runner_recorded_is_not_recorded_again(tmp_path: Path, history: History, ambient_db: Path) -> None:

@@ -203,7 +203,8 @@ async def test_undone_is_recorded_once_and_only_for_an_applied_change(jp_ws_fetc
     other = await connect(jp_ws_fetch)
     await c.hello(NB)
     await other.hello(NB)
-    for action_id, why in (("waiting", "nothing to undo"), ("rerun", "cannot be undone"), ("nope", "no proposal")):
+    refusals = (("waiting", "nothing to undo"), ("rerun", "cannot be undone"), ("nope", "no proposed action"))
+    for action_id, why in refusals:
         await c.send({"type": "undone", "notebook": NB, "action_id": action_id})
         error = await c.until(lambda f: f["type"] == "error")
         assert why in error["message"] and error.get("action_id") == action_id

@@ -135,8 +135,8 @@ def test_a_question_with_a_cells_current_source_gets_an_edit_made_against_it(
     (proposal,) = turn.proposals
     # Made against the person's source, not the code that last ran: the tab's check
     # (old source still in the cell) then passes, and the diff shows their line.
-    assert proposal["old_code"] == edited
-    assert ["-", "total = sum(vals)"] in proposal["diff"] and ["+", "total = sum(values)"] in proposal["diff"]
+    assert proposal.old_code == edited
+    assert ["-", "total = sum(vals)"] in proposal.diff and ["+", "total = sum(values)"] in proposal.diff
 
 
 @pytest.mark.parametrize(
@@ -172,7 +172,7 @@ def test_a_cells_source_is_the_base_of_an_edit_only_and_only_until_the_cell_runs
     ollama_server.reply = rerun
     turn = run(history, ollama_server, lambda a: a.ask("Run 3 again.", cells={3: "import os", 9: "never ran"}))
     (proposal,) = turn.proposals
-    assert proposal["code"] == "b = a + 1", "a sent source became code to run"
+    assert proposal.code == "b = a + 1", "a sent source became code to run"
     # Cell 9 never ran: its source is not kept, so it names no cell an action could target.
     transcript = Transcript(budget=4000, count_tokens=len)
     transcript.extend(history.read(NB))
@@ -180,12 +180,12 @@ def test_a_cells_source_is_the_base_of_an_edit_only_and_only_until_the_cell_runs
     ollama_server.reply = edit
     turn = run(history, ollama_server, lambda a: a.ask("Fill 3.", cells={3: ""}))
     (proposal,) = turn.proposals
-    assert proposal["old_code"] == "" and ["+", "b = a + 2"] in proposal["diff"]
+    assert proposal.old_code == "" and ["+", "b = a + 2"] in proposal.diff
     # A newer run of [3] is what an edit replaces from then on.
     history.append(NB, cell(3, "b = 40"))
     turn = run(history, ollama_server, lambda a: a.ask("Again."))
     (proposal,) = turn.proposals
-    assert proposal["old_code"] == "b = 40"
+    assert proposal.old_code == "b = 40"
 
 
 def test_the_sources_sent_with_a_question_stay_within_one_events_share_of_the_prompt(

@@ -12,7 +12,7 @@ from ..identity import provide_recorder
 from .hosting import Hosting
 from .recorder import Recorder
 
-__all__ = ["Hosting", "current", "hosting", "load", "plugins_announce", "record_state", "unload"]
+__all__ = ["Hosting", "current", "hosting_of", "load", "plugins_announce", "record_state", "unload"]
 
 _recorders: dict[int, Recorder] = {}
 _hostings: dict[int, Hosting] = {}
@@ -41,7 +41,7 @@ def load(shell: Any) -> Recorder:
     return recorder
 
 
-def hosting(shell: Any) -> Hosting:
+def hosting_of(shell: Any) -> Hosting:
     """The in-kernel hosting of ``shell`` (recording must have been loaded)."""
     return _hostings[id(shell)]
 
@@ -51,10 +51,12 @@ def _close(shell: Any) -> None:
     recorder = _recorders.pop(id(shell), None)
     # The host goes first: it commits what the recorder queued (a last failure still
     # gets its reaction) and finishes or cuts its reply; then the history closes.
-    if host is not None:
-        host.close()
-    if recorder is not None:
-        recorder.close()
+    try:
+        if host is not None:
+            host.close()
+    finally:
+        if recorder is not None:
+            recorder.close()
 
 
 def plugins_announce(recorder: Recorder) -> None:

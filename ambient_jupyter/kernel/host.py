@@ -33,9 +33,9 @@ from ..act import ActEngine, Ran, Run
 from ..actions import CODE_ACTIONS
 from ..assistant import Assistant, Role, Turn
 from ..config import AmbientSettings
-from ..events import MessageSource
+from ..events import ActionExecuted, MessageSource
 from ..gate import Approval, NotApproved
-from ..history import History
+from ..history import History, UnreadableEvent
 from ..warm import Warmer
 
 __all__ = ["KernelHost"]
@@ -203,7 +203,7 @@ class KernelHost:
         from .._trim import clean_text, strip_ansi
 
         async def run(granted: Approval) -> Ran | None:
-            if granted.proposal.get("action") == "call_plugin":
+            if granted.proposal.action == "call_plugin":
                 from ..plugins import dispatch
 
                 # dispatch checks the approval again where the code runs, and records the outcome.
@@ -214,8 +214,8 @@ class KernelHost:
                 except Exception:
                     log.debug("plugin action %s failed", granted.action_id, exc_info=True)
                 return None
-            if granted.proposal.get("action") not in CODE_ACTIONS:
-                return Ran(ok=False, error=f"this kernel cannot run a {granted.proposal.get('action')!r} action")
+            if granted.proposal.action not in CODE_ACTIONS:
+                return Ran(ok=False, error=f"this kernel cannot run a {granted.proposal.action!r} action")
             if write is not None:
                 write(f"Running the agent's code (rule: {granted.rule}):\n{granted.code.rstrip()}")
 
@@ -250,8 +250,8 @@ class KernelHost:
         # Under Jupyter Server the Ambient sidebar can ask a person: the proposal then
         # waits there for Approve / Reject instead of being rejected by policy.
         present = os.environ.get("AMBIENT_HOST", "").strip() == "server"
-        code = str(proposal.get("code", ""))
-        plugin = proposal.get("action") == "call_plugin"
+        code = proposal.code
+        plugin = proposal.action == "call_plugin"
         acted = self.serve(self.acts.act(proposal, self.runner(recorder, write=write), person_present=present))
         if acted.state in ("waiting", "rejected"):
             why = "waiting for your approval in the Ambient sidebar" if acted.state == "waiting" else acted.reason
@@ -263,18 +263,21 @@ class KernelHost:
         if acted.state == "refused":
             return f"Not run: {acted.reason}"
         if plugin:
-            done = self._outcome(str(proposal["action_id"]))
-            if done is None or not done.get("ok"):
-                return f"{code} failed: {(done or {}).get('error', 'no outcome was recorded')}"
-            return f"Ran {code} -> {_short(done.get('result'))}"
+            done = self._outcome(proposal.action_id)
+            if done is None or not done.ok:
+                return f"{code} failed: {done.error if done else 'no outcome was recorded'}"
+            return f"Ran {code} -> {_short(done.result)}"
         ran = acted.ran
         if ran is None:
             return None
         return f"Ran it as cell [{self.last_cell}]: " + ("ok." if ran.ok else f"failed: {ran.error}")
 
-    def _outcome(self, action_id: str) -> dict[str, Any] | None:
-        _proposal, related = self.assistant.history.find_action(self.assistant.notebook, action_id)
-        return next((e for e in related if e.get("kind") == "action_executed"), None)
+    def _outcome(self, action_id: str) -> ActionExecuted | None:
+        try:
+            _proposal, related = self.assistant.history.find_action(self.assistant.notebook, action_id)
+        except UnreadableEvent:
+            return None  # said as "no outcome was recorded"; the sidebar shows what is stored
+        return next((e for e in related if isinstance(e, ActionExecuted)), None)
 
     def stop(self) -> bool:
         return self._loop.call_soon_threadsafe(self.assistant.stop) is not None

@@ -11,8 +11,8 @@ Light on purpose: the host, and the model behind it, are imported only when need
 
 from __future__ import annotations
 
-import contextlib
 import os
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,16 +24,20 @@ __all__ = ["Hosting"]
 
 
 class Hosting:
-    """The in-kernel host of one recorder's notebook, if the kernel needs one."""
+    """The in-kernel host of one recorder's notebook, if the kernel needs one.
+
+    Used from the writer thread (committed events), the main thread (``%%ask``, the
+    widget, ``%ambient``) and the control thread (a shutdown request): one lock makes
+    sure there is never more than one host, and none once closed.
+    """
 
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
         self.host: KernelHost | None = None
         self._closed = False
+        self._lock = threading.Lock()
         recorder.on_commit(self._committed)
-        # ipykernel sets exit_now when it handles a shutdown request: the last moment
-        # a reply in flight can still finish (at atexit, Python refuses new threads).
-        recorder.shell.observe(self._on_exit_now, names="exit_now")
+        recorder.on_exit(self.drain)
 
     @property
     def elected(self) -> bool:
@@ -42,7 +46,14 @@ class Hosting:
         return os.environ.get("AMBIENT_HOST", "").strip() in ("", "kernel") and not settings.quiet
 
     def ensure(self) -> KernelHost:
+        with self._lock:
+            return self._ensure_locked()
+
+    def _ensure_locked(self) -> KernelHost:
         if self.host is None:
+            if self._closed:
+                msg = "ambient-jupyter has stopped recording this kernel; run %load_ext ambient_jupyter again"
+                raise RuntimeError(msg)
             from .host import KernelHost
 
             recorder = self.recorder
@@ -57,43 +68,45 @@ class Hosting:
 
     def _committed(self, events: list[dict[str, Any]]) -> None:
         """Writer thread: hand what was committed to the host, making one for a failure."""
-        if self._closed:
-            return
-        if self.host is None:
-            failed = any(e.get("kind") == "cell_executed" and e.get("status") == "error" for e in events)
-            if not (failed and self.elected):
+        with self._lock:
+            if self._closed:
                 return
-        self.ensure().on_committed(events)  # it reads them while the kernel is idle (and may react)
+            if self.host is None:
+                failed = any(e.get("kind") == "cell_executed" and e.get("status") == "error" for e in events)
+                if not (failed and self.elected):
+                    return
+            host = self._ensure_locked()
+        host.on_committed(events)  # it reads them while the kernel is idle (and may react)
+
+    def _take(self, *, close: bool = False) -> KernelHost | None:
+        with self._lock:
+            host, self.host = self.host, None
+            self._closed = self._closed or close
+        return host
 
     def reset(self) -> None:
         """Drop the host (its transcript is the old notebook's); a new one is made on demand."""
-        host, self.host = self.host, None
+        host = self._take()
         if host is not None:
             host.close()
-
-    def _on_exit_now(self, change: Any) -> None:
-        if change["new"]:
-            self.drain()
 
     def drain(self, timeout: float = 2.0) -> None:
         """Commit what is queued and let a reply in flight finish (or store it as incomplete).
 
-        Bounded because jupyter_client sends SIGTERM 2.5 s after its shutdown request
-        (half of ``shutdown_wait_time``); a reply cut here is stored as incomplete rather
-        than lost. ``ambient-jupyter run`` hosts replies outside the kernel.
+        Called when the kernel is asked to shut down, the last moment a reply can still
+        finish (at atexit, Python refuses new threads). Bounded because jupyter_client
+        sends SIGTERM 2.5 s after its shutdown request (half of ``shutdown_wait_time``);
+        a reply cut here is stored as incomplete rather than lost.
         """
         started = time.monotonic()
         self.recorder.writer.flush(timeout / 4)
-        host, self.host = self.host, None
+        host = self._take()
         if host is not None:
             host.close(max(0.5, timeout - (time.monotonic() - started)))
 
     def close(self) -> None:
-        """Shut the host down, once the recorder's last events are committed."""
-        with contextlib.suppress(ValueError):
-            self.recorder.shell.unobserve(self._on_exit_now, names="exit_now")
+        """Shut the host down for good, once the recorder's last events are committed."""
         self.recorder.writer.flush()
-        self._closed = True
-        host, self.host = self.host, None
+        host = self._take(close=True)
         if host is not None:
             host.close()

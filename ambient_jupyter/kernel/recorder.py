@@ -68,6 +68,7 @@ class Recorder:
         self._agent_running = False
         self._agent_capture: CellCapture | None = None
         self._listeners: list[Callable[[list[dict[str, Any]]], None]] = []
+        self._exit_listeners: list[Callable[[], None]] = []
         self._inflight = _inflight(self.settings.redact) if self._kernel is not None else None
         self._inflight_request = ""
         """The request whose cell the page names ("" while idle): its reply ends it."""
@@ -95,6 +96,11 @@ class Recorder:
         """Call ``listener`` on the writer thread with each batch of committed events."""
         self._listeners.append(listener)
 
+    def on_exit(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` when the kernel is asked to shut down, once the running cell
+        is no longer the next kernel's to report."""
+        self._exit_listeners.append(listener)
+
     # -- lifecycle ------------------------------------------------------------
 
     def start(self) -> None:
@@ -116,6 +122,11 @@ class Recorder:
             self._inflight_request = ""
             if self._inflight is not None:
                 self._inflight.idle()
+            for listener in self._exit_listeners:
+                try:
+                    listener()
+                except Exception:  # one listener's failure must not keep the others from their last chance
+                    log.warning("ambient-jupyter: a shutdown step failed", exc_info=True)
 
     def close(self) -> None:
         with contextlib.suppress(ValueError):

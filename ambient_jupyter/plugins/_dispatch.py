@@ -76,10 +76,10 @@ def dispatch(action_id: str) -> Any:
         # Judged by the agent mode in force now, as the act engine judges it.
         approved = approval(history, notebook, action_id, mode=history.agent_mode(notebook, default_mode))
         proposal = approved.proposal
-        if proposal.get("action") != "call_plugin":
-            msg = f"action {action_id} is {proposal.get('action')}, not a plugin call; dispatch runs only plugin calls"
+        if proposal.action != "call_plugin":
+            msg = f"action {action_id} is {proposal.action}, not a plugin call; dispatch runs only plugin calls"
             raise NotApproved(msg)
-        call = proposal.get("args") or {}
+        call = proposal.args
         plugin_name, name, args = call.get("plugin"), call.get("name"), call.get("args", {})
         if not (isinstance(plugin_name, str) and isinstance(name, str) and isinstance(args, dict)):
             msg = f"action {action_id}: the stored plugin call is malformed; nothing runs"

@@ -18,7 +18,9 @@ from typing import Any, Literal, Protocol
 
 from ..act import ActEngine, Ran, Refused
 from ..actions import CODE_ACTIONS, code_sha256
+from ..events import ActionProposed
 from ..gate import Approval
+from ..history import UnreadableEvent
 
 __all__ = ["MAX_FAILURE_CHARS", "Frame", "FrameError", "Handoff", "Subscriber", "Tabs"]
 
@@ -115,11 +117,11 @@ class Handoff:
             raise FrameError(str(exc)) from None
         await self.tabs.pump()
 
-    async def apply_policy(self, proposal: dict[str, Any], requester: Subscriber | None) -> None:
+    async def apply_policy(self, proposal: ActionProposed, requester: Subscriber | None) -> None:
         """What the notebook's agent mode in force decides on its own; an approval is handed out at once."""
         settled = await self.acts.settle(proposal, person_present=True)
         if settled.state == "ran":
-            await self._run(str(proposal["action_id"]), requester)
+            await self._run(proposal.action_id, requester)
 
     async def _run(self, action_id: str, approver: Subscriber | None) -> None:
         acted = await self.acts.run(action_id, lambda granted: self._hand_out(granted, approver))
@@ -132,7 +134,7 @@ class Handoff:
         """Give an approved action to whoever runs it (the engine checked the approval just now)."""
         tabs = self.tabs
         proposal, action_id = granted.proposal, granted.action_id
-        action = proposal.get("action")
+        action = proposal.action
         if action == "call_plugin":
             # Plugins live in the kernel. Not awaited: a slow plugin must not hold up
             # this client's next frame.
@@ -151,7 +153,7 @@ class Handoff:
             error = "it was approved, but no JupyterLab tab showing this notebook was connected to run it"
             tabs.broadcast({"type": "error", "message": f"action {action_id}: {error}"})
             return Ran(ok=False, error=error)
-        self._waiting[str(proposal["sha256"])].append(action_id)
+        self._waiting[proposal.sha256].append(action_id)
         decision = granted.decision
         tab.send(
             {
@@ -159,16 +161,16 @@ class Handoff:
                 "notebook": tabs.api_path,
                 "action_id": action_id,
                 "action": action,
-                "code": proposal.get("code"),
-                "sha256": proposal.get("sha256"),
-                "args": proposal.get("args") or {},
-                "model": proposal.get("model"),
-                "role": proposal.get("role") or "watcher",
-                "reply_to": proposal.get("reply_to"),
-                "decided_by": decision.get("by"),
+                "code": proposal.code,
+                "sha256": proposal.sha256,
+                "args": proposal.args,
+                "model": proposal.model,
+                "role": proposal.role,
+                "reply_to": proposal.reply_to,
+                "decided_by": decision.by,
                 "rule": granted.rule,
-                "approved_at": decision.get("at"),
-                **({"old_code": proposal["old_code"]} if proposal.get("old_code") is not None else {}),
+                "approved_at": decision.at,
+                **({"old_code": proposal.old_code} if proposal.old_code is not None else {}),
             }
         )
         return None
@@ -213,8 +215,11 @@ class Handoff:
             return
         self.tabs.broadcast({"type": "error", "message": f"action {action_id}: {error}"})
         history, notebook = self.acts.assistant.history, self.acts.notebook
-        _proposal, related = await asyncio.to_thread(history.find_action, notebook, action_id)
-        if not any(e.get("kind") == "action_executed" for e in related):
+        try:
+            _proposal, related = await asyncio.to_thread(history.find_action, notebook, action_id)
+        except UnreadableEvent:
+            related = []  # whatever the kernel stored is unreadable: record the failure
+        if not any(e.kind == "action_executed" for e in related):
             await self.acts.executed(action_id, Ran(ok=False, error=error))
 
     def _unwait(self, action_id: str) -> bool:

@@ -232,9 +232,8 @@ class Room:
         ``incomplete`` reply saying so, and the tab shows it instead of waiting forever."""
         questions = await asyncio.to_thread(self.hub.history.unanswered, self.ref.notebook_id)
         for question in questions:
-            if question.get("source") == "sidebar":
-                seq = question["seq"]
-                log.warning("question %s in %s was never answered: marked interrupted", seq, self.ref.api_path)
+            if question.source == "sidebar":
+                log.warning("question %s in %s was never answered: marked interrupted", question.seq, self.ref.api_path)
                 await self.assistant.interrupted(question)
 
     # -- what clients ask for ---------------------------------------------------
@@ -298,7 +297,7 @@ class Room:
         the model's reply was cut; the model's own proposal only from a complete reply.
         """
         for proposal in turn.proposals:
-            if proposal.get("origin") == "hint" or turn.state == "complete":
+            if proposal.origin == "hint" or turn.state == "complete":
                 await self.handoff.apply_policy(proposal, sub)
 
     async def set_agent(self, agent: Literal["off", "ask", "auto"]) -> None:
