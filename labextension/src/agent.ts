@@ -106,15 +106,6 @@ export function provenance(frame: IRunFrame): IAmbientCellMetadata {
 }
 
 /**
- * Do what an approved `run` frame asks, in the tab's open copy of its notebook.
- *
- * - insert_cell: a new cell below the cell showing `[after]` (else below the active cell);
- * - edit_cell: the source of the cell showing `[cell]` is replaced, only if it still
- *   holds the source the proposal was made against (`oldCode`);
- * - run_cell: the cell showing `[cell]` runs again, only if its source is still the approved code;
- * - propose_next_cell: a new cell at the end of the notebook.
- */
-/**
  * Take back what an action did to this tab's notebook: an edited cell gets the exact
  * source the proposal was made against again; an inserted cell is removed. Only while
  * the cell still holds what the action wrote: a later change is the person's own.
@@ -148,6 +139,15 @@ export function undoApplied(tracker: INotebookTracker, notebook: string, proposa
   return null;
 }
 
+/**
+ * Do what an approved `run` frame asks, in the tab's open copy of its notebook.
+ *
+ * - insert_cell: a new cell below the cell showing `[after]` (else below the active cell);
+ * - edit_cell: the source of the cell showing `[cell]` is replaced, only if it still
+ *   holds the source the proposal was made against (`oldCode`);
+ * - run_cell: the cell showing `[cell]` runs again, only if its source is still the approved code;
+ * - propose_next_cell: a new cell at the end of the notebook.
+ */
 export async function runApproved(tracker: INotebookTracker, frame: IRunFrame): Promise<RunOutcome> {
   const panel = panelFor(tracker, frame.notebook);
   if (!panel) {

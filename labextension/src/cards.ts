@@ -93,16 +93,10 @@ function codeNode(className: string, code: string): HTMLElement {
   return pre;
 }
 
-function card(event: IAmbientEvent, modifier: string, children: Array<Node | null>): HTMLElement {
-  return h(
-    'div',
-    {
-      className: `jp-Ambient-card ${modifier}`,
-      title: timeTitle(event),
-      attrs: { 'data-seq': String(event.seq), 'data-kind': event.kind }
-    },
-    children
-  );
+/** One stored event's node: its seq and kind as data, its time as the tooltip (`base`: a card or a message). */
+function card(event: IAmbientEvent, modifier: string, children: Array<Node | null>, base = 'jp-Ambient-card'): HTMLElement {
+  const attrs = { 'data-seq': String(event.seq), 'data-kind': event.kind };
+  return h('div', { className: `${base} ${modifier}`, title: timeTitle(event), attrs }, children);
 }
 
 /** A stored question; `ownSource` is where it is shown (a question from elsewhere says where). */
@@ -110,18 +104,11 @@ export function userMessageNode(event: IAmbientEvent, ownSource = 'sidebar'): HT
   const source = str(event, 'source', 'sidebar');
   const meta = [source !== ownSource ? `via ${source}` : '', str(event, 'to') === 'expert' ? 'to the expert' : ''];
   const about = meta.filter(Boolean).join(' · ');
-  return h(
-    'div',
-    {
-      className: 'jp-Ambient-message jp-Ambient-user',
-      title: timeTitle(event),
-      attrs: { 'data-seq': String(event.seq), 'data-kind': event.kind }
-    },
-    [
-      about ? h('div', { className: 'jp-Ambient-meta', text: about }) : null,
-      h('div', { className: 'jp-Ambient-text', text: str(event, 'text') })
-    ]
-  );
+  const children = [
+    about ? h('div', { className: 'jp-Ambient-meta', text: about }) : null,
+    h('div', { className: 'jp-Ambient-text', text: str(event, 'text') })
+  ];
+  return card(event, 'jp-Ambient-user', children, 'jp-Ambient-message');
 }
 
 /** A chat message the server has not stored yet. */
@@ -141,23 +128,13 @@ export function assistantNode(
   const body = h('div', { className: 'jp-Ambient-markdown' });
   render(body, str(event, 'text'));
   const note = state === 'incomplete' ? 'stopped before the end' : state === 'error' ? 'failed' : '';
-  return h(
-    'div',
-    {
-      className: `jp-Ambient-message jp-Ambient-assistant jp-mod-${state}`,
-      title: timeTitle(event),
-      attrs: { 'data-seq': String(event.seq), 'data-kind': event.kind }
-    },
-    [
-      body,
-      h('div', { className: 'jp-Ambient-meta' }, [
-        roleBadge(str(event, 'role', 'watcher')),
-        h('span', { className: 'jp-Ambient-modelName', text: str(event, 'model') }),
-        note ? h('span', { className: 'jp-Ambient-note', text: ` · ${note}` }) : null
-      ]),
-      record ? sawNode(record, lookup) : null
-    ]
-  );
+  const meta = h('div', { className: 'jp-Ambient-meta' }, [
+    roleBadge(str(event, 'role', 'watcher')),
+    h('span', { className: 'jp-Ambient-modelName', text: str(event, 'model') }),
+    note ? h('span', { className: 'jp-Ambient-note', text: ` · ${note}` }) : null
+  ]);
+  const children = [body, meta, record ? sawNode(record, lookup) : null];
+  return card(event, `jp-Ambient-assistant jp-mod-${state}`, children, 'jp-Ambient-message');
 }
 
 /**

@@ -9,7 +9,7 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { ClientFrame, IAmbientEvent, parseEvent, parseServerFrame, ServerFrame } from './protocol';
+import { ClientFrame, IAmbientEvent, parseEvents, parseServerFrame, ServerFrame } from './protocol';
 import { IChatTransport } from './transport';
 
 export type ConnectionState = 'connecting' | 'open' | 'closed';
@@ -177,7 +177,7 @@ export class NotebookSocket implements IChatTransport {
       throw new Error(`the server answered ${response.status}`);
     }
     const body = (await response.json()) as { events?: unknown[] };
-    return (body.events ?? []).map(raw => parseEvent(raw)).filter((e): e is IAmbientEvent => e !== null);
+    return parseEvents(body.events);
   }
 
   chat(text: string, clientId: string, cells?: Record<string, string>): boolean {

@@ -27,7 +27,7 @@ import {
   userMessageNode,
   widgetCard
 } from './cards';
-import { h } from './dom';
+import { button, h } from './dom';
 import { AgentMode, AssistantState, IAmbientEvent, int, newClientId, num, obj, str, UNDOABLE } from './protocol';
 import { sha256Hex } from './sha256';
 import { IChatTransport } from './transport';
@@ -37,12 +37,8 @@ export const TAIL = 500;
 
 /** Approved actions that name a cell and can be asked for again when that cell had changed. */
 const AGAIN = new Set(['edit_cell', 'run_cell']);
+/** Starts the client id of "Propose again" for one proposal (the server stores a client id once). */
 const AGAIN_PREFIX = 'again-';
-
-/** The client id of "Propose again" for one proposal (the server stores a client id once). */
-function againId(actionId: string): string {
-  return `${AGAIN_PREFIX}${actionId}`;
-}
 
 export interface IPendingChat {
   clientId: string;
@@ -74,7 +70,6 @@ export class Conversation implements IProposalHandlers {
   readonly pending = new Map<string, IPendingChat>();
   readonly proposals = new Map<string, ProposalCard>();
   state: AssistantState = 'idle';
-  replyId: string | null = null;
   model = '';
   /** The notebook's agent mode, as the server last said (null until it has). */
   agent: AgentMode | null = null;
@@ -91,12 +86,6 @@ export class Conversation implements IProposalHandlers {
     this._live = h('div', { className: 'jp-Ambient-live' }, [this._pendingArea]);
     this.node = h('div', { className: 'jp-Ambient-conversation' }, [this._log, this._live]);
     this.node.setAttribute('data-notebook', notebook);
-    this._earlierButton.addEventListener('click', () => void this.showEarlier());
-  }
-
-  /** The highest seq stored here: what `hello` resumes after. */
-  get lastSeq(): number {
-    return this._lastSeq;
   }
 
   get eventCount(): number {
@@ -274,15 +263,8 @@ export class Conversation implements IProposalHandlers {
     live.text.textContent = live.content;
   }
 
-  setStatus(
-    state: AssistantState,
-    replyId: string | null,
-    model: string,
-    agent: AgentMode | null,
-    expert: string | null
-  ): void {
+  setStatus(state: AssistantState, model: string, agent: AgentMode | null, expert: string | null): void {
     this.state = state;
-    this.replyId = replyId;
     if (model) {
       this.model = model;
     }
@@ -466,33 +448,28 @@ export class Conversation implements IProposalHandlers {
    * the same question again, as a new question from here.
    */
   private _askAgainButton(replySeq: number, questionSeq: number): HTMLButtonElement {
-    const button = h('button', {
-      className: 'jp-Ambient-button jp-Ambient-askAgain',
-      text: 'Ask again',
-      title: 'Ask the same question again',
-      attrs: { type: 'button' }
-    }) as HTMLButtonElement;
-    this._unanswered.push({ replySeq, questionSeq, button });
-    button.addEventListener('click', () => {
-      button.disabled = true;
+    const ask = (): void => {
+      again.disabled = true;
       void this._question(questionSeq).then(
         question => {
           if (question) {
             // The same question to the same model: an expert question goes to the expert again.
             this.send(question.to === 'expert' ? `/expert ${question.text}` : question.text);
-            button.textContent = 'Asked again';
+            again.textContent = 'Asked again';
           } else {
-            button.remove();
+            again.remove();
             this.showError('This reply answered no question, so there is nothing to ask again.');
           }
         },
         err => {
-          button.disabled = false;
+          again.disabled = false;
           this.showError(`The question could not be loaded: ${String(err)}`);
         }
       );
-    });
-    return button;
+    };
+    const again = button('jp-Ambient-askAgain', 'Ask again', ask, 'Ask the same question again');
+    this._unanswered.push({ replySeq, questionSeq, button: again });
+    return again;
   }
 
   /** A question: shown here already, or read from the page it is on (null: not a question). */
@@ -539,7 +516,7 @@ export class Conversation implements IProposalHandlers {
     const what = card.action === 'run_cell' ? 'what to run' : 'the change';
     const text = `Cell [${count}] was changed after your proposal, so it was not applied. Propose ${what} again for the cell as it is now.`;
     // One id per proposal: the server stores and answers it once, however many tabs or reloads ask.
-    this.send(expert ? `/expert ${text}` : text, { [String(count)]: source }, againId(card.actionId));
+    this.send(expert ? `/expert ${text}` : text, { [String(count)]: source }, `${AGAIN_PREFIX}${card.actionId}`);
     card.askedAgain(true);
   }
 
@@ -574,10 +551,7 @@ export class Conversation implements IProposalHandlers {
   private readonly _askedFor = new Set<string>();
   /** Events 1..this exist but are not shown (0: none). */
   private _hiddenUpTo = 0;
-  private readonly _earlierButton = h('button', {
-    className: 'jp-Ambient-button jp-Ambient-earlier',
-    attrs: { type: 'button' }
-  }) as HTMLButtonElement;
+  private readonly _earlierButton = button('jp-Ambient-earlier', '', () => void this.showEarlier());
   private _lastSeq = 0;
   private _count = 0;
 }

@@ -66,7 +66,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     this._tracker = options.tracker;
     const render = markdownRenderer(options.rendermime);
     // Replies grow once their markdown is rendered: keep the view pinned to the end.
-    this.render = (host, markdown) => void render(host, markdown).then(() => this._scrollSoon());
+    this.render = (host, markdown) => void render(host, markdown).then(() => this._follow.soon());
 
     this._notebookName = h('span', { className: 'jp-Ambient-notebook' });
     this._model = h('span', { className: 'jp-Ambient-model', title: 'The model answering in this notebook' });
@@ -83,7 +83,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     this._watchButton = button('jp-Ambient-watch', '', () => void this._toggleWatch());
     this._watchNotice = h('div', { className: 'jp-Ambient-unwatched', attrs: { role: 'status' } }, [
       h('span', { className: 'jp-Ambient-unwatchedText' }),
-      button('jp-Ambient-button jp-Ambient-watchNow', 'Watch', () => void this._currentWatch()?.set(true))
+      button('jp-Ambient-watchNow', 'Watch', () => void this._currentWatch()?.set(true))
     ]);
     this._body = h('div', { className: 'jp-Ambient-body' });
     // Scrolling up to the top reads the page of events before the oldest one shown.
@@ -189,7 +189,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
 
   eventAdded(conversation: Conversation, event: IAmbientEvent): void {
     if (conversation === this._current) {
-      this._scrollSoon();
+      this._follow.soon();
     }
   }
 
@@ -199,7 +199,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     if (this._current) {
       // Resent once the replay (which acknowledges what did get through) is in.
       this._resendPending = true;
-      this._hello();
+      this._current?.hello();
     } else {
       this._resendAll();
     }
@@ -210,10 +210,6 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     for (const conv of this._conversations.values()) {
       conv.resend();
     }
-  }
-
-  private _hello(): void {
-    this._current?.hello();
   }
 
   private _onFrame(frame: ServerFrame): void {
@@ -241,9 +237,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
         break;
       }
       case 'status':
-        this._conversations
-          .get(frame.notebook)
-          ?.setStatus(frame.state, frame.replyId, frame.model, frame.agent, frame.expert);
+        this._conversations.get(frame.notebook)?.setStatus(frame.state, frame.model, frame.agent, frame.expert);
         if (frame.notebook === this._current?.notebook && frame.agent === this._pendingMode) {
           this._pendingMode = null;
         }
@@ -254,7 +248,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
       case 'token':
         this._conversations.get(frame.notebook)?.addToken(frame.replyId, frame.text);
         if (this._current?.notebook === frame.notebook) {
-          this._scrollSoon();
+          this._follow.soon();
         }
         break;
       case 'error':
@@ -359,7 +353,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     // If the socket is down the chat waits, shown as pending, and goes out
     // after the next `ready`.
     conversation.send(text);
-    this._scrollSoon();
+    this._follow.soon();
     return true;
   }
 
@@ -388,9 +382,9 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     this._follow.reset();
     // One socket follows one notebook: a new hello switches it, resuming
     // after the last event this tab already has for that notebook.
-    this._hello();
+    this._current?.hello();
     this._refresh();
-    this._scrollSoon(true);
+    this._follow.soon(true);
   }
 
   private _refresh(): void {
@@ -446,10 +440,6 @@ export class AmbientPanel extends Widget implements IConversationOwner {
 
   prepend(insert: () => void): void {
     this._follow.keep(insert);
-  }
-
-  private _scrollSoon(force = false): void {
-    this._follow.soon(force);
   }
 
   private readonly _tracker: INotebookTracker;

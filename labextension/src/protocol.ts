@@ -16,6 +16,7 @@ export interface IAmbientEvent {
 }
 
 export type AssistantState = 'idle' | 'thinking' | 'streaming';
+export const ASSISTANT_STATES: readonly AssistantState[] = ['idle', 'thinking', 'streaming'];
 
 export type AgentMode = 'off' | 'ask' | 'auto';
 export const AGENT_MODES: readonly AgentMode[] = ['off', 'ask', 'auto'];
@@ -44,16 +45,8 @@ export interface IRunFrame {
 
 export type ServerFrame =
   | { type: 'event'; event: IAmbientEvent }
-  | { type: 'ready'; notebook: string; lastSeq: number; reset: boolean; replayedFrom: number }
-  | {
-      type: 'status';
-      notebook: string;
-      state: AssistantState;
-      replyId: string | null;
-      model: string;
-      expert: string | null;
-      agent: AgentMode | null;
-    }
+  | { type: 'ready'; notebook: string; reset: boolean; replayedFrom: number }
+  | { type: 'status'; notebook: string; state: AssistantState; model: string; expert: string | null; agent: AgentMode | null }
   | { type: 'token'; notebook: string; replyId: string; text: string }
   | IRunFrame
   | IErrorFrame;
@@ -112,23 +105,18 @@ export function parseServerFrame(data: unknown): ServerFrame | null {
       return {
         type: 'ready',
         notebook: raw.notebook,
-        lastSeq: raw.last_seq,
         reset: raw.reset === true,
         replayedFrom: isSeq(raw.replayed_from) ? raw.replayed_from : 0
       };
     case 'status': {
-      const state = raw.state;
-      if (
-        typeof raw.notebook !== 'string' ||
-        (state !== 'idle' && state !== 'thinking' && state !== 'streaming')
-      ) {
+      const state = raw.state as AssistantState;
+      if (typeof raw.notebook !== 'string' || !ASSISTANT_STATES.includes(state)) {
         return null;
       }
       return {
         type: 'status',
         notebook: raw.notebook,
         state,
-        replyId: typeof raw.reply_id === 'string' ? raw.reply_id : null,
         model: typeof raw.model === 'string' ? raw.model : '',
         expert: typeof raw.expert === 'string' && raw.expert ? raw.expert : null,
         agent: AGENT_MODES.includes(raw.agent as AgentMode) ? (raw.agent as AgentMode) : null
@@ -179,6 +167,11 @@ export function parseErrorFrame(raw: Record<string, unknown>): IErrorFrame {
  * notebook it belongs to when the event does not say (the chat widget's feed
  * leaves it out: a widget shows one notebook).
  */
+/** The events of a list (a frame's, a page's) that parse; the rest are dropped. */
+export function parseEvents(list: unknown, notebook?: string): IAmbientEvent[] {
+  return (Array.isArray(list) ? list : []).map(e => parseEvent(e, notebook)).filter((e): e is IAmbientEvent => e !== null);
+}
+
 export function parseEvent(value: unknown, notebook?: string): IAmbientEvent | null {
   if (!isObject(value) || !isSeq(value.seq) || typeof value.kind !== 'string') {
     return null;

@@ -109,7 +109,7 @@ export class AmbientSanitizer implements IRenderMime.ISanitizer {
   private readonly _lab = strictLabSanitizer();
 }
 
-/** The second pass: see the module docstring. Exported for tests. */
+/** The second pass: see the module docstring. */
 export function scrub(html: string): string {
   const doc = new DOMParser().parseFromString(
     `<!doctype html><body>${html}</body>`,

@@ -4,7 +4,7 @@
  *
  * It is the sidebar's own renderer (cards.ts, conversation.ts, the proposal
  * card and its sha256 check, the composer), bundled on its own by esbuild
- * (scripts/build-widget.mjs) into `ambient_jupyter/static/widget.js`, the
+ * (scripts/build-widget.js) into `ambient_jupyter/static/widget.js`, the
  * anywidget's `_esm`. Nothing here may import JupyterLab: the bundle must load
  * where there is none. Replies are shown as text (plaintext.ts), not as HTML.
  *
@@ -25,13 +25,14 @@ import { renderPlainText } from './plaintext';
 import {
   AGENT_MODES,
   AgentMode,
+  ASSISTANT_STATES,
   AssistantState,
   IAmbientEvent,
   IErrorFrame,
   isObject,
   newClientId,
   parseErrorFrame,
-  parseEvent
+  parseEvents
 } from './protocol';
 import { Composer, FollowEnd, modelText } from './shell';
 import { IChatTransport } from './transport';
@@ -45,7 +46,6 @@ export interface IWidgetModel {
 }
 
 const PLACEHOLDER = 'Ask the assistant (Enter sends, Shift+Enter for a new line; /expert asks the expert model)';
-const STATES: readonly AssistantState[] = ['idle', 'thinking', 'streaming'];
 const HEADER_TRAITS = ['notebook', 'model_spec', 'expert_spec', 'mode', 'status'];
 
 /** A message from the kernel, checked; `null` if malformed. */
@@ -60,10 +60,7 @@ export function parseKernelMessage(raw: unknown, notebook: string): KernelMessag
   if (!isObject(raw)) {
     return null;
   }
-  const events = () =>
-    (Array.isArray(raw.events) ? raw.events : [])
-      .map(e => parseEvent(e, notebook))
-      .filter((e): e is IAmbientEvent => e !== null);
+  const events = () => parseEvents(raw.events, notebook);
   switch (raw.type) {
     case 'replay':
       return typeof raw.view === 'string'
@@ -252,9 +249,9 @@ class ChatView implements IConversationOwner {
     this._mode.textContent = `agent: ${mode}`;
     this._mode.dataset.agent = mode;
     const status = text(model, 'status', 'idle');
-    const state = STATES.includes(status as AssistantState) ? (status as AssistantState) : 'idle';
+    const state = ASSISTANT_STATES.includes(status as AssistantState) ? (status as AssistantState) : 'idle';
     this.node.dataset.status = state;
-    this._conversation.setStatus(state, null, modelSpec, agent, expert || null);
+    this._conversation.setStatus(state, modelSpec, agent, expert || null);
     this._composer.setState(state);
   };
 
