@@ -6,6 +6,7 @@ the history only, and are bound to the sha256 of exactly the code that runs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from ambient_jupyter.act import ActEngine
 from ambient_jupyter.actions import (
     ACTIONS,
     ActionInvalid,
@@ -29,6 +31,7 @@ from ambient_jupyter.actions import (
     code_sha256,
     parse_action,
 )
+from ambient_jupyter.assistant import Assistant
 from ambient_jupyter.gate import NotApproved, approval, policy
 from ambient_jupyter.history import History
 
@@ -336,3 +339,19 @@ def test_string_limits_leave_room_for_a_whole_action() -> None:
             assert sum(strings) + 48 <= max(max_tokens, 112), (max_tokens, variant)
     explain = action_schema(("explain",), max_tokens=1024)
     assert explain["properties"]["text"] == {"type": "string", "minLength": 1, "maxLength": 976}
+
+
+def test_switching_off_rejects_what_waits_even_a_proposal_that_cannot_be_read(tmp_path: Path) -> None:
+    """``off`` expires every waiting proposal, one this version cannot read included: a
+    process that can read it must not find it still waiting for a click."""
+    with History(tmp_path / "h.sqlite") as history:
+        propose(history, "x = 1\n", "plain")
+        history.append(NB, {"kind": "action_proposed", "action_id": "odd", "action": "insert_cell", "code": "y = 2\n"})
+        assistant = Assistant(history, NB, "ollama:never-called", agent="ask")
+        asyncio.run(ActEngine(assistant).set_mode("off", "sidebar"))
+        decided = [e for e in history.read(NB) if e["kind"] == "action_decided"]
+        assert [(d["action_id"], d["decision"], d["rule"]) for d in decided] == [
+            ("plain", "rejected", "off"),
+            ("odd", "rejected", "off"),
+        ]
+        assert history.undecided(NB) == []
