@@ -46,23 +46,19 @@ def printable(text: str) -> str:
     return "".join(out)
 
 
-def trim_marker(total_chars: int, total_bytes: int | None = None) -> str:
-    size = f"{total_bytes:,} bytes" if total_bytes is not None else f"{total_chars:,} chars"
-    return f"\n[... trimmed by ambient-jupyter: original size {size} ...]\n"
+def trim_marker(total_chars: int) -> str:
+    return f"\n[... trimmed by ambient-jupyter: original size {total_chars:,} chars ...]\n"
 
 
-def trim_text(text: str, limit: int, *, total_bytes: int | None = None, total_chars: int | None = None) -> str:
+def trim_text(text: str, limit: int, *, total_chars: int | None = None) -> str:
     """``text`` if it fits in ``limit`` chars, else its head and tail around a marker.
 
     ``total_chars``: the size ``text`` had before an earlier trim (the marker gives it).
     """
-    if len(text) <= limit and total_bytes is None:
-        return text
-    total = max(len(text), total_chars or 0)
     if len(text) <= limit:
-        return text + trim_marker(total, total_bytes)
+        return text
     half = max(1, limit // 2)
-    return text[:half] + trim_marker(total, total_bytes) + text[-half:]
+    return text[:half] + trim_marker(max(len(text), total_chars or 0)) + text[-half:]
 
 
 VALUE_LIMIT = 2000
@@ -71,16 +67,14 @@ VALUE_LIMIT = 2000
 
 def json_safe(value: Any) -> Any:
     """A JSON-serialisable, bounded version of a trait value."""
-    if isinstance(value, memoryview):
-        return {"binary_bytes": value.nbytes}
-    if isinstance(value, (bytes, bytearray)):
-        return {"binary_bytes": len(value)}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"binary_bytes": memoryview(value).nbytes}
     if value is None or isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, str):
         # Undecodable bytes (lone surrogates) would break every UTF-8 consumer: the
         # history's readers, the WebSocket, the model's prompt. Colour codes are noise.
-        return trim_text(clean_text(strip_ansi(value)), VALUE_LIMIT)
+        return trim_text(_clean_strings(value), VALUE_LIMIT)
     try:
         text = json.dumps(value, default=_json_default)
     except (TypeError, ValueError):

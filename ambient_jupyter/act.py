@@ -77,13 +77,8 @@ class Acted:
 
 
 class ActEngine:
-    """Decisions on, and runs of, one notebook's proposals.
-
-    Parameters
-    ----------
-    assistant
-        Whose history and notebook; its ``on_event`` hook sees what is recorded.
-    """
+    """Decisions on, and runs of, one notebook's proposals, recorded through ``assistant``
+    (its history and notebook; its ``on_event`` hook sees what is recorded)."""
 
     def __init__(self, assistant: Assistant) -> None:
         self.assistant = assistant
@@ -95,10 +90,6 @@ class ActEngine:
     @property
     def notebook(self) -> str:
         return self.assistant.notebook
-
-    async def mode(self) -> str:
-        """The notebook's agent mode in force now."""
-        return await self.assistant.current_mode()
 
     # -- the whole path -------------------------------------------------------------
 
@@ -133,7 +124,7 @@ class ActEngine:
         meaning *approved, ready to run* (call :meth:`run`).
         """
         async with self._lock:
-            mode = await self.mode()
+            mode = await self.assistant.current_mode()
             verdict, reason, rule = policy(mode, safe=proposal.safe, person_present=person_present)
             if verdict == "ask" or rule is None:
                 return Acted("waiting")
@@ -144,10 +135,8 @@ class ActEngine:
             return Acted("ran" if stored.get("decision") == "approved" else "rejected", stored.get("rule"))
         return Acted("ran" if outcome == "approved" else "rejected", rule, reason)
 
-    async def decide(
-        self, action_id: str, decision: Literal["approve", "reject"], sha256: str | None
-    ) -> ActionProposed:
-        """A person's decision (a button, a frame, the terminal); returns the proposal.
+    async def decide(self, action_id: str, decision: Literal["approve", "reject"], sha256: str | None) -> None:
+        """A person's decision (a button, a frame, the terminal).
 
         Raises :class:`Refused` when there is no such proposal, it was decided
         already, an approval is for other code than the proposal's, or the agent
@@ -162,8 +151,7 @@ class ActEngine:
                 if sha256 != proposal.sha256:
                     # The approval must be for exactly the code the person was shown.
                     raise Refused("the code's sha256 does not match the proposal; nothing was approved or run")
-                mode = await self.mode()
-                if mode == "off":
+                if await self.assistant.current_mode() == "off":
                     raise Refused(
                         f"action {action_id!r} cannot be approved: the agent mode is off, which runs nothing "
                         "the agent proposed. Switch it to ask first."
@@ -171,7 +159,6 @@ class ActEngine:
             stored = await self.record(proposal, outcome, rule="user")
             if stored.get("by") != "user" or stored.get("decision") != outcome:
                 raise Refused(f"action {action_id!r} was already decided")
-        return proposal
 
     async def set_mode(
         self, mode: Literal["off", "ask", "auto"], by: Literal["sidebar", "magic", "widget", "runner"]
@@ -185,23 +172,19 @@ class ActEngine:
             await self.assistant.record(SettingsChanged(agent=mode, by=by))
             if mode != "off":
                 return
-            history = self.assistant.history
-            for proposal in await asyncio.to_thread(history.undecided, self.notebook):
+            for proposal in await asyncio.to_thread(self.assistant.history.undecided, self.notebook):
                 await self.record(proposal, "rejected", rule="off", reason="the agent mode was switched off")
 
     # -- running ---------------------------------------------------------------------
 
-    async def run(self, action_id: str, run: Run, *, code: str | None = None) -> Acted:
-        """Run an approved action once, if the approval holds under the mode in force now.
-
-        ``code``: the exact code about to run, when the runner has it from elsewhere
-        (default: the proposal's own).
-        """
+    async def run(self, action_id: str, run: Run) -> Acted:
+        """Run an approved action once, if the approval holds under the mode in force now."""
         async with self._lock:
             if action_id in self._claimed:
                 return Acted("refused", None, f"action {action_id} has already run; an approval is good for one run")
+            mode = await self.assistant.current_mode()
             try:
-                granted = await self.check(action_id, code)
+                granted = await asyncio.to_thread(approval, self.assistant.history, self.notebook, action_id, mode=mode)
             except NotApproved as exc:
                 return Acted("refused", None, str(exc))
             self._claimed.add(action_id)
@@ -211,19 +194,12 @@ class ActEngine:
         await self.executed(action_id, ran)
         return Acted("ran", granted.rule, ran=ran)
 
-    async def check(self, action_id: str, code: str | None = None) -> Approval:
-        """The gate's check, with the mode in force now; raises :class:`NotApproved`."""
-        mode = await self.mode()
-        history = self.assistant.history
-        return await asyncio.to_thread(approval, history, self.notebook, action_id, code, mode=mode)
-
     # -- recording ---------------------------------------------------------------------
 
     async def _find(self, action_id: str) -> tuple[ActionProposed, list[Event]]:
         """The proposal of ``action_id`` and the events that name it; :class:`Refused` if it cannot be had."""
-        history = self.assistant.history
         try:
-            proposal, related = await asyncio.to_thread(history.find_action, self.notebook, action_id)
+            proposal, related = await asyncio.to_thread(self.assistant.history.find_action, self.notebook, action_id)
         except UnreadableEvent as exc:
             raise Refused(f"action {action_id!r}: its record cannot be read ({exc})") from None
         if proposal is None:
@@ -231,12 +207,7 @@ class ActEngine:
         return proposal, related
 
     async def record(
-        self,
-        proposal: ActionProposed,
-        decision: Decision,
-        *,
-        rule: Rule,
-        reason: str | None = None,
+        self, proposal: ActionProposed, decision: Decision, *, rule: Rule, reason: str | None = None
     ) -> dict[str, Any]:
         """Record a decision on ``proposal``, bound to its code's hash (once per action)."""
         event = ActionDecided(

@@ -213,22 +213,17 @@ def _variant(
     if action == "call_plugin":
         # One variant per plugin action, with its own argument schema: a constrained
         # model cannot name an action that does not exist or pass it bad arguments.
-        variants = []
-        for plugin, info in sorted(catalog.plugins.items()):
-            for name, spec in sorted(info["actions"].items()):
-                params = spec.get("parameters") or {"type": "object", "properties": {}}
-                variants.append(
-                    _object(
-                        {
-                            "action": const,
-                            "text": text,
-                            "plugin": {"const": plugin},
-                            "name": {"const": name},
-                            "args": _closed(params, limits),
-                        }
-                    )
-                )
-        return variants
+        return [
+            _object({
+                "action": const,
+                "text": text,
+                "plugin": {"const": plugin},
+                "name": {"const": name},
+                "args": _closed(spec.get("parameters") or {}, limits),
+            })
+            for plugin, info in sorted(catalog.plugins.items())
+            for name, spec in sorted(info["actions"].items())
+        ]
     msg = f"unknown action {action!r}"
     raise ValueError(msg)
 
@@ -244,7 +239,7 @@ def _closed(params: dict[str, Any], limits: Limits | None) -> dict[str, Any]:
         for key in strings:
             spec = props[key]
             props[key] = {**spec, "maxLength": min(int(spec.get("maxLength", each)), each)}
-    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+    return _object(props)
 
 
 def action_schema(
@@ -322,24 +317,12 @@ def parse_action(
     catalog: PluginCatalog | None = None,
     cells: Iterable[int] | None = None,
 ) -> Action:
-    """Validate a model's output as one allowed action, repairing what is unambiguous.
+    """Validate a model's whole output as one ``allowed`` action, repairing what is unambiguous.
 
-    Parameters
-    ----------
-    raw
-        The model's whole output.
-    allowed
-        The actions this turn may take.
-    catalog
-        The notebook's plugins (``call_plugin`` is checked against them).
-    cells
-        Execution counts that exist (``edit_cell``/``run_cell``/``after`` are checked
-        against them); ``None`` skips that check.
-
-    Raises
-    ------
-    ActionInvalid
-        With a message fit for the log and for the model's next attempt.
+    ``call_plugin`` is checked against the notebook's plugins (``catalog``), and cell
+    references (``cell``, ``after``) against ``cells``, the execution counts that exist
+    (``None`` skips that check). Raises :class:`ActionInvalid` with a message fit for
+    the log and for the model's next attempt.
     """
     catalog = catalog or PluginCatalog()
     data, complete = _json_object(raw)
@@ -488,7 +471,7 @@ class TextStream:
             head = self.raw.lstrip()
             if not head:
                 return ""
-            self._mode = "json" if head.startswith(("{", "```json", "```")) else "prose"
+            self._mode = "json" if head.startswith(("{", "```")) else "prose"
             if self._mode == "prose":
                 piece = self.raw
         if self._mode == "prose":

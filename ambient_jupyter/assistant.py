@@ -46,7 +46,7 @@ from .actions import (
     parse_action,
 )
 from .backends import Backend, BackendError, StreamInterruptedError, resolve_backend
-from .backends.base import Message, Usage
+from .backends.base import Message
 from .code_check import line_diff, lost_purpose, parse_problem, same_code
 from .config import AmbientSettings
 from .context import Transcript
@@ -321,14 +321,12 @@ class Assistant:
             if earlier is not None:
                 return earlier
         return await self._run_turn(
-            stored["seq"], None, await self.allowed(), role=role, on_token=on_token, once=bool(client_id)
+            stored["seq"], [], await self.allowed(), role=role, on_token=on_token, once=bool(client_id)
         )
 
     async def _earlier_turn(self, seq: int) -> Turn | None:
         later = await asyncio.to_thread(self.history.read, self.notebook, seq)
-        message = next(
-            (e for e in later if e.get("kind") == "assistant_message" and e.get("reply_to") == seq), None
-        )
+        message = next((e for e in later if e.get("kind") == "assistant_message" and e.get("reply_to") == seq), None)
         if message is None:
             return None
         proposals = [e for e in later if e.get("kind") == "action_proposed" and e.get("reply_to") == message["seq"]]
@@ -403,13 +401,13 @@ class Assistant:
             sha256=code_sha256(code),
             args={"cell": event.get("execution_count")},
             text=str(found.get("text") or ""),
-            old_code=str(event.get("code", "")),
-            diff=line_diff(str(event.get("code", "")), code),
+            old_code=failing,
+            diff=line_diff(failing, code),
             origin="hint",
             model=None,
             reply_to=int(event.get("seq", 0)),
         )
-        return await self._proposed(proposal, f"candidate:{event.get('seq')}")
+        return _as_proposal(await self.record(proposal, dedup_key=f"candidate:{event.get('seq')}"))
 
     def stop(self) -> bool:
         """Cancel the turn being written, if any, and every turn waiting behind it.
@@ -419,11 +417,8 @@ class Assistant:
         model being asked. Returns True if a turn was being written.
         """
         self._stops += 1
-        if self.streaming:
-            assert self._reply_task is not None
-            self._reply_task.cancel()
-            return True
-        return False
+        # Task.cancel() is False for a task that is done: True exactly when a turn was streaming.
+        return self._reply_task is not None and self._reply_task.cancel()
 
     async def stopped(self) -> None:
         """:meth:`stop`, then wait until the cut turn has been stored (a host shutting down)."""
@@ -438,8 +433,6 @@ class Assistant:
         """
         try:
             await (await self.backend()).load()
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # noqa: BLE001 (reported, to the person, by the first turn)
             log.info("the model could not be loaded ahead of use: %s", exc)
 
@@ -465,7 +458,7 @@ class Assistant:
     async def _run_turn(
         self,
         reply_to: int,
-        tail: list[Message] | None,
+        tail: list[Message],
         allowed: Sequence[str],
         *,
         role: Role = "watcher",
@@ -490,9 +483,7 @@ class Assistant:
                 if earlier is not None:
                     return earlier
             checks = _Checks(cells, failing)
-            self._reply_task = asyncio.ensure_future(
-                self._attempts(reply_to, tail or [], allowed, role, on_token, checks)
-            )
+            self._reply_task = asyncio.ensure_future(self._attempts(reply_to, tail, allowed, role, on_token, checks))
             try:
                 return await asyncio.shield(self._reply_task)
             except asyncio.CancelledError:
@@ -579,14 +570,19 @@ class Assistant:
             messages = transcript.messages(tail)
             images = transcript.recent_images(MAX_IMAGES) if await backend.sees_images() else []
             if images:
-                messages = _with_images(messages, images)
+                # On the last message only: the cached prefix stays as it was.
+                messages = [*messages[:-1], {**messages[-1], "images": images}]
             seen = _seen(transcript, tail, len(images))
             async for piece in backend.stream(messages, json_schema=schema, max_tokens=self.max_reply_tokens):
                 text = stream.feed(piece)
                 if text:
                     await _call(self.on_token, reply_id, text)
                     await _call(on_token, reply_id, text)
-            seen = _with_usage(seen, backend.usage)
+            # The prompt's size and what the model had to read of it, where reported.
+            usage = backend.usage
+            seen = seen.model_copy(
+                update={"prompt_tokens": usage.prompt_tokens or None, "read": usage.prompt_evaluated or None}
+            )
         except asyncio.CancelledError:
             state = "incomplete"
         except StreamInterruptedError as exc:
@@ -654,27 +650,17 @@ class Assistant:
             role=role,
             reply_to=message.get("seq"),
         )
-        return await self._proposed(event, f"proposal:{message.get('reply_id')}")
-
-    async def _proposed(self, proposal: ActionProposed, dedup_key: str) -> ActionProposed | None:
-        """Store ``proposal`` (once per key); what is stored, which may be an earlier copy."""
-        return _as_proposal(await self.record(proposal, dedup_key=dedup_key))
+        return _as_proposal(await self.record(event, dedup_key=f"proposal:{message.get('reply_id')}"))
 
 
 def _as_proposal(stored: dict[str, Any]) -> ActionProposed | None:
-    """A stored proposal, typed; None if it does not fit (an earlier copy another version
-    wrote): then nothing is offered to run from it."""
+    """A stored proposal (which may be an earlier copy under the same key), typed; None if
+    it does not fit (an earlier copy another version wrote): then nothing is offered to run from it."""
     try:
         return ActionProposed.model_validate(stored)
     except ValidationError:
         log.warning("a stored proposal cannot be read, so it is not offered: %.200s", stored)
         return None
-
-
-def _with_images(messages: list[Message], images: list[Any]) -> list[Message]:
-    """The prompt with ``images`` on its last message only: the cached prefix stays as it was."""
-    last: Message = {**messages[-1], "images": images}
-    return [*messages[:-1], last]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -715,14 +701,6 @@ def _seen(transcript: Transcript, tail: list[Message], images: int) -> Seen:
         images=images,
         note=trim_text(said, SEEN_NOTE_CHARS) if said else None,
     )
-
-
-def _with_usage(seen: Seen, usage: Usage) -> Seen:
-    """``seen`` with the prompt's size and what the model had to read of it, where reported."""
-    return seen.model_copy(update={
-        "prompt_tokens": usage.prompt_tokens or None,
-        "read": usage.prompt_evaluated or None,
-    })
 
 
 def _failure_note(event: dict[str, Any], attempt: int, may_fix: bool) -> Message:

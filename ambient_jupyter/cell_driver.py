@@ -49,7 +49,6 @@ class CellOutcome:
     execution_count: int | None = None
     ename: str = ""
     evalue: str = ""
-    seconds: float = 0.0
 
     @property
     def replied(self) -> bool:
@@ -65,15 +64,7 @@ class CellOutcome:
 class CellDriver:
     """Runs the cells of ``nb`` one at a time in one kernel with the extension loaded.
 
-    Parameters
-    ----------
-    nb
-        The notebook; executed cells get their outputs in place, and
-        :meth:`insert` adds cells to it.
-    kernel_name
-        The kernel to start.
-    cwd
-        The kernel's working directory.
+    Executed cells get their outputs in place in ``nb``; :meth:`insert` adds cells to it.
     """
 
     def __init__(self, nb: NotebookNode, *, kernel_name: str, cwd: str) -> None:
@@ -92,7 +83,8 @@ class CellDriver:
         self._running: asyncio.Future[Any] | None = None
         self._interrupted = False
         self._pending: set[asyncio.Future[Any]] = set()
-        self._death_key: str | None = None
+        self.death_key: str | None = None
+        """The key this kernel's death is stored under (the next kernel may notice it too)."""
 
     @contextlib.asynccontextmanager
     async def kernel(self, env: dict[str, str]) -> AsyncIterator[CellDriver]:
@@ -109,19 +101,11 @@ class CellDriver:
                 pid = getattr(getattr(km, "provisioner", None), "pid", None)
                 if km is not None and pid:
                     # Taken now: once the kernel is dead its provisioner may be cleaned up.
-                    self._death_key = key_of_death(str(km.connection_file), int(pid))
+                    self.death_key = key_of_death(str(km.connection_file), int(pid))
                 try:
                     yield self
                 finally:
                     self.client.set_widgets_metadata()
-
-    def death_key(self) -> str | None:
-        """The key this kernel's death is stored under (the next kernel may notice it too)."""
-        return self._death_key
-
-    @property
-    def busy(self) -> bool:
-        return self._running is not None and not self._running.done()
 
     def insert(self, index: int, cell: NotebookNode) -> None:
         """Put ``cell`` at ``index`` in the notebook (later cells move down)."""
@@ -129,15 +113,14 @@ class CellDriver:
             cell.pop("id", None)  # cell ids exist from nbformat 4.5 on; older files reject them
         self.nb.cells.insert(index, cell)
 
-    def interrupt(self) -> bool:
-        """Interrupt the running cell (Ctrl-C); False if no cell is running."""
-        if not self.busy:
-            return False
+    def interrupt(self) -> None:
+        """Interrupt the running cell, if one is running (Ctrl-C)."""
+        if self._running is None or self._running.done():
+            return
         self._interrupted = True
         task = asyncio.ensure_future(self._interrupt_kernel())
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
-        return True
 
     async def _interrupt_kernel(self) -> None:
         assert self.client.km is not None
@@ -153,7 +136,6 @@ class CellDriver:
         cell = self.nb.cells[index]
         self._reply = None
         self._interrupted = False
-        started = time.monotonic()
         # nbclient numbers cells as the kernel does (one per execute_request), as in its execute().
         count = self.client.code_cells_executed + 1
         task = asyncio.ensure_future(self.client.async_execute_cell(cell, index, execution_count=count))
@@ -166,10 +148,10 @@ class CellDriver:
                 await self._interrupt_kernel()
             done, _ = await asyncio.wait({task}, timeout=None if done else INTERRUPT_GRACE)
             if not done:
-                return CellOutcome("stuck", seconds=time.monotonic() - started)
+                return CellOutcome("stuck")
             task.result()
         except DeadKernelError:
-            return CellOutcome("dead", seconds=time.monotonic() - started)
+            return CellOutcome("dead")
         except (CellExecutionError, CellTimeoutError):
             pass  # not raised with allow_errors and no nbclient timeout; the reply says what happened
         finally:
@@ -177,18 +159,18 @@ class CellDriver:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
             self._running = None
-        return self._outcome(timed_out, time.monotonic() - started)
+        return self._outcome(timed_out)
 
-    def _outcome(self, timed_out: bool, seconds: float) -> CellOutcome:
+    def _outcome(self, timed_out: bool) -> CellOutcome:
         if self._reply is None:
-            return CellOutcome("skipped", seconds=seconds)
+            return CellOutcome("skipped")
         content = self._reply.get("content", {})
         count = content.get("execution_count")
         ename, evalue = str(content.get("ename", "")), str(content.get("evalue", ""))
         if content.get("status") == "ok":
-            return CellOutcome("ok", count, seconds=seconds)
+            return CellOutcome("ok", count)
         status: Status = "timeout" if timed_out else "interrupted" if self._interrupted else "error"
-        return CellOutcome(status, count, ename, evalue, seconds)
+        return CellOutcome(status, count, ename, evalue)
 
 
 async def wait_for_cell_event(

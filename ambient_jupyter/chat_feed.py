@@ -72,10 +72,6 @@ class Feed:
         self._thread = threading.Thread(target=self._poll, name="ambient-chat", daemon=True)
         self._thread.start()
 
-    def _observe(self, event: dict[str, Any]) -> None:
-        if event.get("kind") == "settings_changed" and event.get("agent") in AGENT_MODES:
-            self.mode = str(event["agent"])
-
     def broadcast(self, frame: dict[str, Any]) -> None:
         for widget in list(self.widgets):
             widget.send(frame)
@@ -83,8 +79,7 @@ class Feed:
     def set_status(self, status: str) -> None:
         self.status = status
         for widget in list(self.widgets):
-            if widget.status != status:
-                widget.status = status
+            widget.status = status  # a synced trait: setting the value it has sends nothing
 
     def token(self, reply_id: str, text: str) -> None:
         if self.status != "streaming":
@@ -100,11 +95,11 @@ class Feed:
         with self.lock:
             while page := self.tail.live():
                 for event in page:
-                    self._observe(event)
+                    if event.get("kind") == "settings_changed" and event.get("agent") in AGENT_MODES:
+                        self.mode = str(event["agent"])
                 self.broadcast({"type": "events", "events": [for_view(e) for e in page]})
                 for widget in list(self.widgets):
-                    if widget.mode != self.mode:
-                        widget.mode = self.mode
+                    widget.mode = self.mode
                 if not self.tail.more(page):
                     return
 

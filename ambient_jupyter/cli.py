@@ -6,27 +6,26 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import textwrap
 from typing import Any
 
 from . import __version__
+from ._trim import printable
 
 __all__ = ["main"]
 
 
-def _positive(kind: type[int] | type[float]) -> Any:
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = -1
-        if not value > 0:  # also refuses nan
-            msg = f"expected a number greater than 0, got {text!r}"
-            raise argparse.ArgumentTypeError(msg)
-        return value
-
-    return parse
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not value > 0:  # also refuses nan
+        msg = f"expected a number greater than 0, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def _count(text: str) -> int:
@@ -97,14 +96,14 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--allow-errors", action="store_true", help="keep running after a cell that fails and is not fixed")
     p.add_argument(
         "--timeout",
-        type=_positive(float),
+        type=_seconds,
         default=None,
         metavar="SECONDS",
         help="time limit for each of the notebook's cells; past it the kernel is interrupted (default: none)",
     )
     p.add_argument(
         "--agent-timeout",
-        type=_positive(float),
+        type=_seconds,
         default=120.0,
         metavar="SECONDS",
         help="time limit for each cell the agent adds; past it the kernel is interrupted and the cell "
@@ -138,8 +137,6 @@ def _add_history(sub: Any) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import os
-
     from .config import AmbientSettings
     from .runner import run_notebook
 
@@ -218,7 +215,6 @@ def _format(event: dict[str, Any]) -> str:
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    from ._trim import printable
     from .history import History, normalize_notebook
 
     with History() as history:
@@ -245,9 +241,6 @@ def _cmd_history(args: argparse.Namespace) -> int:
 def _no_events(notebook: str, history: Any) -> int:
     """Say that ``notebook`` has no events, and name the recorded notebooks most like it."""
     import difflib
-    import os
-
-    from ._trim import printable
 
     print(f"ambient-jupyter: no events recorded for {printable(notebook)}", file=sys.stderr)
     known = [path for path, _last, _updated in history.notebooks()]

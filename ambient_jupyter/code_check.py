@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["assigned_names", "line_diff", "lost_purpose", "parse_cell", "parse_problem", "same_code"]
+__all__ = ["assigned_names", "line_diff", "lost_purpose", "parse_problem", "same_code"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -32,14 +32,6 @@ def python_source(code: str) -> str:
         return code
 
 
-def parse_cell(code: str) -> ast.Module:
-    """The AST of a cell as IPython would run it; raises :class:`SyntaxError`."""
-    with warnings.catch_warnings():
-        # Invalid escape sequences in user code warn at parse time; that is not our output.
-        warnings.simplefilter("ignore")
-        return ast.parse(python_source(code))
-
-
 def parse_problem(code: str) -> str | None:
     """``None`` if ``code`` compiles as an IPython cell, else what is wrong, in one line.
 
@@ -50,6 +42,7 @@ def parse_problem(code: str) -> str | None:
         return "the code is empty"
     try:
         with warnings.catch_warnings():
+            # Invalid escape sequences in user code warn at parse time; that is not our output.
             warnings.simplefilter("ignore")
             # Top-level await is allowed in a cell (IPython's autoawait).
             compile(python_source(code), "<cell>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
@@ -69,7 +62,9 @@ def lost_purpose(old: str, new: str) -> str | None:
     a name the failing cell set (which later cells use).
     """
     try:
-        body = parse_cell(new).body
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # as in parse_problem
+            body = ast.parse(python_source(new)).body
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None  # parse_problem says what is wrong with it
     inert = all(

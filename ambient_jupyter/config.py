@@ -145,8 +145,5 @@ class AmbientSettings(Configurable):
 
     def environ(self) -> dict[str, str]:
         """These settings as environment variables, for a process this one starts (a kernel)."""
-        values = {name: getattr(self, name) for name in ENV}
-        return {
-            ENV[name]: ("1" if value else "0") if isinstance(value, bool) else str(value)
-            for name, value in values.items()
-        }
+        values = {variable: getattr(self, name) for name, variable in ENV.items()}
+        return {variable: str(int(v)) if isinstance(v, bool) else str(v) for variable, v in values.items()}

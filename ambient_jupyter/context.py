@@ -15,8 +15,9 @@ re-rendered differently), reacting to event #500 only costs the tokens of event
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from ._trim import trim_text
@@ -156,10 +157,7 @@ def render_event(event: dict[str, Any], *, limit: int = 2000) -> Message | None:
             text += " [reply cut off]"
         return {"role": "assistant", "content": trim_text(text, limit * 2)}
     if kind == "action_decided":
-        return {
-            "role": "user",
-            "content": f"[{event.get('decision')} {event.get('action_id')} by {event.get('by')}]",
-        }
+        return {"role": "user", "content": f"[{event.get('decision')} {event.get('action_id')} by {event.get('by')}]"}
     if kind == "action_executed":
         status = "ran" if event.get("ok", True) else f"failed: {event.get('error')}"
         text = f"[action {event.get('action_id')} {status}"
@@ -222,8 +220,6 @@ class Transcript:
 
     budget: int
     count_tokens: Callable[[str], int]
-    system: str = SYSTEM_PROMPT
-    event_limit: int = 2000
     entries: list[_Entry] = field(default_factory=list)
     start: int = 0
     """Index of the first entry in the window; only ever moves forward."""
@@ -238,8 +234,8 @@ class Transcript:
 
     def __post_init__(self) -> None:
         # Keep one event from crowding out the rest when the window is small.
-        self.event_limit = max(200, min(self.event_limit, int(self.budget * 3.5 / 8)))
-        self._system_tokens = self.count_tokens(self.system) + MESSAGE_OVERHEAD
+        self.event_limit = max(200, min(2000, int(self.budget * 3.5 / 8)))
+        self._system_tokens = self.count_tokens(SYSTEM_PROMPT) + MESSAGE_OVERHEAD
 
     def extend(self, events: Iterable[dict[str, Any]]) -> None:
         """Add events (in seq order); events already seen are ignored."""
@@ -265,23 +261,18 @@ class Transcript:
 
     def recent_images(self, limit: int = 2) -> list[Image]:
         """The newest kept pictures in the window (newest last), at most ``limit``."""
-        found: list[Image] = []
-        for entry in reversed(self.entries[self.start :]):
-            if entry.event.get("kind") != "cell_executed":
-                continue
-            for out in reversed(entry.event.get("outputs") or []):
-                if out.get("type") == "image" and isinstance(out.get("data"), str) and out["data"]:
-                    found.append({"mime": str(out.get("mime")), "data": out["data"]})
-                    if len(found) >= limit:
-                        return found[::-1]
-        return found[::-1]
+        newest_first: Iterator[Image] = (
+            {"mime": str(out.get("mime")), "data": out["data"]}
+            for entry in reversed(self.entries[self.start :])
+            if entry.event.get("kind") == "cell_executed"
+            for out in reversed(entry.event.get("outputs") or [])
+            if out.get("type") == "image" and isinstance(out.get("data"), str) and out["data"]
+        )
+        return list(islice(newest_first, limit))[::-1]
 
     def window_seqs(self) -> list[int]:
         """Seqs of the events the last ``messages()`` sent in full, oldest first."""
         return [e.seq for e in self.entries[self.start :]]
-
-    def _window_tokens(self) -> int:
-        return sum(e.tokens for e in self.entries[self.start :])
 
     def summary(self) -> str | None:
         """A deterministic digest of everything before the window."""
@@ -290,13 +281,8 @@ class Transcript:
             return None
         cells = [e.event for e in cut if e.event.get("kind") == "cell_executed"]
         errors = [c for c in cells if c.get("status") == "error"]
-        widgets = sorted(
-            {
-                str(e.event.get("description") or e.event.get("widget_class"))
-                for e in cut
-                if e.event.get("kind") == "widget_changed"
-            }
-        )
+        changed = (e.event for e in cut if e.event.get("kind") == "widget_changed")
+        widgets = sorted({str(w.get("description") or w.get("widget_class")) for w in changed})
         chats = sum(1 for e in cut if e.event.get("kind") in ("user_message", "assistant_message"))
         lines = [f"[Earlier in this notebook: {len(cut)} events are summarised here.]"]
         if cells:
@@ -324,14 +310,14 @@ class Transcript:
         tail = tail or []
         tail_tokens = sum(self.count_tokens(m["content"]) + MESSAGE_OVERHEAD for m in tail)
         fixed = self._system_tokens + tail_tokens + 200  # 200: room for the summary
-        if fixed + self._window_tokens() > self.budget:
+        kept = sum(e.tokens for e in self.entries[self.start :])
+        if fixed + kept > self.budget:
             target = max(0, self.budget // 2 - fixed)
-            kept = self._window_tokens()
             while self.start < len(self.entries) and kept > target:
                 kept -= self.entries[self.start].tokens
                 self.start += 1
             self.cuts += 1
-        out: list[Message] = [{"role": "system", "content": self.system}]
+        out: list[Message] = [{"role": "system", "content": SYSTEM_PROMPT}]
         digest = self.summary()
         if digest:
             out.append({"role": "user", "content": digest})

@@ -6,11 +6,12 @@ is parsed into one of these models, discriminated by ``kind``.
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from ._clock import now_iso
 
 __all__ = [
     "ActionDecided",
@@ -33,21 +34,17 @@ __all__ = [
     "UserMessage",
     "WidgetChanged",
     "death_key",
-    "now_iso",
     "parse_event",
 ]
 
 
-def now_iso() -> str:
-    """The current time as an ISO-8601 UTC timestamp with milliseconds."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
-class _EventBase(BaseModel):
+class _Open(BaseModel):
     # Unknown fields are kept so that a newer writer's extra data survives a read by
     # an older reader (the history is shared by processes of different versions).
     model_config = ConfigDict(extra="allow")
 
+
+class _EventBase(_Open):
     seq: int = 0
     """Assigned by the history on append; 0 until then."""
     notebook: str = ""
@@ -60,10 +57,8 @@ class CellError(BaseModel):
     traceback: list[str] = []
 
 
-class Hint(BaseModel):
+class Hint(_Open):
     """A fact about a failure, checked in the kernel (see ``hints/``); never a model's guess."""
-
-    model_config = ConfigDict(extra="allow")
 
     kind: str
     """``name``, ``import``, ``out_of_order``, ``attribute``, ``column``, ``key``, ``label``,
@@ -80,10 +75,8 @@ class Hint(BaseModel):
     """What ``fix`` changed, in a few words (``'region' → 'Region'``)."""
 
 
-class StateEntry(BaseModel):
+class StateEntry(_Open):
     """One live object, summarised in the kernel (``kernel/state.py``)."""
-
-    model_config = ConfigDict(extra="allow")
 
     name: str
     type: str
@@ -337,8 +330,6 @@ Event = Annotated[
 _adapter: TypeAdapter[Event] = TypeAdapter(Event)
 
 
-def parse_event(data: dict[str, Any] | str | bytes) -> Event:
-    """Parse a dict or JSON text into a typed event (raises ``pydantic.ValidationError``)."""
-    if isinstance(data, (str, bytes)):
-        return _adapter.validate_json(data)
+def parse_event(data: dict[str, Any]) -> Event:
+    """Parse a dict into a typed event (raises ``pydantic.ValidationError``)."""
     return _adapter.validate_python(data)

@@ -17,11 +17,11 @@ Two halves, used by the act engine (:mod:`ambient_jupyter.act`) in every host:
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, NamedTuple, Protocol
+from typing import Literal, NamedTuple
 
 from .actions import code_sha256
-from .events import ActionDecided, ActionProposed, Event
-from .history import UnreadableEvent
+from .events import ActionDecided, ActionProposed
+from .history import History, UnreadableEvent
 
 __all__ = [
     "AGENT_MODES",
@@ -32,17 +32,12 @@ __all__ = [
     "Verdict",
     "approval",
     "policy",
-    "rule_of",
 ]
 
 AGENT_MODES = ("off", "ask", "auto")
 Verdict = Literal["approve", "ask", "reject"]
 Rule = Literal["user", "auto", "safe_plugin", "no_person", "off", "failed_before"]
 """What decided: a person, or which part of the policy."""
-
-
-class _Reader(Protocol):
-    def find_action(self, notebook: str, action_id: str) -> tuple[ActionProposed | None, list[Event]]: ...
 
 
 class NotApproved(PermissionError):
@@ -78,19 +73,6 @@ def policy(mode: str, *, safe: bool, person_present: bool) -> Policy:
     return Policy("reject", _REASONS["off"], "off")
 
 
-def rule_of(decision: ActionDecided) -> Rule:
-    """The rule of a recorded decision; older histories have only ``by`` and the reason."""
-    if decision.rule is not None:
-        return decision.rule
-    if decision.by != "policy":
-        return "user"
-    for known, reason in _REASONS.items():
-        if decision.reason == reason:
-            return known
-    # An unknown policy decision: treated as the strictest kind of automatic approval.
-    return "auto"
-
-
 @dataclasses.dataclass(frozen=True)
 class Approval:
     """An approved action, as the history records it."""
@@ -108,10 +90,19 @@ class Approval:
 
     @property
     def rule(self) -> Rule:
-        return rule_of(self.decision)
+        """The rule of the decision; older histories have only ``by`` and the reason."""
+        if self.decision.rule is not None:
+            return self.decision.rule
+        if self.decision.by != "policy":
+            return "user"
+        for known, reason in _REASONS.items():
+            if self.decision.reason == reason:
+                return known
+        # An unknown policy decision: treated as the strictest kind of automatic approval.
+        return "auto"
 
 
-def approval(history: _Reader, notebook: str, action_id: str, code: str | None = None, *, mode: str) -> Approval:
+def approval(history: History, notebook: str, action_id: str, code: str | None = None, *, mode: str) -> Approval:
     """The recorded approval of ``action_id``, valid for ``code`` (default: the proposed code).
 
     ``mode`` is the notebook's agent mode in force now. Raises :class:`NotApproved`
@@ -127,16 +118,14 @@ def approval(history: _Reader, notebook: str, action_id: str, code: str | None =
     if proposal is None:
         msg = f"no proposed action {action_id!r} in this notebook's history"
         raise NotApproved(msg)
-    to_run = proposal.code if code is None else code
-    digest = code_sha256(to_run)
+    digest = code_sha256(proposal.code if code is None else code)
     if digest != proposal.sha256 or code_sha256(proposal.code) != proposal.sha256:
         msg = f"action {action_id}: the code to run is not the code that was proposed; nothing runs"
         raise NotApproved(msg)
-    decisions = [e for e in related if isinstance(e, ActionDecided)]
-    if not decisions:
+    decision = next((e for e in related if isinstance(e, ActionDecided)), None)
+    if decision is None:
         msg = f"action {action_id} has not been approved"
         raise NotApproved(msg)
-    decision = decisions[0]
     if decision.decision != "approved":
         msg = f"action {action_id} was rejected ({decision.reason or decision.by})"
         raise NotApproved(msg)

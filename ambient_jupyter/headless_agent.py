@@ -85,20 +85,9 @@ def _short(action_id: str) -> str:
 class HeadlessAgent:
     """Fixes failing cells of one run, one proposal at a time.
 
-    Parameters
-    ----------
-    assistant
-        The notebook's assistant (its ``agent`` mode is ``ask`` or ``auto``).
-    driver
-        Runs the inserted cells in the notebook's kernel.
-    limits
-        The bounds of the loop.
-    person_present
-        Whether someone can be asked (stdin and stdout are a terminal).
-    console
-        Progress lines and the approval prompt.
-    stopped
-        True once the run is being stopped (Ctrl-C): nothing more is proposed or run.
+    ``person_present``: someone can be asked at the ``console`` (stdin and stdout are a
+    terminal). ``stopped``: True once the run is being stopped (Ctrl-C); nothing more is
+    proposed or run.
     """
 
     def __init__(

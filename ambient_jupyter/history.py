@@ -44,6 +44,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
+from ._clock import now_iso
 from .redact import redact as _redact
 
 try:
@@ -138,6 +139,7 @@ _BACKFILL_PY = "UPDATE events SET action_id = ambient_action_id(body) WHERE inst
 _FIND_ACTION = "SELECT body FROM events INDEXED BY events_action WHERE notebook_id = ? AND action_id = ? ORDER BY seq"
 _LATEST_OF_KIND = "SELECT body FROM events INDEXED BY events_kind WHERE notebook_id = ? AND kind = ? ORDER BY seq DESC"
 _OF_KIND = "SELECT body FROM events INDEXED BY events_kind WHERE notebook_id = ? AND kind = ? ORDER BY seq"
+_KEYED = "SELECT body FROM events WHERE notebook_id = ? AND dedup_key = ?"
 _UNDECIDED = """
 SELECT p.body FROM events p INDEXED BY events_kind
 WHERE p.notebook_id = ? AND p.kind = 'action_proposed' AND p.action_id IS NOT NULL
@@ -148,10 +150,6 @@ AND NOT EXISTS (
 ORDER BY p.seq
 """
 
-# SQLite primary result codes that mean "this file is not a healthy database".
-_SQLITE_CORRUPT = 11
-_SQLITE_NOTADB = 26
-
 
 class _Model(Protocol):
     """An event model of ``events.py`` (duck-typed: this module imports no pydantic)."""
@@ -161,11 +159,6 @@ class _Model(Protocol):
 
 NewEvent = Union[Mapping[str, Any], _Model]
 """What can be appended: an event model, or its fields as a mapping."""
-
-
-def _fields(event: NewEvent) -> Mapping[str, Any]:
-    # seq and notebook are the history's to assign.
-    return event.model_dump(exclude={"seq", "notebook"}) if hasattr(event, "model_dump") else event
 
 
 class HistoryError(RuntimeError):
@@ -190,11 +183,8 @@ def _typed(body: str) -> Event:
         # surrogates ``_dumps`` writes as escapes (an undecodable file name in an output).
         return parse_event(json.loads(body))
     except ValueError as exc:  # pydantic's ValidationError and json's errors are ValueErrors
-        head = body[:200]
-        msg = f"a stored event cannot be read ({head}): {exc}"
+        msg = f"a stored event cannot be read ({body[:200]}): {exc}"
         raise UnreadableEvent(msg) from None
-
-
 
 
 def default_path() -> Path:
@@ -221,9 +211,9 @@ def normalize_notebook(notebook: str) -> str:
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
     if code is not None:
-        return (code & 0xFF) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+        return (code & 0xFF) in (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB: not a healthy database
     text = str(exc).lower()
     return "malformed" in text or "not a database" in text
 
@@ -238,11 +228,7 @@ def _check_version(version: int) -> None:
         raise _Unusable(msg)
 
 
-_FileId = tuple[int, int]
-
-
-def _file_id(path: Path) -> _FileId | None:
-    """``(st_dev, st_ino)`` of ``path``, or None when there is no such file."""
+def _file_id(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -255,18 +241,17 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _action_id(record: dict[str, Any]) -> str | None:
+def _action_id(record: Any) -> str | None:
     """What the ``action_id`` column holds for an event: its ``action_id`` when that is a string."""
-    value = record.get("action_id")
+    value = record.get("action_id") if isinstance(record, dict) else None
     return value if isinstance(value, str) else None
 
 
 def _action_id_of_body(body: str) -> str | None:
     try:
-        record = json.loads(body)
+        return _action_id(json.loads(body))
     except ValueError:
         return None
-    return _action_id(record) if isinstance(record, dict) else None
 
 
 def _has_sql_json(conn: sqlite3.Connection) -> bool:
@@ -276,20 +261,6 @@ def _has_sql_json(conn: sqlite3.Connection) -> bool:
     except sqlite3.OperationalError:
         return False
     return True
-
-
-def _backfill_action_ids(conn: sqlite3.Connection, *, sql_json: bool) -> None:
-    """Fill the ``action_id`` column from the stored bodies (inside the caller's transaction)."""
-    if sql_json:
-        conn.execute(_BACKFILL_SQL)
-        return
-    # Without SQLite's JSON functions, Python reads the bodies; only rows that mention
-    # the key at all are decoded (``_dumps`` writes keys quoted, with no space).
-    conn.create_function("ambient_action_id", 1, _action_id_of_body, deterministic=True)
-    try:
-        conn.execute(_BACKFILL_PY)
-    finally:
-        conn.create_function("ambient_action_id", 1, None)
 
 
 def _tighten(path: str | os.PathLike[str], mode: int) -> None:
@@ -356,7 +327,7 @@ class History:
         self._busy_ms = int(busy_timeout * 1000)
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
-        self._file: _FileId | None = None  # the file self._conn has open
+        self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of the file self._conn has open
         self._open()
 
     # -- opening and recovery -------------------------------------------------
@@ -415,8 +386,17 @@ class History:
         started = time.monotonic()
         for statement in _statements(_MIGRATE_V1):
             conn.execute(statement)
-        _backfill_action_ids(conn, sql_json=sql_json)
-        if not sql_json:
+        # Fill the new column from the stored bodies (inside the caller's transaction).
+        if sql_json:
+            conn.execute(_BACKFILL_SQL)
+        else:
+            # Without SQLite's JSON functions, Python reads the bodies; only rows that mention
+            # the key at all are decoded (``_dumps`` writes keys quoted, with no space).
+            conn.create_function("ambient_action_id", 1, _action_id_of_body, deterministic=True)
+            try:
+                conn.execute(_BACKFILL_PY)
+            finally:
+                conn.create_function("ambient_action_id", 1, None)
             log.warning(
                 "This SQLite has no JSON functions: events that processes still running an older "
                 "ambient-jupyter append to %s will not be found by action until they restart.",
@@ -429,8 +409,8 @@ class History:
             time.monotonic() - started,
         )
 
-    def _connect_retrying(self) -> sqlite3.Connection:
-        """``_connect``, retried while another process holds a lock.
+    def _reconnect(self) -> None:
+        """``_connect``, retried while another process holds a lock; ``_conn`` then has the file at ``path`` open.
 
         Switching a fresh file to WAL and creating the schema can report "database is
         locked" at once, without SQLite's busy handler, when several processes open
@@ -440,7 +420,9 @@ class History:
         delay = 0.005
         while True:
             try:
-                return self._connect()
+                self._conn = self._connect()
+                self._file = _file_id(self.path)
+                return
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc) or time.monotonic() >= deadline:
                     raise
@@ -502,8 +484,7 @@ class History:
             with self._file_lock(exclusive=False):
                 found = _file_id(self.path)
                 try:
-                    self._conn = self._connect_retrying()
-                    self._file = _file_id(self.path)
+                    self._reconnect()
                     return
                 except _Unusable as exc:
                     why = str(exc)
@@ -524,8 +505,7 @@ class History:
                 if _file_id(self.path) != found and attempt < 4:
                     continue  # already moved aside by another process: open what is there now
                 self._move_aside(why)
-                self._conn = self._connect_retrying()
-                self._file = _file_id(self.path)
+                self._reconnect()
                 return
 
     def _move_aside(self, why: str) -> bool:
@@ -563,8 +543,7 @@ class History:
             # Another process using the same file may have moved it aside already.
             if self._file is not None and _file_id(self.path) == self._file:
                 self._move_aside(f"became corrupt while in use ({exc})")
-            self._conn = self._connect_retrying()
-            self._file = _file_id(self.path)
+            self._reconnect()
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -599,7 +578,8 @@ class History:
     def append_many(self, notebook: str, items: Sequence[tuple[NewEvent, str | None]]) -> list[dict[str, Any]]:
         """Append several events in one transaction (one disk sync for the batch)."""
         nb = normalize_notebook(notebook)
-        fields = [(_fields(event), key) for event, key in items]
+        # seq and notebook are the history's to assign.
+        fields = [(e.model_dump(exclude={"seq", "notebook"}) if hasattr(e, "model_dump") else e, k) for e, k in items]
         if self.redact:
             # Before the write lock: the patterns run on this thread, not on everyone's time.
             fields = [(_redact(dict(event)), key) for event, key in fields]
@@ -616,7 +596,7 @@ class History:
         conn = self.conn
         # One timestamp per transaction: its events are committed together, and this
         # runs on the kernel's writer thread, where every microsecond is the user's.
-        now = _now()
+        now = now_iso()
         conn.execute("BEGIN IMMEDIATE")
         try:
             row = conn.execute("SELECT id, last_seq FROM notebooks WHERE path = ?", (nb,)).fetchone()
@@ -632,10 +612,7 @@ class History:
                 if dedup_key is not None:
                     dup = keyed.get(dedup_key)
                     if dup is None:
-                        found = conn.execute(
-                            "SELECT body FROM events WHERE notebook_id = ? AND dedup_key = ?",
-                            (nb_id, dedup_key),
-                        ).fetchone()
+                        found = conn.execute(_KEYED, (nb_id, dedup_key)).fetchone()
                         dup = json.loads(found[0]) if found is not None else None
                     if dup is not None:
                         stored.append(dup)
@@ -663,15 +640,11 @@ class History:
 
     def read(self, notebook: str, after: int = 0, *, limit: int | None = None) -> list[dict[str, Any]]:
         """Events of ``notebook`` with ``seq > after``, oldest first."""
-        nb = normalize_notebook(notebook)
         sql = (
             "SELECT e.body FROM events e JOIN notebooks n ON n.id = e.notebook_id "
-            "WHERE n.path = ? AND e.seq > ? ORDER BY e.seq"
+            "WHERE n.path = ? AND e.seq > ? ORDER BY e.seq LIMIT ?"
         )
-        params: tuple[Any, ...] = (nb, after)
-        if limit is not None:
-            sql += " LIMIT ?"
-            params += (limit,)
+        params = (normalize_notebook(notebook), after, -1 if limit is None else limit)  # a negative LIMIT: no limit
         with self._lock:
             rows = self.conn.execute(sql, params).fetchall()
         return [json.loads(body) for (body,) in rows]
@@ -701,12 +674,9 @@ class History:
         the notebook. Raises :class:`UnreadableEvent` if any of them does not fit its
         model: an action whose record cannot be read whole is not decided on.
         """
-        with self._lock:
-            nb_id = self._notebook_id(notebook)
-            rows = [] if nb_id is None else self.conn.execute(_FIND_ACTION, (nb_id, action_id)).fetchall()
         proposal: ActionProposed | None = None
         related: list[Event] = []
-        for (body,) in rows:
+        for body in self._bodies(notebook, _FIND_ACTION, action_id):
             event = _typed(body)
             if proposal is None and event.kind == "action_proposed":
                 proposal = event
@@ -724,14 +694,11 @@ class History:
             nb_id = self._notebook_id(notebook)
             if nb_id is None:
                 return default
-            cursor = self.conn.execute(_LATEST_OF_KIND, (nb_id, "settings_changed"))
-            try:
+            with contextlib.closing(self.conn.execute(_LATEST_OF_KIND, (nb_id, "settings_changed"))) as cursor:
                 for (body,) in cursor:
                     agent = json.loads(body).get("agent")
                     if agent in AGENT_MODES:
                         return str(agent)
-            finally:
-                cursor.close()
         return default
 
     def undecided(self, notebook: str) -> list[ActionProposed]:
@@ -743,11 +710,8 @@ class History:
         """
         from .events import ActionProposed
 
-        with self._lock:
-            nb_id = self._notebook_id(notebook)
-            rows = [] if nb_id is None else self.conn.execute(_UNDECIDED, (nb_id,)).fetchall()
         found: list[ActionProposed] = []
-        for (body,) in rows:
+        for body in self._bodies(notebook, _UNDECIDED):
             try:
                 event = _typed(body)
             except UnreadableEvent as exc:
@@ -770,14 +734,10 @@ class History:
         Through the kind index: the cost grows with the notebook's chat, not its events.
         """
         with self._lock:
-            nb_id = self._notebook_id(notebook)
-            if nb_id is None:
-                return []
-            asked = self.conn.execute(_OF_KIND, (nb_id, "user_message")).fetchall()
-            rows = self.conn.execute(_OF_KIND, (nb_id, "assistant_message")).fetchall()
-        replied = {json.loads(b).get("reply_to") for (b,) in rows}
+            asked = self._bodies(notebook, _OF_KIND, "user_message")
+            replied = {json.loads(b).get("reply_to") for b in self._bodies(notebook, _OF_KIND, "assistant_message")}
         found: list[UserMessage] = []
-        for (body,) in asked:
+        for body in asked:
             try:
                 event = _typed(body)
             except UnreadableEvent as exc:  # a question is not worth failing a recovery for
@@ -791,6 +751,12 @@ class History:
         row = self.conn.execute("SELECT id FROM notebooks WHERE path = ?", (normalize_notebook(notebook),)).fetchone()
         return int(row[0]) if row else None
 
+    def _bodies(self, notebook: str, sql: str, *params: Any) -> list[str]:
+        """The bodies ``sql`` selects with the notebook's id then ``params`` (none for an unknown notebook)."""
+        with self._lock:
+            nb_id = self._notebook_id(notebook)
+            return [] if nb_id is None else [body for (body,) in self.conn.execute(sql, (nb_id, *params))]
+
     def last_seq(self, notebook: str) -> int:
         nb = normalize_notebook(notebook)
         with self._lock:
@@ -799,14 +765,8 @@ class History:
 
     def keyed(self, notebook: str, dedup_key: str) -> dict[str, Any] | None:
         """The event stored under ``dedup_key`` for this notebook, if any."""
-        nb = normalize_notebook(notebook)
-        with self._lock:
-            row = self.conn.execute(
-                "SELECT e.body FROM events e JOIN notebooks n ON e.notebook_id = n.id"
-                " WHERE n.path = ? AND e.dedup_key = ?",
-                (nb, dedup_key),
-            ).fetchone()
-        return json.loads(row[0]) if row else None
+        bodies = self._bodies(notebook, _KEYED, dedup_key)
+        return json.loads(bodies[0]) if bodies else None
 
     def notebooks(self) -> list[tuple[str, int, str]]:
         """``(notebook, last_seq, updated_at)`` for every notebook, most recent first."""
@@ -820,10 +780,6 @@ class History:
         """Changes whenever another connection commits: a cheap "anything new?" probe."""
         with self._lock:
             return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _dumps(record: dict[str, Any]) -> str:

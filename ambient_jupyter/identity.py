@@ -59,11 +59,9 @@ def _executed_notebook() -> str | None:
                 return None
             args = process.cmdline()
             if any(tool in arg for arg in args for tool in _EXECUTORS):
-                found = {
-                    os.path.abspath(os.path.join(process.cwd(), arg))
-                    for arg in args
-                    if arg.endswith(".ipynb") and os.path.isfile(os.path.join(process.cwd(), arg))
-                }
+                cwd = process.cwd()
+                named = {os.path.abspath(os.path.join(cwd, arg)) for arg in args if arg.endswith(".ipynb")}
+                found = {path for path in named if os.path.isfile(path)}
                 return found.pop() if len(found) == 1 else None
             process = process.parent()
     except Exception:  # noqa: BLE001 (no psutil, no permission, a process gone)
@@ -86,10 +84,8 @@ def detect_notebook(shell: Any) -> tuple[str, bool]:
     vsc = shell.user_ns.get("__vsc_ipynb_file__") if shell is not None else None
     if isinstance(vsc, str) and vsc:
         return normalize_notebook(vsc), True
-    executed = _executed_notebook()
-    if executed:
+    if executed := _executed_notebook():
         return normalize_notebook(executed), True
-    kernel = _kernel_id()
-    if kernel:
+    if kernel := _kernel_id():
         return f"kernel:{os.getcwd()}/{kernel}", False
     return f"ipython:{os.getcwd()}", False

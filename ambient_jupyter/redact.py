@@ -63,7 +63,7 @@ def redact_text(text: str) -> str:
 
     def named(match: re.Match[str]) -> str:
         value = match.group("value")
-        if value == MARK or value.strip("'\"") == MARK:
+        if value.strip("'\"") == MARK:
             return match.group(0)
         quote = value[0] if value[0] in "'\"" else ""
         return f"{match.group('head')}{quote}{MARK}{quote}"

@@ -104,21 +104,19 @@ class _Terminal:
     def cell_done(self) -> None:
         self.bar.update(1)
 
-    def _code(self, header: str, code: str, diff: list[list[str]] | None) -> str:
-        if diff:
-            # Old against new: what the fix changes, as a person reviews it.
-            lines = [f"    {op if op != ' ' else '|'} {line}" for op, line in diff]
-            shown = "\n".join(lines)
-        else:
-            shown = textwrap.indent(code.rstrip("\n"), "    | ", lambda _line: True)
-        return f"\nambient-jupyter: {printable(header)}\n{printable(shown)}\n"
-
-    def show(self, header: str, code: str, diff: list[list[str]] | None = None) -> None:
+    def show(self, header: str, code: str, diff: list[list[str]] | None = None, question: str = "") -> None:
+        """Show ``code`` (as ``diff`` against what it fixes, if given), then ``question`` on the same line."""
         self.end()
         self.bar.clear()
-        self.out.write(self._code(header, code, diff))
+        if diff:
+            # Old against new: what the fix changes, as a person reviews it.
+            shown = "\n".join(f"    {op if op != ' ' else '|'} {line}" for op, line in diff)
+        else:
+            shown = textwrap.indent(code.rstrip("\n"), "    | ", lambda _line: True)
+        self.out.write(f"\nambient-jupyter: {printable(header)}\n{printable(shown)}\n{question}")
         self.out.flush()
-        self.bar.refresh()
+        if not question:
+            self.bar.refresh()  # (after a question, once it is answered)
 
     def hints(self, event: dict[str, Any]) -> None:
         """The kernel's findings on a failed cell, shown whatever the model says."""
@@ -133,10 +131,7 @@ class _Terminal:
             self.bar.write(printable(line), file=sys.stderr)
 
     async def confirm(self, header: str, code: str, diff: list[list[str]] | None = None) -> bool | None:
-        self.end()
-        self.bar.clear()
-        self.out.write(f"{self._code(header, code, diff)}Run this cell? [y/N] ")
-        self.out.flush()
+        self.show(header, code, diff, question="Run this cell? [y/N] ")
         loop = asyncio.get_running_loop()
         self._answer = answer = loop.create_future()
 
@@ -223,15 +218,6 @@ class _Run:
 
     # -- the loop -------------------------------------------------------------------
 
-    async def _diagnose(self, event: dict[str, Any]) -> None:
-        """Explain a failure unprompted; only the fix loop proposes code here."""
-        # An expected failure (or --agent off) gets words only: a proposal here would
-        # wait for a decision that nobody in a headless run is asked for.
-        try:
-            await self.assistant.react(event, actions=("explain",))
-        finally:
-            self.terminal.end()
-
     async def cells(self) -> None:
         # The written notebook shows this run only: a cell the run never reaches (an
         # early stop) must not keep the outputs the source file had. As nbclient does
@@ -268,7 +254,7 @@ class _Run:
             self.errors.append(index)
             # The kernel cannot record its own death: the record and the written cell say it.
             await self.assistant.record(
-                KernelDied(code=str(cell.source), cell_index=index, by="runner"), self.driver.death_key()
+                KernelDied(code=str(cell.source), cell_index=index, by="runner"), self.driver.death_key
             )
             cell.outputs = [
                 nbformat.v4.new_output(
@@ -287,8 +273,7 @@ class _Run:
             return None
         if outcome.status == "timeout":
             say(f"{label} timed out after {self.timeout:g} s and was interrupted (see --timeout)")
-            self.errors.append(index)
-            return index + 1 if self.allow_errors else None
+            return self._failed(index)
         expected = EXPECTED_ERROR_TAG in cell.get("metadata", {}).get("tags", [])
         event = None
         if not self.stop_requested:
@@ -299,28 +284,30 @@ class _Run:
             self.terminal.hints(event)
         if self.agent is None or expected or self.quiet:
             if event is not None and self.assistant.should_react(event) and not self.stop_requested:
-                await self._diagnose(event)
-            if expected:
-                return index + 1
-            self.errors.append(index)
-            return index + 1 if self.allow_errors else None
+                # An expected failure (or --agent off) gets words only: a proposal here would
+                # wait for a decision that nobody in a headless run is asked for.
+                try:
+                    await self.assistant.react(event, actions=("explain",))
+                finally:
+                    self.terminal.end()
+            return index + 1 if expected else self._failed(index)
+        # (Once a stop is requested, the cell loop ends whatever index comes back.)
         if event is None:
-            if self.stop_requested:
-                self.errors.append(index)
-                return None
-            say(f"{label} failed, but its failure is not in the history, so the agent cannot see it")
-            self.errors.append(index)
-            return index + 1 if self.allow_errors else None
+            if not self.stop_requested:
+                say(f"{label} failed, but its failure is not in the history, so the agent cannot see it")
+            return self._failed(index)
         result = await self.agent.fix(index, event)
         self.ran += result.inserted
-        following = index + 1 + result.inserted
         if result.fixed:
             self.fixed.append(index)
-            return following
+            return index + 1 + result.inserted
+        following = self._failed(index, after=result.inserted)
+        return None if result.kernel_lost else following
+
+    def _failed(self, index: int, after: int = 0) -> int | None:
+        """Count cell ``index`` as failed; the next cell to run (past ``after`` fix cells), or None to stop."""
         self.errors.append(index)
-        if result.kernel_lost or self.stop_requested:
-            return None
-        return following if self.allow_errors else None
+        return index + 1 + after if self.allow_errors else None
 
 
 async def async_run_notebook(
@@ -372,8 +359,7 @@ async def async_run_notebook(
     if person_present is None:
         person_present = sys.stdin.isatty() and out.isatty()
 
-    env = dict(os.environ)
-    env.update(settings.environ())
+    env = dict(os.environ, **settings.environ())
     env.update(AMBIENT_NOTEBOOK=notebook, AMBIENT_HOST="runner", AMBIENT_DB=str(history.path))
     code_cells = sum(1 for c in nb.cells if c.cell_type == "code")
     bar = tqdm(total=code_cells, unit="cell", desc=source.name, file=sys.stderr, disable=not progress)
@@ -391,11 +377,10 @@ async def async_run_notebook(
         await ActEngine(assistant).set_mode(agent, "runner")
     fixer = None
     if agent in ("ask", "auto"):
-        limits = FixLimits(max_fix_attempts, max_fixes, agent_timeout)
         fixer = HeadlessAgent(
             assistant,
             driver,
-            limits=limits,
+            limits=FixLimits(max_fix_attempts, max_fixes, agent_timeout),
             person_present=person_present,
             console=terminal,
             stopped=lambda: run.stop_requested,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .base import (
     Backend,
@@ -20,6 +21,10 @@ from .base import (
     StreamInterruptedError,
     Usage,
 )
+
+if TYPE_CHECKING:
+    from .ollama import OllamaBackend
+    from .openai import OpenAIBackend
 
 __all__ = [
     "Backend",
@@ -47,14 +52,10 @@ NO_MODEL_HELP = (
 def create_backend(spec: str) -> Backend:
     """Build the backend for an explicit spec (not ``auto``: see :func:`resolve_backend`)."""
     kind, _, name = spec.strip().partition(":")
-    if kind == "embedded" and not name:
+    if (kind == "embedded" and not name) or (kind == "llamacpp" and name):
         from .llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend()
-    if kind == "llamacpp" and name:
-        from .llamacpp import LlamaCppBackend
-
-        return LlamaCppBackend(name)
+        return LlamaCppBackend(name or None)
     if kind == "ollama" and name:
         from .ollama import OllamaBackend
 
@@ -93,9 +94,7 @@ async def resolve_backend(spec: str) -> Backend:
     if names:
         return OllamaBackend(names[0])
     if embedded_installed():
-        from .llamacpp import LlamaCppBackend
-
-        return LlamaCppBackend()
+        return create_backend("embedded")
     raise BackendNotInstalledError(NO_MODEL_HELP)
 
 
@@ -107,21 +106,23 @@ class ModelInfo:
     """``ready`` or a short reason why not."""
 
 
+async def _listed(probe: OllamaBackend | OpenAIBackend, kind: str, unavailable: str) -> list[ModelInfo]:
+    """The models ``probe`` lists as ready, or one entry saying why it cannot list them."""
+    try:
+        return [ModelInfo(f"{kind}:{name}", kind, "ready") for name in await probe.list_models()]
+    except BackendError as exc:
+        return [ModelInfo(f"{kind}:*", kind, f"{unavailable}: {exc}")]
+    finally:
+        await probe.aclose()
+
+
 async def available_models() -> list[ModelInfo]:
     """What answers right now: Ollama's models, the embedded model, an OpenAI endpoint."""
     import os
 
     from .ollama import OllamaBackend, ollama_host
 
-    found: list[ModelInfo] = []
-    probe = OllamaBackend("probe", connect_timeout=1.0)
-    try:
-        for name in await probe.list_models():
-            found.append(ModelInfo(f"ollama:{name}", "ollama", "ready"))
-    except BackendError as exc:
-        found.append(ModelInfo("ollama:*", "ollama", f"unavailable at {ollama_host()}: {exc}"))
-    finally:
-        await probe.aclose()
+    found = await _listed(OllamaBackend("probe", connect_timeout=1.0), "ollama", f"unavailable at {ollama_host()}")
     if embedded_installed():
         found.append(ModelInfo("embedded", "llama.cpp", "ready (SmolLM2-135M-Instruct)"))
     else:
@@ -131,12 +132,5 @@ async def available_models() -> list[ModelInfo]:
     if os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY"):
         from .openai import OpenAIBackend
 
-        client = OpenAIBackend("probe")
-        try:
-            for name in await client.list_models():
-                found.append(ModelInfo(f"openai:{name}", "openai", "ready"))
-        except BackendError as exc:
-            found.append(ModelInfo("openai:*", "openai", f"unavailable: {exc}"))
-        finally:
-            await client.aclose()
+        found += await _listed(OpenAIBackend("probe"), "openai", "unavailable")
     return found

@@ -132,16 +132,9 @@ def _grammar(schema_json: str) -> Any:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     gbnf = json_schema_to_gbnf(schema_json)
-    gbnf, n = re.subn(r"^char ::= .*$", lambda _m: _JSON_CHAR, gbnf, flags=re.MULTILINE)
-    if n != 1:  # the converter changed shape: fall back to its own grammar
-        gbnf = json_schema_to_gbnf(schema_json)
-    return LlamaGrammar.from_string(gbnf, verbose=False)
-
-
-def _processors(guide: Any) -> Any:
-    from llama_cpp import LogitsProcessorList
-
-    return LogitsProcessorList([guide])
+    strict, n = re.subn(r"^char ::= .*$", lambda _m: _JSON_CHAR, gbnf, flags=re.MULTILINE)
+    # n != 1: the converter changed shape, so fall back to its own grammar.
+    return LlamaGrammar.from_string(strict if n == 1 else gbnf, verbose=False)
 
 
 def _load(path: Path, n_ctx: int, n_threads: int, n_threads_batch: int) -> Any:
@@ -240,10 +233,7 @@ class LlamaCppBackend(Backend):
 
         def token_text(key: str) -> str:
             ident = meta.get(key)
-            if ident is None:
-                return ""
-            text: str = llm.detokenize([int(ident)], special=True).decode("utf-8", "replace")
-            return text
+            return "" if ident is None else str(llm.detokenize([int(ident)], special=True).decode("utf-8", "replace"))
 
         return Jinja2ChatFormatter(
             template=template,
@@ -270,11 +260,7 @@ class LlamaCppBackend(Backend):
 
     async def load(self) -> None:
         """The weights, and llguidance's view of the vocabulary (~0.3 s the first time)."""
-
-        def work() -> None:
-            prepare_guidance(self._model())
-
-        await _on_compute_thread(work)
+        await _on_compute_thread(lambda: prepare_guidance(self._model()))
 
     def count_tokens(self, text: str) -> int:
         llm = self._model()
@@ -306,10 +292,10 @@ class LlamaCppBackend(Backend):
                 return
             try:
                 llm = self._model()
+                llama_cpp = _import_llama()
                 with llm._ambient_lock:  # noqa: SLF001
                     tokens, stop = self.render(messages)
-                    limit = self.n_ctx - 8
-                    if len(tokens) >= limit:
+                    if len(tokens) >= self.n_ctx - 8:
                         msg = f"the prompt has {len(tokens)} tokens but the context holds {self.n_ctx}"
                         raise BackendError(msg)
                     cached = self.cached_prefix(tokens)
@@ -334,7 +320,7 @@ class LlamaCppBackend(Backend):
                         stop=stop,
                         stream=True,
                         grammar=grammar,
-                        logits_processor=None if guide is None else _processors(guide),
+                        logits_processor=None if guide is None else llama_cpp.LogitsProcessorList([guide]),
                         seed=self.seed,
                     )
                     first_at = last_at = None

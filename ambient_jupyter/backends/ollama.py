@@ -105,11 +105,8 @@ class OllamaBackend(Backend):
                 info = await self._client.show(self.model)
             except (httpx.HTTPError, ollama.ResponseError, ConnectionError) as exc:
                 raise self._translate(exc) from None
-            length = None
-            for key, value in (info.modelinfo or {}).items():
-                if key.endswith(".context_length"):
-                    length = int(value)
-                    break
+            lengths = (int(v) for k, v in (info.modelinfo or {}).items() if k.endswith(".context_length"))
+            length = next(lengths, None)
             self._num_ctx = min(length or DEFAULT_CONTEXT, MAX_CONTEXT)
             self._vision = "vision" in (getattr(info, "capabilities", None) or [])
         return self._num_ctx
@@ -121,8 +118,7 @@ class OllamaBackend(Backend):
     async def _stream(
         self, messages: list[Message], *, json_schema: dict[str, Any] | None, max_tokens: int | None
     ) -> AsyncGenerator[str, None]:
-        num_ctx = await self.context_length()
-        options: dict[str, Any] = {"num_ctx": num_ctx}
+        options: dict[str, Any] = {"num_ctx": await self.context_length()}
         if max_tokens is not None:
             options["num_predict"] = max_tokens
         started = time.perf_counter()

@@ -53,16 +53,14 @@ def _chat_messages(messages: list[Message]) -> list[ChatCompletionMessageParam]:
     # content parts, as the chat-completions API takes them.
     out = []
     for message in messages:
+        content: str | list[dict[str, Any]] = message["content"]
         images = message.get("images")
-        if not images:
-            out.append(cast("ChatCompletionMessageParam", {"role": message["role"], "content": message["content"]}))
-            continue
-        parts: list[dict[str, Any]] = [{"type": "text", "text": message["content"]}]
-        parts += [
-            {"type": "image_url", "image_url": {"url": f"data:{image['mime']};base64,{image['data']}"}}
-            for image in images
-        ]
-        out.append(cast("ChatCompletionMessageParam", {"role": message["role"], "content": parts}))
+        if images:
+            content = [{"type": "text", "text": message["content"]}] + [
+                {"type": "image_url", "image_url": {"url": f"data:{image['mime']};base64,{image['data']}"}}
+                for image in images
+            ]
+        out.append(cast("ChatCompletionMessageParam", {"role": message["role"], "content": content}))
     return out
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from .._trim import clean_text, trim_text
 from ._source import Cell
 
-__all__ = ["HINT_TEXT_LIMIT", "NEVER_MEANT", "Failure", "hint", "public_names", "short"]
+__all__ = ["HINT_TEXT_LIMIT", "NEVER_MEANT", "Failure", "did_you_mean", "hint", "public_names", "short"]
 
 HINT_TEXT_LIMIT = 400
 """Characters of one hint's text (names and keys come from the person's data)."""
@@ -59,6 +59,14 @@ def hint(
         if change:
             out["change"] = trim_text(clean_text(change), HINT_TEXT_LIMIT)
     return out
+
+
+def did_you_mean(
+    kind: str, fact: str, missing: str, matches: Sequence[str], fix: str | None, change: str
+) -> list[dict[str, Any]]:
+    """``fact`` and the close matches, as the one hint of an analyzer."""
+    listed = ", ".join(f"`{m}`" for m in matches)
+    return [hint(kind, f"{fact} Did you mean {listed}?", missing=missing, candidates=matches, fix=fix, change=change)]
 
 
 NEVER_MEANT = frozenset({"In", "Out", "get_ipython", "exit", "quit", "copyright", "credits", "license", "help"})

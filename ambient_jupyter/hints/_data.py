@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import os
 import re
 from typing import Any
 
-from ._base import Failure, hint, short
+from ._base import Failure, did_you_mean, hint, short
 from ._match import clear_winner, close_matches
 from ._resolve import MISSING, dotted, is_frame, is_series, loop_values, resolve
 from ._source import Cell, Edit, literal
@@ -31,12 +32,7 @@ def _keys_of(value: Any) -> tuple[str, list[Any]] | None:
         if is_series(value):
             return "label", list(value.index[:MAX_KEYS])
         if isinstance(value, dict):
-            keys = []
-            for key in value:
-                keys.append(key)
-                if len(keys) >= MAX_KEYS:
-                    break
-            return "key", keys
+            return "key", list(itertools.islice(value, MAX_KEYS))
     except Exception:  # noqa: BLE001 (a strange index: no keys to compare with)
         return None
     return None
@@ -133,16 +129,11 @@ def key_error(failure: Failure) -> list[dict[str, Any]]:
 
 
 def _listing(folder: str) -> list[str]:
-    names: list[str] = []
     try:
         with os.scandir(folder) as entries:
-            for entry in entries:
-                names.append(entry.name)
-                if len(names) >= MAX_KEYS:
-                    break
+            return [entry.name for entry in itertools.islice(entries, MAX_KEYS)]
     except OSError:
         return []
-    return names
 
 
 def file_not_found(failure: Failure) -> list[dict[str, Any]]:
@@ -176,17 +167,8 @@ def file_not_found(failure: Failure) -> list[dict[str, Any]]:
     edits: list[Edit] = []
     if best:
         edits = _literal_edits(cell, filename, os.path.join(folder, best)) or _literal_edits(cell, base, best)
-    listed = ", ".join(f"`{m}`" for m in matches)
-    return [
-        hint(
-            "file",
-            f"There is no file `{base}` in {shown}. Did you mean {listed}?",
-            missing=base,
-            candidates=matches,
-            fix=cell.edited(edits),
-            change=f"`{base}` → `{best}`",
-        )
-    ]
+    fact = f"There is no file `{base}` in {shown}."
+    return did_you_mean("file", fact, base, matches, cell.edited(edits), f"`{base}` → `{best}`")
 
 
 # -- IndexError: off by one ------------------------------------------------------------
@@ -407,20 +389,21 @@ def shape_error(failure: Failure) -> list[dict[str, Any]]:
         for matrix, vector, vnode in ((a, b, node.right), (b, a, node.left)):
             if len(matrix) == 2 and len(vector) == 1 and vector[0] == matrix[0] != matrix[1]:
                 name = cell.segment(vnode)
-                edit = cell.replace_node(vnode, f"{name}.reshape(-1, 1)") if name else None
-                out.append(
-                    hint(
-                        "shape",
-                        f"Shapes {a} and {b} do not broadcast: a 1-D array lines up with the last axis "
-                        f"({matrix[1]}), but `{name}` has one value per row ({vector[0]}). "
-                        f"Use `{name}.reshape(-1, 1)` to make it a column.",
-                        candidates=[f"{name}.reshape(-1, 1)"],
-                        fix=cell.edited([edit]) if edit else None,
-                        change=f"`{name}` → `{name}.reshape(-1, 1)`",
-                    )
+                fact = (
+                    f"Shapes {a} and {b} do not broadcast: a 1-D array lines up with the last axis "
+                    f"({matrix[1]}), but `{name}` has one value per row ({vector[0]}). "
+                    f"Use `{name}.reshape(-1, 1)` to make it a column."
                 )
-                return out
+                return [_as_column(cell, vnode, name, fact)]
     return out
+
+
+def _as_column(cell: Cell, node: ast.AST, name: str | None, text: str) -> dict[str, Any]:
+    """The hint that ``name`` (1-D, written as ``node``) be reshaped into a column."""
+    new = f"{name}.reshape(-1, 1)"
+    edit = cell.replace_node(node, new)  # None when ``name`` is: the node is not on one raw line
+    fix = cell.edited([edit]) if edit else None
+    return hint("shape", text, candidates=[new], fix=fix, change=f"`{name}` → `{new}`")
 
 
 STACKS = ("hstack", "concatenate")
@@ -446,17 +429,11 @@ def _stacking(failure: Failure) -> list[dict[str, Any]]:
         name = cell.segment(item)
         if shape is None or len(shape) != 1 or name is None:
             continue
-        edit = cell.replace_node(item, f"{name}.reshape(-1, 1)")
-        return [
-            hint(
-                "shape",
-                f"`{name}` has shape {shape}: one dimension, where the others have two. "
-                f"`{name}.reshape(-1, 1)` makes it a column of {shape[0]} rows.",
-                candidates=[f"{name}.reshape(-1, 1)"],
-                fix=cell.edited([edit]) if edit else None,
-                change=f"`{name}` → `{name}.reshape(-1, 1)`",
-            )
-        ]
+        fact = (
+            f"`{name}` has shape {shape}: one dimension, where the others have two. "
+            f"`{name}.reshape(-1, 1)` makes it a column of {shape[0]} rows."
+        )
+        return [_as_column(cell, item, name, fact)]
     return []
 
 

@@ -92,12 +92,9 @@ def clear_winner(word: str, matches: list[str]) -> str | None:
     if not matches:
         return None
     best = matches[0]
-    if _squash(best) == _squash(word):
-        others = [m for m in matches[1:] if _squash(m) == _squash(word)]
-        return None if others else best
-    if _cut_short(word, best):
-        others = [m for m in matches[1:] if _cut_short(word, m)]
-        return None if others else best
+    for same in (lambda m: _squash(m) == _squash(word), lambda m: _cut_short(word, m)):
+        if same(best):
+            return None if any(same(m) for m in matches[1:]) else best
     if len(matches) == 1:
         return best
     limit = allowed_slips(word)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..code_check import assigned_names
-from ._base import NEVER_MEANT, Failure, hint, public_names
+from ._base import NEVER_MEANT, Failure, did_you_mean, hint, public_names
 from ._match import clear_winner, close_matches
 from ._resolve import MISSING, a_type, dotted, resolve
 from ._source import Cell, Edit
@@ -96,18 +96,6 @@ def _import_for(name: str, cell: Cell) -> str | None:
 # -- what cells define --------------------------------------------------------------
 
 
-def defined_names(code: str) -> set[str]:
-    """Names a cell binds at top level (assignments, loops, imports, defs, with-as)."""
-    return set(assigned_names(code))
-
-
-def _loaded_names(code: str) -> set[str]:
-    tree = Cell(code).tree
-    if tree is None:
-        return set()
-    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-
-
 def _norm(code: str) -> str:
     return "\n".join(line.rstrip() for line in code.strip().splitlines())
 
@@ -126,14 +114,14 @@ def _out_of_order(failure: Failure, name: str) -> list[str] | None:
     # follow that a little way, never in circles.
     while wanted and len(needed) < 3:
         missing = wanted.pop(0)
-        definer = next((c for c in unrun if c not in needed and missing in defined_names(c)), None)
+        definer = next((c for c in unrun if c not in needed and missing in assigned_names(c)), None)
         if definer is None:
             if missing == name:
                 return None
             continue
         needed.append(definer)
-        have = set(failure.namespace) | set(dir(builtins)) | defined_names(definer)
-        wanted.extend(sorted(n for n in _loaded_names(definer) - have if n not in wanted))
+        have = set(failure.namespace) | set(dir(builtins)) | set(assigned_names(definer))
+        wanted.extend(sorted(n for n in set(Cell(definer).names(ast.Load)) - have if n not in wanted))
     return sorted(needed, key=cells.index)
 
 
@@ -199,18 +187,8 @@ def name_error(failure: Failure) -> list[dict[str, Any]]:
     if not matches:
         return [hint("name", f"`{name}` is not defined, and no defined name is close to it.", missing=name)]
     best = clear_winner(name, matches)
-    listed = ", ".join(f"`{m}`" for m in matches)
     fix = cell.edited(_rename(cell, name, best)) if best else None
-    return [
-        hint(
-            "name",
-            f"`{name}` is not defined. Did you mean {listed}?",
-            missing=name,
-            candidates=matches,
-            fix=fix,
-            change=f"`{name}` → `{best}`",
-        )
-    ]
+    return did_you_mean("name", f"`{name}` is not defined.", name, matches, fix, f"`{name}` → `{best}`")
 
 
 # -- AttributeError ------------------------------------------------------------------
@@ -250,24 +228,10 @@ def attribute_error(failure: Failure) -> list[dict[str, Any]]:
     if not matches:
         return [hint("attribute", f"{what} has no attribute `{attr}`.", missing=attr)]
     best = clear_winner(attr, matches)
-    edits: list[Edit] = []
-    for node in nodes if best else []:
-        span = cell.attr_span(node)
-        if span is None:
-            edits = []
-            break
-        edits.append(Edit(span[0], span[1], span[2], best or attr))
-    listed = ", ".join(f"`{m}`" for m in matches)
-    return [
-        hint(
-            "attribute",
-            f"{what} has no attribute `{attr}`. Did you mean {listed}?",
-            missing=attr,
-            candidates=matches,
-            fix=cell.edited(edits),
-            change=f"`.{attr}` → `.{best}`",
-        )
-    ]
+    spans = [cell.attr_span(node) for node in nodes] if best else []
+    edits = [] if None in spans else [Edit(*span, best or attr) for span in spans if span]
+    fact = f"{what} has no attribute `{attr}`."
+    return did_you_mean("attribute", fact, attr, matches, cell.edited(edits), f"`.{attr}` → `.{best}`")
 
 
 # -- modules --------------------------------------------------------------------------
@@ -326,19 +290,9 @@ def module_not_found(failure: Failure) -> list[dict[str, Any]]:
                 missing=top,
             )
         ]
-    listed = ", ".join(f"`{m}`" for m in matches)
-    cell = failure.cell
-    fix = cell.edited(_import_edits(cell, top, best)) if best else None
-    return [
-        hint(
-            "module",
-            f"No module named `{top}` is installed. Did you mean {listed}?",
-            missing=top,
-            candidates=matches,
-            fix=fix,
-            change=f"`{top}` → `{best}`",
-        )
-    ]
+    fix = failure.cell.edited(_import_edits(failure.cell, top, best)) if best else None
+    fact = f"No module named `{top}` is installed."
+    return did_you_mean("module", fact, top, matches, fix, f"`{top}` → `{best}`")
 
 
 def _submodules(package: str) -> list[str]:
@@ -361,17 +315,8 @@ def _submodule(failure: Failure, name: str) -> list[dict[str, Any]]:
     cell = failure.cell
     right = f"{package}.{best}"
     fix = cell.edited(_import_edits(cell, name, right)) if best else None
-    listed = ", ".join(f"`{package}.{m}`" for m in matches)
-    return [
-        hint(
-            "module",
-            f"`{package}` has no submodule `{wrong}`. Did you mean {listed}?",
-            missing=name,
-            candidates=[f"{package}.{m}" for m in matches],
-            fix=fix,
-            change=f"`{name}` → `{right}`",
-        )
-    ]
+    full = [f"{package}.{m}" for m in matches]
+    return did_you_mean("module", f"`{package}` has no submodule `{wrong}`.", name, full, fix, f"`{name}` → `{right}`")
 
 
 def import_error(failure: Failure) -> list[dict[str, Any]]:
@@ -398,14 +343,5 @@ def import_error(failure: Failure) -> list[dict[str, Any]]:
                     if alias.asname is None:
                         # The wrong name was also the name the cell uses afterwards.
                         edits.extend(_rename(cell, wrong, best or wrong))
-    listed = ", ".join(f"`{m}`" for m in matches)
-    return [
-        hint(
-            "module",
-            f"`{module_name}` has no name `{wrong}`. Did you mean {listed}?",
-            missing=wrong,
-            candidates=matches,
-            fix=cell.edited(edits),
-            change=f"`{wrong}` → `{best}`",
-        )
-    ]
+    fact = f"`{module_name}` has no name `{wrong}`."
+    return did_you_mean("module", fact, wrong, matches, cell.edited(edits), f"`{wrong}` → `{best}`")

@@ -23,11 +23,9 @@ PURE_STR_METHODS = frozenset({"strip", "lstrip", "rstrip", "lower", "upper", "ti
 
 def type_name(value: Any) -> str:
     cls = type(value)
-    module = cls.__module__
-    if module == "builtins":
+    if cls.__module__ == "builtins":
         return cls.__qualname__
-    top = module.split(".")[0]
-    return f"{top}.{cls.__qualname__}"
+    return f"{cls.__module__.split('.')[0]}.{cls.__qualname__}"
 
 
 def a_type(value: Any) -> str:
@@ -108,10 +106,8 @@ SAMPLE = 50
 """Items looked at to learn what a loop variable holds."""
 
 
-def _items(value: Any, limit: int = SAMPLE) -> list[Any] | None:
-    if isinstance(value, (list, tuple)):
-        return list(value[:limit])
-    return None
+def _items(value: Any) -> list[Any] | None:
+    return list(value[:SAMPLE]) if isinstance(value, (list, tuple)) else None
 
 
 def loop_values(name: str, tree: ast.AST | None, namespace: Mapping[str, Any]) -> list[Any] | None:

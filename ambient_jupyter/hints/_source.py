@@ -48,6 +48,10 @@ class Cell:
         if self.tree is not None:
             yield from ast.walk(self.tree)
 
+    def names(self, ctx: type[ast.expr_context]) -> list[str]:
+        """The names the cell loads (``ast.Load``) or binds (``ast.Store``), in walk order."""
+        return [n.id for n in self.nodes() if isinstance(n, ast.Name) and isinstance(n.ctx, ctx)]
+
     def line_is_raw(self, lineno: int) -> bool:
         """True if AST positions on ``lineno`` are positions in the person's text."""
         i = lineno - 1
@@ -87,7 +91,7 @@ class Cell:
 
     def replace_node(self, node: ast.AST, new: str) -> Edit | None:
         span = self.span(node)
-        return None if span is None else Edit(span[0], span[1], span[2], new)
+        return None if span is None else Edit(*span, new)
 
     # -- editing ------------------------------------------------------------------
 

@@ -219,10 +219,7 @@ def _unfilled(call: ast.Call, params: list[inspect.Parameter], bad: str) -> list
     positional = [p for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
     given = {p.name for p in positional[: len(call.args)]} | {k.arg for k in call.keywords if k.arg != bad}
     left = [p for p in params if p.name not in given and p.name != "self"]
-    required = [p.name for p in left if p.default is inspect.Parameter.empty]
-    if required:
-        return required
-    return [p.name for p in left]
+    return [p.name for p in left if p.default is inspect.Parameter.empty] or [p.name for p in left]
 
 
 def _keyword(failure: Failure) -> list[dict[str, Any]]:
@@ -339,12 +336,7 @@ def _receiver_name(call: ast.Call) -> str | None:
 def _with_definition(failure: Failure, name: str, fix: str) -> str | None:
     """``fix`` preceded by the last earlier cell that assigned ``name`` (other than the failing one)."""
     for source in reversed(failure.ran_cells):
-        if source.strip() == failure.cell.code.strip():
-            continue
-        tree = Cell(source).tree
-        if tree is not None and any(
-            isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id == name for n in ast.walk(tree)
-        ):
+        if source.strip() != failure.cell.code.strip() and name in Cell(source).names(ast.Store):
             return Cell(fix).prepend(source)
     return None
 
@@ -387,8 +379,7 @@ def none_error(failure: Failure) -> list[dict[str, Any]]:
     if inline:
         return inline
     cell, namespace = failure.cell, failure.namespace
-    used = [n.id for n in cell.nodes() if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
-    for name in dict.fromkeys(used):
+    for name in dict.fromkeys(cell.names(ast.Load)):
         if name not in namespace or namespace[name] is not None:
             continue
         # Assigned in this cell, or else in the last cell that assigned it.

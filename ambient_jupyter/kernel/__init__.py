@@ -47,16 +47,15 @@ def hosting_of(shell: Any) -> Hosting:
 
 
 def _close(shell: Any) -> None:
-    host = _hostings.pop(id(shell), None)
-    recorder = _recorders.pop(id(shell), None)
+    # Runs once per load (unload unregisters it from atexit), so both are there.
+    host = _hostings.pop(id(shell))
+    recorder = _recorders.pop(id(shell))
     # The host goes first: it commits what the recorder queued (a last failure still
     # gets its reaction) and finishes or cuts its reply; then the history closes.
     try:
-        if host is not None:
-            host.close()
+        host.close()
     finally:
-        if recorder is not None:
-            recorder.close()
+        recorder.close()
 
 
 def plugins_announce(recorder: Recorder) -> None:

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from .._trim import clean_text, strip_ansi, trim_marker
+from .._trim import clean_text, strip_ansi, trim_marker, trim_text
 
 __all__ = [
     "OUTPUT_TYPES",
@@ -107,9 +107,7 @@ class CellCapture:
     is kept as an explicit ``update`` when its target was shown by an earlier cell.
     """
 
-    def __init__(
-        self, msg_id: str, code: str, started: float, limit: int, shown_before: DisplayIds | None = None
-    ) -> None:
+    def __init__(self, msg_id: str, code: str, started: float, limit: int, shown_before: DisplayIds) -> None:
         self.msg_id = msg_id
         self.code = code
         self.started = started
@@ -159,7 +157,7 @@ class CellCapture:
             elif (display_id := _display_id(content)) is not None:
                 # A display with an id updates every display with that id, here and in
                 # earlier cells (as JupyterLab and nbclient do).
-                self._update(content, explicit=display_id in self._earlier())
+                self._update(content, explicit=display_id in self._shown_before)
                 self._own_ids.add(display_id)
             if len(self.outputs) < MAX_OUTPUTS:
                 self.outputs.append((msg_type, content))
@@ -188,9 +186,6 @@ class CellCapture:
                     return
         last.sink.add(text if isinstance(text, str) else str(text))
 
-    def _earlier(self) -> DisplayIds | set[str]:
-        return self._shown_before if self._shown_before is not None else set()
-
     def _update(self, content: dict[str, Any], *, explicit: bool | None = None) -> None:
         """Show ``content`` in this cell's displays with its id; keep it as an explicit
         update (``explicit``, by default: unless only this cell ever showed that id)."""
@@ -202,7 +197,7 @@ class CellCapture:
                 self.outputs[i] = (msg_type, {**shown, "data": content.get("data") or {}})
         if explicit is None:
             # Its target is in an earlier cell, or was shown before recording began.
-            explicit = display_id in self._earlier() or display_id not in self._own_ids
+            explicit = display_id in self._shown_before or display_id not in self._own_ids
         if not explicit:
             return
         if display_id in self._updates or len(self._updates) < MAX_OUTPUTS:
@@ -218,22 +213,21 @@ class CellCapture:
             outputs = summarize_outputs(self.outputs + updates, self.limit, success=self.success)
             if self.dropped:
                 outputs.append({"type": "display", "text": f"[{self.dropped} more outputs not kept]"})
-            if self._shown_before is not None:
-                # Cells are turned into events in order, on one thread: what this cell
-                # shows is "earlier" for every later cell's updates.
-                self._shown_before.add_all(_display_id(c) for t, c in self.outputs if t != "stream")
+            # Cells are turned into events in order, on one thread: what this cell
+            # shows is "earlier" for every later cell's updates.
+            self._shown_before.add_all(_display_id(c) for t, c in self.outputs if t != "stream")
             error = None
             if not self.success:
                 err = self.error or {}
                 error = {
                     "ename": clean_text(str(err.get("ename", "Error"))),
-                    "evalue": _trim_line(clean_text(strip_ansi(str(err.get("evalue", "")))), self.limit),
+                    "evalue": _readable(str(err.get("evalue", "")), self.limit),
                     "traceback": _trim_traceback(err.get("traceback") or [], self.limit),
                 }
         end = self.finished if self.finished is not None else self.started
         return {
             "kind": "cell_executed",
-            "code": _trim_line(clean_text(self.code), self.limit * 4),
+            "code": trim_text(clean_text(self.code), self.limit * 4),
             "execution_count": self.execution_count,
             "status": "error" if error else "ok",
             "duration_ms": round((end - self.started) * 1000, 3),
@@ -264,17 +258,21 @@ class DisplayIds:
             self._ids.pop(next(iter(self._ids)))
 
 
-def _trim_line(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    half = limit // 2
-    return text[:half] + trim_marker(len(text)) + text[-half:]
+def _readable(text: str, limit: int) -> str:
+    """``text`` as a reader of the record should get it: no colour codes, safe, trimmed."""
+    return trim_text(clean_text(strip_ansi(text)), limit)
+
+
+def _handled_error(content: dict[str, Any], limit: int) -> dict[str, Any]:
+    """An error shown (and handled) rather than the cell's failure: one display line."""
+    shown = f"{content.get('ename', 'Error')}: {content.get('evalue', '')}"
+    return {"type": "display", "text": _readable(shown, limit)}
 
 
 def _trim_traceback(frames: list[Any], limit: int) -> list[str]:
     """ANSI-free traceback lines, at most ``limit`` chars in all, head and tail kept."""
     text = strip_ansi(clean_text("\n".join(str(f) for f in frames)))
-    return _trim_line(text, limit).split("\n")
+    return trim_text(text, limit).split("\n")
 
 
 def summarize_outputs(outputs: list[tuple[str, Any]], limit: int, *, success: bool = True) -> list[dict[str, Any]]:
@@ -291,8 +289,7 @@ def summarize_outputs(outputs: list[tuple[str, Any]], limit: int, *, success: bo
         if msg_type == "error":
             # The cell's own failure is its ``error`` field; an earlier one was shown and handled.
             if i != failure:
-                shown = f"{content.get('ename', 'Error')}: {content.get('evalue', '')}"
-                result.append({"type": "display", "text": _trim_line(clean_text(strip_ansi(shown)), limit)})
+                result.append(_handled_error(content, limit))
             continue
         if isinstance(content, _Stream):
             sink = content.sink
@@ -328,7 +325,7 @@ def _summarize_data(kind: str, content: dict[str, Any], limit: int) -> list[dict
         text = f"<{rich[0]}>"
     if isinstance(text, list):
         text = "".join(text)
-    result.append({"type": kind, "text": _trim_line(clean_text(strip_ansi(str(text))), limit), **ident})
+    result.append({"type": kind, "text": _readable(str(text), limit), **ident})
     return result
 
 
@@ -357,7 +354,7 @@ def within_budget(records: list[dict[str, Any]], limit: int, hidden: int = 0) ->
             break
         record = {k: v for k, v in record.items() if k != "data"}
         if size > budget:
-            record["text"] = _trim_line(record["text"], max(budget, 1))
+            record["text"] = trim_text(record["text"], max(budget, 1))
         kept.append(record)
         budget -= size
     dropped = len(records) - len(kept) + hidden
@@ -370,11 +367,10 @@ def _summarize_nbformat_one(out: dict[str, Any], limit: int) -> list[dict[str, A
     if output_type == "stream":
         text = out.get("text", "")
         text = "".join(text) if isinstance(text, list) else str(text)
-        shown = _trim_line(clean_text(strip_ansi(text)), limit)
+        shown = _readable(text, limit)
         return [{"type": "stream", "name": str(out.get("name", "stdout")), "text": shown, "chars": len(text)}]
     if output_type == "error":
-        shown = f"{out.get('ename', 'Error')}: {out.get('evalue', '')}"
-        return [{"type": "display", "text": _trim_line(clean_text(strip_ansi(shown)), limit)}]
+        return [_handled_error(out, limit)]
     if output_type in ("display_data", "execute_result"):
         return _summarize_data("result" if output_type == "execute_result" else "display", out, limit)
     return []

@@ -29,8 +29,8 @@ STATE_TIME = 0.2
 STATE_BUDGET = 2500
 """Characters of state stored with a failure."""
 RECENT_CELLS = 5
-MAX_FIGURES = 3
 """Cells looked back at for recently assigned names."""
+MAX_FIGURES = 3
 
 Diagnosis = tuple[list[dict[str, Any]], list[dict[str, str]]]
 
@@ -76,8 +76,6 @@ def diagnose(shell: Any, exc: BaseException, code: str, notebook: str) -> Diagno
     from ..hints import analyze
     from .timebox import OutOfTime, why_no_timer, with_alarm
 
-    namespace = shell.user_ns
-    ran = _ran_cells(shell)
     hints: list[dict[str, Any]] = []
     # The analyzer looks objects up (a property is the person's code): only under a timer.
     no_timer = why_no_timer()
@@ -86,8 +84,9 @@ def diagnose(shell: Any, exc: BaseException, code: str, notebook: str) -> Diagno
             log.info("ambient-jupyter: no hints for this failure (%s)", no_timer)
         else:
             cells = notebook_cells(notebook) if isinstance(exc, NameError) else None
+            ran = _ran_cells(shell)
             hints = with_alarm(
-                lambda: analyze(exc, code, namespace, notebook_cells=cells, ran_cells=ran, cwd=os.getcwd()),
+                lambda: analyze(exc, code, shell.user_ns, notebook_cells=cells, ran_cells=ran, cwd=os.getcwd()),
                 HINT_TIME,
             )
     except OutOfTime:

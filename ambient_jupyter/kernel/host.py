@@ -28,7 +28,7 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from .._trim import json_safe, trim_text
+from .._trim import clean_text, json_safe, strip_ansi, trim_text
 from ..act import ActEngine, Ran, Run
 from ..actions import CODE_ACTIONS
 from ..assistant import Assistant, Role, Turn
@@ -62,18 +62,8 @@ def _short(value: Any, limit: int = 300) -> str:
 
 
 class KernelHost:
-    """The assistant of one notebook, hosted in its kernel.
-
-    Parameters
-    ----------
-    history, notebook
-        Where the conversation is.
-    settings
-        The kernel's settings: the models, the agent mode to assume until the history
-        says otherwise, quiet, cooldown, the longest turn.
-    react
-        Diagnose failures unprompted (when no other host does).
-    """
+    """The assistant of one notebook, hosted in its kernel; with ``react``, it also diagnoses
+    failures unprompted (when no other host does)."""
 
     def __init__(
         self,
@@ -162,15 +152,9 @@ class KernelHost:
         and history belong there; the act engine lives on the host's loop.
         """
         future = self.submit(coro)
-        done = threading.Event()
-
-        def finished(_future: Future[T]) -> None:
-            done.set()
-            self._main.put(lambda: None)  # wakes the main thread
-
-        future.add_done_callback(finished)
+        future.add_done_callback(lambda _future: self._main.put(lambda: None))  # wakes the main thread
         deadline = time.monotonic() + WAIT
-        while not done.is_set():
+        while not future.done():
             try:
                 work = self._main.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
@@ -199,8 +183,6 @@ class KernelHost:
         parent), so keep it as the action's result. ``write`` announces a cell first.
         """
         from IPython.utils.capture import capture_output
-
-        from .._trim import clean_text, strip_ansi
 
         async def run(granted: Approval) -> Ran | None:
             if granted.proposal.action == "call_plugin":
@@ -279,8 +261,8 @@ class KernelHost:
             return None  # said as "no outcome was recorded"; the sidebar shows what is stored
         return next((e for e in related if isinstance(e, ActionExecuted)), None)
 
-    def stop(self) -> bool:
-        return self._loop.call_soon_threadsafe(self.assistant.stop) is not None
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self.assistant.stop)
 
     def close(self, timeout: float = 4.0) -> None:
         """Give a reply in flight ``timeout`` seconds, then stop it (stored as incomplete)."""

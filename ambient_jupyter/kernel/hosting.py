@@ -78,17 +78,16 @@ class Hosting:
             host = self._ensure_locked()
         host.on_committed(events)  # it reads them while the kernel is idle (and may react)
 
-    def _take(self, *, close: bool = False) -> KernelHost | None:
+    def _drop(self, timeout: float = 4.0, *, for_good: bool = False) -> None:
         with self._lock:
             host, self.host = self.host, None
-            self._closed = self._closed or close
-        return host
+            self._closed = self._closed or for_good
+        if host is not None:
+            host.close(timeout)
 
     def reset(self) -> None:
         """Drop the host (its transcript is the old notebook's); a new one is made on demand."""
-        host = self._take()
-        if host is not None:
-            host.close()
+        self._drop()
 
     def drain(self, timeout: float = 2.0) -> None:
         """Commit what is queued and let a reply in flight finish (or store it as incomplete).
@@ -100,13 +99,9 @@ class Hosting:
         """
         started = time.monotonic()
         self.recorder.writer.flush(timeout / 4)
-        host = self._take()
-        if host is not None:
-            host.close(max(0.5, timeout - (time.monotonic() - started)))
+        self._drop(max(0.5, timeout - (time.monotonic() - started)))
 
     def close(self) -> None:
         """Shut the host down for good, once the recorder's last events are committed."""
         self.recorder.writer.flush()
-        host = self._take(close=True)
-        if host is not None:
-            host.close()
+        self._drop(for_good=True)

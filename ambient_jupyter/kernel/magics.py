@@ -11,6 +11,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from .._trim import printable
 from ..gate import AGENT_MODES
 from ..history import normalize_notebook
+from . import plugins_announce
 
 __all__ = ["AmbientMagics"]
 
@@ -124,14 +125,10 @@ class AmbientMagics(Magics):
                 key, sep, value = item.partition("=")
                 if not sep:
                     raise ValueError(f"{item!r} is not key=value")
-                if key == "model":
-                    settings.model = value
+                if key in ("model", "expert"):
+                    setattr(settings, key, value)
                     if host is not None:
-                        host.assistant.set_model(value)
-                elif key == "expert":
-                    settings.expert = value
-                    if host is not None:
-                        host.assistant.set_model(value, role="expert")
+                        host.assistant.set_model(value, role="watcher" if key == "model" else "expert")
                 elif key == "quiet":
                     settings.quiet = _flag(value)
                     if host is not None:
@@ -174,6 +171,4 @@ class AmbientMagics(Magics):
         recorder.notebook = normalize_notebook(value)
         # The host's transcript belongs to the old notebook: start a new one on demand.
         self.hosting.reset()
-        from . import plugins_announce
-
         plugins_announce(recorder)

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._trim import clean_text
-from .capture import CellCapture, summarize_nbformat, summarize_outputs, within_budget
+from .capture import CellCapture, DisplayIds, summarize_nbformat, summarize_outputs, within_budget
 
 __all__ = ["OutputWidgets"]
 
@@ -40,7 +40,7 @@ class _Shown(CellCapture):
     """One Output widget's outputs: what was assigned to it, then what it took since."""
 
     def __init__(self, widget: Any, limit: int) -> None:
-        super().__init__("", "", time.perf_counter(), limit)
+        super().__init__("", "", time.perf_counter(), limit, DisplayIds())
         self.widget_id = str(getattr(widget, "model_id", None) or id(widget))
         description = getattr(widget, "description", None)
         self.description = clean_text(description) if isinstance(description, str) and description else None
@@ -121,12 +121,9 @@ class OutputWidgets:
         key = id(widget)
         with self._lock:
             if old and key in self._routed.get(old, ()):
-                rest = [w for w in self._routed[old] if w != key]
-                routed = dict(self._routed)
-                if rest:
-                    routed[old] = rest
-                else:
-                    routed.pop(old, None)
+                routed = {**self._routed, old: [w for w in self._routed[old] if w != key]}
+                if not routed[old]:
+                    del routed[old]
                 self._routed = routed
                 shown = self._shown.get(key)
                 if shown is not None and shown.changed:

@@ -26,7 +26,7 @@ from .output_widgets import OutputWidgets
 from .widgets import WidgetWatcher
 from .writer import Writer
 
-__all__ = ["Recorder", "detect_notebook"]
+__all__ = ["Recorder"]
 
 log = logging.getLogger("ambient_jupyter.kernel")
 
@@ -56,9 +56,9 @@ def _inflight(redact: bool) -> InFlight | None:
 class Recorder:
     """Records one shell's activity; created by ``%load_ext``, closed by ``%unload_ext``."""
 
-    def __init__(self, shell: Any, settings: AmbientSettings | None = None) -> None:
+    def __init__(self, shell: Any) -> None:
         self.shell = shell
-        self.settings = settings or AmbientSettings(parent=shell)
+        self.settings = AmbientSettings(parent=shell)
         self.notebook, self._known = detect_notebook(shell)
         kernel = getattr(shell, "kernel", None)
         self._session = getattr(kernel, "session", None)
@@ -191,22 +191,22 @@ class Recorder:
             if exc is not None:
                 if capture.error is None:
                     capture.error = {"ename": type(exc).__name__, "evalue": str(exc), "traceback": []}
-                self._diagnose(capture, exc)
+                # Hints and state now, while the namespace is as the failure left it.
+                from .diagnose import diagnose
+
+                capture.hints, capture.state = diagnose(self.shell, exc, capture.code, self.notebook)
         if capture is self._agent_capture:
             # Agent code run inside the asking cell: it shares that cell's execute
             # request, so finish it now rather than at that request's reply.
             self._agent_capture = None
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):  # a replaced stream may not flush
-                    stream.flush()  # ipykernel sends what is buffered, and we see it
-            if capture.msg_id and self._captures.get(capture.msg_id) is capture:
+            _flush_std_streams()  # ipykernel sends what is buffered, and we see it
+            if self._captures.get(capture.msg_id) is capture:
                 del self._captures[capture.msg_id]
-            self.writer.submit(capture.event)
-            self.output_widgets.flush()
-        elif not capture.msg_id:
-            # Not in ipykernel (plain IPython): there is no reply to wait for.
-            self.writer.submit(capture.event)
-            self.output_widgets.flush()
+        elif capture.msg_id:
+            return  # finished when its execute_reply is sent
+        # No execute_reply comes for this one (plain IPython, a comm message's code): finish it now.
+        self.writer.submit(capture.event)
+        self.output_widgets.flush()
 
     def _keep_running(self, msg_id: str, code: str) -> None:
         """Name the cell in this kernel's page (the outermost one: agent code run from a
@@ -220,18 +220,11 @@ class Recorder:
         except Exception:  # the page is a courtesy to the next kernel; the cell runs regardless
             log.warning("ambient-jupyter could not keep the running cell for the next kernel", exc_info=True)
 
-    def _diagnose(self, capture: CellCapture, exc: BaseException) -> None:
-        """Hints and state for a failed cell, while its namespace is as the failure left it."""
-        from .diagnose import diagnose
-
-        capture.hints, capture.state = diagnose(self.shell, exc, capture.code, self.notebook)
-
     def record_state(self, question: str | None = None) -> None:
         """Record what the kernel holds now, for a question about to be answered (main thread only)."""
         from .diagnose import snapshot
 
-        entries = snapshot(self.shell, question=question)
-        event = {"kind": "kernel_state", "entries": entries}
+        event = {"kind": "kernel_state", "entries": snapshot(self.shell, question=question)}
         self.writer.submit(lambda: event)
         self.writer.flush()
 
@@ -276,9 +269,7 @@ class Recorder:
         """
         history = self.writer.history
         before = history.last_seq(self.notebook)
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()  # the asking cell's own text is not the agent cell's output
+        _flush_std_streams()  # the asking cell's own text is not the agent cell's output
         self._agent_running = True
         try:
             result = self.shell.run_cell(code, store_history=True)
@@ -286,12 +277,11 @@ class Recorder:
             self._agent_running = False
             self._agent_capture = None
         self.writer.flush()
-        cell = next(
-            (
-                e
-                for e in history.read(self.notebook, before)
-                if e.get("kind") == "cell_executed" and e.get("execution_count") == result.execution_count
-            ),
-            None,
-        )
-        return result, cell
+        cells = (e for e in history.read(self.notebook, before) if e.get("kind") == "cell_executed")
+        return result, next((e for e in cells if e.get("execution_count") == result.execution_count), None)
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a replaced stream may not flush
+            stream.flush()

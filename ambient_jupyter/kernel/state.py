@@ -23,14 +23,12 @@ import types
 from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
-from typing import Any, TypeVar
+from typing import Any
 
 from .._trim import clean_text
 from .timebox import OutOfTime, why_no_timer, with_alarm
 
 __all__ = ["select_names", "summarize"]
-
-T = TypeVar("T")
 
 TEXT_CAP = 600
 """Characters per entry."""
@@ -45,7 +43,6 @@ MAX_MODULE_NAMES = 30
 MAX_AXES = 6
 SMALL_ARRAY = 1000
 """numpy arrays up to this many elements get a preview of their values."""
-
 
 
 class _Repr(reprlib.Repr):
@@ -280,10 +277,6 @@ def _describe_figure(fig: Any, type_name: str) -> str:
     return "; ".join(parts)
 
 
-def _describe_axes(ax: Any, type_name: str) -> str:
-    return f"{type_name}: {_axes_text(ax)}"
-
-
 def _axes_text(ax: Any) -> str:
     """What a plot shows, for a model that cannot see it."""
     bits = [f"{what} {text!r}" for what, text in
@@ -373,7 +366,7 @@ _LIBRARY_KINDS: tuple[tuple[str, str, Callable[[Any, str], str]], ...] = (
     ("numpy", "ndarray", _describe_array),
     ("matplotlib.figure", "FigureBase", _describe_figure),
     ("matplotlib.figure", "Figure", _describe_figure),  # matplotlib < 3.4 has no FigureBase
-    ("matplotlib.axes", "Axes", _describe_axes),
+    ("matplotlib.axes", "Axes", lambda ax, type_name: f"{type_name}: {_axes_text(ax)}"),
 )
 
 
@@ -427,6 +420,3 @@ def _code_names(code: str) -> list[str]:
         elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
             found.append((node.target.lineno, node.target.col_offset, node.target.id))  # x += 1 reads x
     return [name for *_, name in sorted(found)]
-
-
-# --- for the prompt -----------------------------------------------------------------

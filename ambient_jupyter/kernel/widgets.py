@@ -16,7 +16,7 @@ from .._trim import VALUE_LIMIT, clean_text, json_safe
 from .capture import summarize_nbformat
 from .output_widgets import OutputWidgets
 
-__all__ = ["WidgetWatcher", "json_safe"]
+__all__ = ["WidgetWatcher"]
 
 log = logging.getLogger("ambient_jupyter.kernel")
 

@@ -64,7 +64,7 @@ class Writer:
         self,
         open_history: Callable[[], History],
         notebook: Callable[[], str],
-        on_committed: Callable[[list[dict[str, Any]]], None] | None = None,
+        on_committed: Callable[[list[dict[str, Any]]], None],
         on_open: Callable[[History], None] | None = None,
     ) -> None:
         self._open_history = open_history
@@ -195,11 +195,10 @@ class Writer:
         else:
             log.error("ambient-jupyter could not record %d events: the history is not writable", len(events))
             return
-        if self.on_committed is not None:
-            try:
-                self.on_committed(stored)
-            except Exception:
-                log.exception("an ambient-jupyter listener failed")
+        try:
+            self.on_committed(stored)
+        except Exception:
+            log.exception("an ambient-jupyter listener failed")
 
 
 def typed(event: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from .._trim import json_safe
 from ..actions import plugin_call_code
 from ..events import ActionExecuted
 from ..gate import NotApproved, approval
@@ -107,8 +108,6 @@ def dispatch(action_id: str) -> Any:
             error = f"{type(exc).__name__}: {exc}"
             _record(recorder, history, notebook, ActionExecuted(action_id=action_id, ok=False, error=error))
             raise
-        from .._trim import json_safe
-
         _record(recorder, history, notebook, ActionExecuted(action_id=action_id, ok=True, result=json_safe(result)))
         return result
     finally:

@@ -60,26 +60,19 @@ def unregister(plugin: Any) -> None:
             del _plugins[name]
 
 
-def event(plugin: Any) -> dict[str, Any]:
-    """The ``plugin_registered`` event of ``plugin`` (without seq and notebook)."""
-    registered = PluginRegistered(
+def announce(plugin: Any, recorder: Any = None) -> None:
+    """Record ``plugin_registered`` through the recorder's writer, if the recorder is loaded."""
+    recorder = recorder if recorder is not None else current_recorder()
+    if recorder is None:
+        return
+    # Built now, on this thread: the writer thread never introspects user objects.
+    record = PluginRegistered(
         plugin=plugin.plugin_name,
         widget=str(getattr(plugin, "model_id", None) or id(plugin)),
         widget_class=type(plugin).__name__,
         description=plugin.plugin_description(),
         actions=plugin.action_specs(),
-    )
-    return registered.model_dump(exclude={"seq", "notebook"})
-
-
-def announce(plugin: Any, recorder: Any = None) -> None:
-    """Record ``plugin_registered`` through the recorder's writer, if the recorder is loaded."""
-    if recorder is None:
-        recorder = current_recorder()
-    if recorder is None:
-        return
-    # Built now, on this thread: the writer thread never introspects user objects.
-    record = event(plugin)
+    ).model_dump(exclude={"seq", "notebook"})
     recorder.writer.submit(lambda: record)
 
 

@@ -80,16 +80,9 @@ _HELP = "use str, int, float, bool, list[...], dict, Literal[...] or Optional[..
 
 
 def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        return "string"
+    for kind, name in _SCALARS.items():  # bool before int: True is an int too
+        if isinstance(value, kind):
+            return name
     msg = f"Literal values must be str, int, float, bool or None, not {type(value).__name__}"
     raise TypeError(msg)
 
@@ -123,22 +116,18 @@ def type_schema(hint: Any) -> dict[str, Any]:
     origin, args = get_origin(hint), get_args(hint)
     if origin is Union or (hasattr(types, "UnionType") and origin is types.UnionType):
         options = [a for a in args if a is not type(None)]
-        if len(options) == 1:
-            schema = type_schema(options[0])
+        parts = [type_schema(a) for a in options]
+        if len(parts) == 1:
+            schema = parts[0]
+        elif all(set(p) == {"type"} and isinstance(p["type"], str) for p in parts):
+            schema = {"type": [p["type"] for p in parts]}
         else:
-            parts = [type_schema(a) for a in options]
-            if all(set(p) == {"type"} and isinstance(p["type"], str) for p in parts):
-                schema = {"type": [p["type"] for p in parts]}
-            else:
-                schema = {"anyOf": parts}
+            schema = {"anyOf": parts}
         return _nullable(schema) if len(options) < len(args) else schema
     if origin is Literal:
         values = list(args)
         names = list(dict.fromkeys(_json_type(v) for v in values))
-        schema = {"enum": values}
-        if len(names) == 1:
-            schema = {"type": names[0], "enum": values}
-        return schema
+        return {"type": names[0], "enum": values} if len(names) == 1 else {"enum": values}
     if hint in _ARRAYS or origin in _ARRAYS:
         items = [a for a in args if a is not Ellipsis]
         schema = {"type": "array"}
@@ -191,12 +180,12 @@ def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
 # -- one action -----------------------------------------------------------------------------
 
 
-def _default(value: Any) -> tuple[bool, Any]:
+def _is_json(value: Any) -> bool:
     try:
         json.dumps(value)
     except (TypeError, ValueError):
-        return False, None
-    return True, value
+        return False
+    return True
 
 
 def describe_action(name: str, method: Callable[..., Any], mark: ActionMark) -> dict[str, Any]:
@@ -204,7 +193,7 @@ def describe_action(name: str, method: Callable[..., Any], mark: ActionMark) -> 
 
     ``method`` is the function as defined on the class (``self`` is skipped).
     """
-    where = f"{getattr(method, '__qualname__', name)}"
+    where = getattr(method, "__qualname__", name)
     try:
         hints = get_type_hints(method)
     except Exception as exc:  # noqa: BLE001 (any error evaluating annotations: one message)
@@ -227,10 +216,8 @@ def describe_action(name: str, method: Callable[..., Any], mark: ActionMark) -> 
             schema["description"] = docs[param.name]
         if param.default is param.empty:
             required.append(param.name)
-        else:
-            ok, value = _default(param.default)
-            if ok:
-                schema["default"] = value
+        elif _is_json(param.default):
+            schema["default"] = param.default
         properties[param.name] = schema
     return {
         "name": name,

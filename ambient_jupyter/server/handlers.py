@@ -22,8 +22,9 @@ from tornado import web, websocket
 
 from .. import __version__
 from .frames import Chat, ClientFrame, Decide, Hello, Mode, RunFailed, Stop, Undone, parse_frame
-from .hub import FrameError, Hub, Room
-from .paths import BadNotebookPath, NotebookRef
+from .handoff import FrameError
+from .hub import Hub, Room
+from .paths import BadNotebookPath
 
 __all__ = ["AUTH_RESOURCE", "AmbientSocket", "HistoryHandler", "ModelsHandler", "StatusHandler"]
 
@@ -43,9 +44,6 @@ class _AmbientMixin(ExtensionHandlerMixin):
         hub: Hub = self.settings["ambient_hub"]
         return hub
 
-    def resolve(self, path: object) -> NotebookRef:
-        return self.hub.resolve(path)  # type: ignore[arg-type]
-
 
 class HistoryHandler(_AmbientMixin, APIHandler):
     """``GET ambient/api/history?notebook=P&after=N`` → ``{"events": [...]}``."""
@@ -54,7 +52,7 @@ class HistoryHandler(_AmbientMixin, APIHandler):
     @authorized
     async def get(self) -> None:
         try:
-            ref = self.resolve(self.get_argument("notebook", ""))
+            ref = self.hub.resolve(self.get_argument("notebook", ""))
             after = int(self.get_argument("after", "0"))
             limit = min(int(self.get_argument("limit", str(HISTORY_LIMIT))), HISTORY_LIMIT)
         except BadNotebookPath as exc:
@@ -108,21 +106,17 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
     seen = 0
     can_run = False
 
-    async def pre_get(self) -> None:
+    @ws_authenticated
+    async def get(self, *args: Any, **kwargs: Any) -> None:
         # The kernel-style order: authenticate (decorator), then authorize, then upgrade.
         if not await self._allowed("read"):
             raise web.HTTPError(403)
-
-    @ws_authenticated
-    async def get(self, *args: Any, **kwargs: Any) -> None:
-        await self.pre_get()
         res = super().get(*args, **kwargs)
         if res is not None:
             await res
 
     async def _allowed(self, action: str) -> bool:
-        result = await ensure_async(self.authorizer.is_authorized(self, self.current_user, action, AUTH_RESOURCE))
-        return bool(result)
+        return bool(await ensure_async(self.authorizer.is_authorized(self, self.current_user, action, AUTH_RESOURCE)))
 
     # -- the outbound queue ------------------------------------------------------
 
@@ -260,7 +254,7 @@ class AmbientSocket(WebSocketMixin, _AmbientMixin, JupyterHandler, websocket.Web
         if not await self._allowed(action):
             raise FrameError(f"not allowed: {action} on {AUTH_RESOURCE}")
         try:
-            ref = self.resolve(frame.notebook)
+            ref = self.hub.resolve(frame.notebook)
         except BadNotebookPath as exc:
             raise FrameError(str(exc)) from None
         return await self.hub.room(ref)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any, Literal, Protocol
 
@@ -93,8 +92,8 @@ class Handoff:
         self._spawn = spawn
         self._handed: dict[str, Subscriber | None] = {}
         """action_id -> the tab that has it (None: the kernel has it, or nobody could)."""
-        self._waiting: dict[str, list[str]] = defaultdict(list)
-        """sha256 -> cell actions handed to a tab whose cell has not run yet, oldest first."""
+        self._waiting: dict[str, str] = {}
+        """Cell actions handed to a tab whose cell has not run yet, oldest first: action_id -> sha256."""
 
     # -- decisions ----------------------------------------------------------------
 
@@ -153,7 +152,7 @@ class Handoff:
             error = "it was approved, but no JupyterLab tab showing this notebook was connected to run it"
             tabs.broadcast({"type": "error", "message": f"action {action_id}: {error}"})
             return Ran(ok=False, error=error)
-        self._waiting[proposal.sha256].append(action_id)
+        self._waiting[action_id] = proposal.sha256
         decision = granted.decision
         tab.send(
             {
@@ -183,12 +182,10 @@ class Handoff:
         if not isinstance(code, str) or not self._waiting:
             return
         digest = code_sha256(code)
-        queue = self._waiting.get(digest)
-        if not queue:
+        action_id = next((waiting for waiting, sha256 in self._waiting.items() if sha256 == digest), None)
+        if action_id is None:
             return
-        action_id = queue.pop(0)
-        if not queue:
-            del self._waiting[digest]
+        del self._waiting[action_id]
         error = event.get("error") or {}
         failed = event.get("status") == "error"
         ran = Ran(
@@ -202,7 +199,7 @@ class Handoff:
         """The tab an action was handed to reports that it could not run it."""
         if action_id not in self._handed or self._handed[action_id] is not sub:
             raise FrameError(f"action {action_id!r} was not handed to this tab to run")
-        if not self._unwait(action_id):
+        if self._waiting.pop(action_id, None) is None:
             raise FrameError(f"action {action_id!r} has already run")
         await self.acts.executed(
             action_id, Ran(ok=False, error=f"the tab did not run it: {error.strip()}", reason=reason)
@@ -221,12 +218,3 @@ class Handoff:
             related = []  # whatever the kernel stored is unreadable: record the failure
         if not any(e.kind == "action_executed" for e in related):
             await self.acts.executed(action_id, Ran(ok=False, error=error))
-
-    def _unwait(self, action_id: str) -> bool:
-        for digest, queue in list(self._waiting.items()):
-            if action_id in queue:
-                queue.remove(action_id)
-                if not queue:
-                    del self._waiting[digest]
-                return True
-        return False

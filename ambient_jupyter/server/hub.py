@@ -30,7 +30,7 @@ from ..warm import Warmer
 from .handoff import Frame, FrameError, Handoff, Subscriber
 from .paths import NotebookRef
 
-__all__ = ["FrameError", "Hub", "HubSettings", "KernelCallError", "KernelRunner", "Room", "Subscriber"]
+__all__ = ["Hub", "HubSettings", "KernelCallError", "KernelRunner", "Room"]
 
 log = logging.getLogger("ambient_jupyter.server")
 
@@ -193,8 +193,7 @@ class Room:
             self.broadcast(self._status())
 
     async def _on_token(self, reply_id: str, text: str) -> None:
-        if self.state != "streaming" or self.reply_id != reply_id:
-            self._set_state("streaming", reply_id)
+        self._set_state("streaming", reply_id)
         self.broadcast({"type": "token", "notebook": self.ref.api_path, "reply_id": reply_id, "text": text})
 
     async def _on_stored(self, _event: dict[str, Any]) -> None:
@@ -238,13 +237,7 @@ class Room:
 
     # -- what clients ask for ---------------------------------------------------
 
-    def chat(
-        self,
-        text: str,
-        client_id: str | None,
-        sub: Subscriber | None = None,
-        cells: dict[int, str] | None = None,
-    ) -> None:
+    def chat(self, text: str, client_id: str | None, sub: Subscriber, cells: dict[int, str]) -> None:
         role: Role = "watcher"
         expert = _EXPERT.match(text.lstrip())
         if expert:
@@ -258,19 +251,16 @@ class Room:
                 raise FrameError("write your question after /expert")
             role = "expert"
         limit = self.hub.settings.max_pending_chats
-        if sub is not None and self._pending.get(sub, 0) >= limit:
+        if self._pending.get(sub, 0) >= limit:
             # A flood (a stuck key, a script) must not queue hours of model turns.
             raise FrameError(
                 f"busy: {limit} of your questions are still waiting for an answer; wait for them, "
                 "or press Stop (which also drops the ones waiting). Nothing was sent."
             )
-        if sub is not None:
-            self._pending[sub] = self._pending.get(sub, 0) + 1
-        self.hub.spawn(self._chat(text, client_id, role, sub, cells or {}))
+        self._pending[sub] = self._pending.get(sub, 0) + 1
+        self.hub.spawn(self._chat(text, client_id, role, sub, cells))
 
-    async def _chat(
-        self, text: str, client_id: str | None, role: Role, sub: Subscriber | None, cells: dict[int, str]
-    ) -> None:
+    async def _chat(self, text: str, client_id: str | None, role: Role, sub: Subscriber, cells: dict[int, str]) -> None:
         if not self.assistant.streaming:
             self._set_state("thinking")
         try:
@@ -283,10 +273,9 @@ class Room:
                 before_turn=lambda: self.hub.kernel_state(self, text),
             )
         finally:
-            if sub is not None:
-                left = self._pending.pop(sub, 1) - 1
-                if left > 0:
-                    self._pending[sub] = left
+            left = self._pending.pop(sub, 1) - 1
+            if left > 0:
+                self._pending[sub] = left
             self._set_state("idle")
         await self._after_turn(turn, sub)
 
@@ -312,11 +301,11 @@ class Hub:
         self,
         history: History,
         settings: HubSettings,
-        resolve: Callable[[str], NotebookRef],
-        open_notebooks: Callable[[], Awaitable[set[str]]] | None = None,
-        kernel_runner: KernelRunner | None = None,
-        background: Sequence[Callable[[], Awaitable[None]]] = (),
-        kernel_busy: Callable[[str], Awaitable[bool]] | None = None,
+        resolve: Callable[[object], NotebookRef],
+        open_notebooks: Callable[[], Awaitable[set[str]]],
+        kernel_runner: KernelRunner,
+        background: Sequence[Callable[[], Awaitable[None]]],
+        kernel_busy: Callable[[str], Awaitable[bool]],
     ) -> None:
         self.history = history
         self.settings = settings
@@ -356,8 +345,6 @@ class Hub:
     async def run_plugin(self, ref: NotebookRef, action_id: str) -> str | None:
         """Ask the notebook's kernel to run an approved plugin action (it re-checks the
         approval); why it could not, or None."""
-        if self._kernel_runner is None:
-            return "this server cannot reach kernels"
         code = f"__import__('ambient_jupyter.plugins', fromlist=['dispatch']).dispatch({action_id!r})"
         try:
             await self._kernel_runner(ref.api_path, code)
@@ -371,8 +358,6 @@ class Hub:
         Bounded by ``state_timeout``: a busy or dead kernel gets a ``kernel_state`` note
         instead, so the model knows its picture of the objects may be out of date.
         """
-        if self._kernel_runner is None:
-            return
         # An expression, so nothing lands in the person's namespace; and only if the
         # kernel is recording (the package is imported there already).
         code = (
@@ -408,8 +393,6 @@ class Hub:
 
     async def is_open_here(self, ref: NotebookRef) -> bool:
         """True if the notebook has a kernel session in this server (so we host it)."""
-        if self._open_notebooks is None:
-            return True
         try:
             return ref.api_path in await self._open_notebooks()
         except Exception:  # a session manager hiccup must not kill the watcher
@@ -432,8 +415,7 @@ class Hub:
     def start(self) -> None:
         if self._watcher is None:
             self._watcher = asyncio.ensure_future(self._watch())
-            if self._open_notebooks is not None:
-                self.spawn(self._discover())
+            self.spawn(self._discover())
             for work in self._background:
                 self.spawn(work())
             self.spawn(self._load_model())
@@ -458,8 +440,6 @@ class Hub:
 
     async def kernel_busy(self, ref: NotebookRef) -> bool:
         """True while the notebook's kernel runs code (the model then waits to read)."""
-        if self._kernel_busy is None:
-            return False
         try:
             return await self._kernel_busy(ref.api_path)
         except Exception:  # noqa: BLE001 (not knowing is not busy)
@@ -469,7 +449,6 @@ class Hub:
         """Give every notebook with a kernel here a room, so its failures get diagnosed
         even before a sidebar looks at it. A room counts failures only from its
         creation on, so this runs on a timer, ahead of the user's first cell."""
-        assert self._open_notebooks is not None
         while True:
             try:
                 for path in await self._open_notebooks():

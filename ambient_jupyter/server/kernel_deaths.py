@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -88,8 +89,8 @@ class KernelDeaths:
         self._manager = kernel_manager
         self._on_death = on_death
         self._interval = interval
-        self._watched: dict[str, _Watched] = {}
-        self._callbacks: dict[str, Callable[[], None]] = {}
+        self._watched: dict[str, tuple[_Watched, Callable[[], None]]] = {}
+        """kernel_id -> its IOPub watch, and the callback its restarter calls at a death."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._failed: set[str] = set()
         """Kernels that could not be watched: tried once, not every second."""
@@ -126,12 +127,8 @@ class KernelDeaths:
         stream = kernel.connect_iopub()
         watched = _Watched(kernel_id, stream, Session(config=kernel.session.config, key=kernel.session.key))
         stream.on_recv(watched.on_iopub)
-        self._watched[kernel_id] = watched
-
-        def died() -> None:
-            self._died(kernel_id)
-
-        self._callbacks[kernel_id] = died
+        died = functools.partial(self._died, kernel_id)
+        self._watched[kernel_id] = (watched, died)
         for event in ("restart", "dead"):
             self._manager.add_restart_callback(kernel_id, died, event)
 
@@ -148,20 +145,17 @@ class KernelDeaths:
             return f"kernel_died:{kernel_id}:{uuid.uuid4().hex}"
 
     def _detach(self, kernel_id: str) -> None:
-        watched = self._watched.pop(kernel_id, None)
-        died = self._callbacks.pop(kernel_id, None)
-        if watched is not None:
-            watched.stream.close()
-        if died is not None:
-            for event in ("restart", "dead"):
-                # The kernel may be gone already, and its callbacks with it.
-                with contextlib.suppress(Exception):
-                    self._manager.remove_restart_callback(kernel_id, died, event)
+        watched, died = self._watched.pop(kernel_id)
+        watched.stream.close()
+        for event in ("restart", "dead"):
+            # The kernel may be gone already, and its callbacks with it.
+            with contextlib.suppress(Exception):
+                self._manager.remove_restart_callback(kernel_id, died, event)
 
     def _died(self, kernel_id: str) -> None:
         # Called by the restarter, on the server's loop: record off this call.
-        watched = self._watched.get(kernel_id)
-        code = watched.died() if watched is not None else ""
+        entry = self._watched.get(kernel_id)
+        code = entry[0].died() if entry is not None else ""
         if code is None:
             return
         task = asyncio.ensure_future(self._on_death(kernel_id, code, self._key(kernel_id)))

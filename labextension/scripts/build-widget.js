@@ -26,25 +26,22 @@ const noJupyterLab = {
 async function main() {
   fs.mkdirSync(out, { recursive: true });
   const banner = '/* ambient-jupyter chat widget, built from labextension/ (scripts/build-widget.js): do not edit. */';
+  const common = { bundle: true, minify: production, logLevel: 'warning' };
   await esbuild.build({
+    ...common,
     entryPoints: [path.join(root, 'src', 'widget.ts')],
     outfile: path.join(out, 'widget.js'),
-    bundle: true,
     format: 'esm',
     target: 'es2020',
-    minify: production,
     sourcemap: production ? false : 'inline',
     banner: { js: banner },
-    plugins: [noJupyterLab],
-    logLevel: 'warning'
+    plugins: [noJupyterLab]
   });
   await esbuild.build({
+    ...common,
     entryPoints: [path.join(root, 'style', 'base.css')],
     outfile: path.join(out, 'widget.css'),
-    bundle: true,
-    minify: production,
-    banner: { css: banner },
-    logLevel: 'warning'
+    banner: { css: banner }
   });
   for (const name of ['widget.js', 'widget.css']) {
     const size = fs.statSync(path.join(out, name)).size;

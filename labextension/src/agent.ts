@@ -45,10 +45,8 @@ function refuse(reason: string, changed = false): RunOutcome {
 }
 
 function executionCount(cell: Cell): number | null {
-  if (cell.model.type !== 'code') {
-    return null;
-  }
-  const count = (cell.model as unknown as { executionCount?: number | null }).executionCount;
+  // Only a code cell's model has one.
+  const count = (cell.model as unknown as { executionCount?: unknown }).executionCount;
   return typeof count === 'number' ? count : null;
 }
 

@@ -11,6 +11,7 @@ import {
   IAmbientEvent,
   IDiffLine,
   ISeen,
+  isObject,
   IStateEntry,
   num,
   obj,
@@ -21,6 +22,9 @@ import {
 
 /** Renders untrusted markdown into `host` (sanitized; see sanitize.ts). */
 export type MarkdownRenderer = (host: HTMLElement, markdown: string) => void;
+
+/** The event with this seq, if the view has loaded it. */
+type Lookup = (seq: number) => IAmbientEvent | undefined;
 
 const MAX_VALUE_CHARS = 80;
 
@@ -50,11 +54,21 @@ export function firstLine(code: string): string {
 function shortValue(value: unknown): string {
   let text: string;
   try {
-    text = typeof value === 'string' ? JSON.stringify(value) : JSON.stringify(value) ?? String(value);
+    text = JSON.stringify(value) ?? String(value);
   } catch {
     text = String(value);
   }
   return text.length > MAX_VALUE_CHARS ? `${text.slice(0, MAX_VALUE_CHARS - 1)}…` : text;
+}
+
+/** A stored error as one line: "NameError: name 'x' is not defined". */
+function errorText(error: Record<string, unknown>): string {
+  return `${String(error.ename ?? 'Error')}: ${String(error.evalue ?? '')}`;
+}
+
+/** "1 event", "3 events". */
+function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
 }
 
 function timeTitle(event: IAmbientEvent): string {
@@ -100,7 +114,7 @@ function card(event: IAmbientEvent, modifier: string, children: Array<Node | nul
 }
 
 /** A stored question; `ownSource` is where it is shown (a question from elsewhere says where). */
-export function userMessageNode(event: IAmbientEvent, ownSource = 'sidebar'): HTMLElement {
+export function userMessageNode(event: IAmbientEvent, ownSource: string): HTMLElement {
   const source = str(event, 'source', 'sidebar');
   const meta = [source !== ownSource ? `via ${source}` : '', str(event, 'to') === 'expert' ? 'to the expert' : ''];
   const about = meta.filter(Boolean).join(' · ');
@@ -118,11 +132,7 @@ export function pendingMessageNode(text: string): HTMLElement {
   ]);
 }
 
-export function assistantNode(
-  event: IAmbientEvent,
-  render: MarkdownRenderer,
-  lookup: (seq: number) => IAmbientEvent | undefined = () => undefined
-): HTMLElement {
+export function assistantNode(event: IAmbientEvent, render: MarkdownRenderer, lookup: Lookup): HTMLElement {
   const record = seen(event);
   const state = str(event, 'state', 'complete');
   const body = h('div', { className: 'jp-Ambient-markdown' });
@@ -143,13 +153,11 @@ export function assistantNode(
  * and the host's own words. Built from the reply's record when first opened, from
  * the events this view has loaded (`lookup`); an event on a page not loaded yet says so.
  */
-export function sawNode(record: ISeen, lookup: (seq: number) => IAmbientEvent | undefined): HTMLElement {
+function sawNode(record: ISeen, lookup: Lookup): HTMLElement {
   const count = record.events.length;
   const body = h('div', { className: 'jp-Ambient-sawBody' });
   const details = h('details', { className: 'jp-Ambient-saw' }, [
-    h('summary', {
-      text: `what the model saw (${count} event${count === 1 ? '' : 's'}${record.summarised ? ' and a digest' : ''})`
-    }),
+    h('summary', { text: `what the model saw (${plural(count, 'event')}${record.summarised ? ' and a digest' : ''})` }),
     body
   ]);
   details.addEventListener('toggle', () => {
@@ -160,15 +168,11 @@ export function sawNode(record: ISeen, lookup: (seq: number) => IAmbientEvent | 
   return details;
 }
 
-function sawItems(record: ISeen, lookup: (seq: number) => IAmbientEvent | undefined): HTMLElement[] {
+function sawItems(record: ISeen, lookup: Lookup): HTMLElement[] {
   const items: HTMLElement[] = [];
   if (record.summarised) {
-    items.push(
-      h('div', {
-        className: 'jp-Ambient-sawDigest',
-        text: `${record.summarised} earlier event${record.summarised === 1 ? '' : 's'}, as a short digest`
-      })
-    );
+    const text = `${plural(record.summarised, 'earlier event')}, as a short digest`;
+    items.push(h('div', { className: 'jp-Ambient-sawDigest', text }));
   }
   for (const seq of record.events) {
     const event = lookup(seq);
@@ -187,9 +191,7 @@ function sawItems(record: ISeen, lookup: (seq: number) => IAmbientEvent | undefi
     );
   }
   if (record.images) {
-    items.push(
-      h('div', { className: 'jp-Ambient-sawImages', text: `${record.images} picture${record.images === 1 ? '' : 's'}` })
-    );
+    items.push(h('div', { className: 'jp-Ambient-sawImages', text: plural(record.images, 'picture') }));
   }
   if (record.note) {
     items.push(h('pre', { className: 'jp-Ambient-sawNote', text: record.note, title: 'What the host added for this turn' }));
@@ -203,7 +205,7 @@ function sawLabel(event: IAmbientEvent): string {
     case 'cell_executed': {
       const count = num(event, 'execution_count');
       const error = obj(event, 'error');
-      const failed = error ? ` → ${String(error.ename ?? 'Error')}: ${String(error.evalue ?? '')}` : '';
+      const failed = error ? ` → ${errorText(error)}` : '';
       return `[${count ?? ' '}] ${firstLine(str(event, 'code'))}${failed}`;
     }
     case 'user_message':
@@ -260,12 +262,7 @@ export function cellCard(event: IAmbientEvent): HTMLElement {
       h('span', { className: 'jp-Ambient-duration', text: formatDuration(num(event, 'duration_ms')) })
     ]),
     h('code', { className: 'jp-Ambient-code', text: firstLine(code), title: code }),
-    error
-      ? h('div', {
-          className: 'jp-Ambient-errorLine',
-          text: `${String(error.ename ?? 'Error')}: ${String(error.evalue ?? '')}`
-        })
-      : null,
+    error ? h('div', { className: 'jp-Ambient-errorLine', text: errorText(error) }) : null,
     status === 'error' ? hintList(event) : null
   ]);
 }
@@ -390,7 +387,6 @@ export function modelErrorCard(event: IAmbientEvent): HTMLElement {
   ]);
 }
 
-
 export function kernelDiedCard(event: IAmbientEvent): HTMLElement {
   return card(event, 'jp-Ambient-kernelDied', [
     h('div', { className: 'jp-Ambient-cardHead' }, [
@@ -428,7 +424,7 @@ export function decidedCard(event: IAmbientEvent): HTMLElement {
 }
 
 /** How an execution reads: "ran as event #12", "did not run: …". */
-export function executedText(event: IAmbientEvent, count: number | null = null): string {
+export function executedText(event: IAmbientEvent, count: number | null): string {
   const cellSeq = num(event, 'cell_event_seq');
   const ok = event.ok !== false;
   const error = str(event, 'error');
@@ -442,7 +438,7 @@ export function executedText(event: IAmbientEvent, count: number | null = null):
   return event.result !== undefined && event.result !== null ? `done: ${shortValue(event.result)}` : 'done';
 }
 
-export function executedCard(event: IAmbientEvent, count: number | null = null): HTMLElement {
+export function executedCard(event: IAmbientEvent, count: number | null): HTMLElement {
   const ok = event.ok !== false;
   // What approved code printed (the in-kernel hosts keep it, bounded): as text.
   const printed = typeof event.result === 'string' && event.result ? event.result : '';
@@ -473,7 +469,7 @@ export function settingsCard(event: IAmbientEvent): HTMLElement {
 export function pluginCard(event: IAmbientEvent): HTMLElement {
   const actions = Array.isArray(event.actions) ? event.actions : [];
   const names = actions
-    .map(a => (typeof a === 'object' && a !== null ? (a as Record<string, unknown>).name : null))
+    .map(a => (isObject(a) ? a.name : null))
     .filter((n): n is string => typeof n === 'string');
   return card(event, 'jp-Ambient-plugin', [
     h('span', { className: 'jp-Ambient-badge', text: `⚙ plugin ${str(event, 'plugin')}` }),
@@ -526,16 +522,31 @@ export function describeAction(event: IAmbientEvent): string {
   }
 }
 
+/** A button hidden until its card offers it; a click disables it until the card says it may be tried again. */
+function laterButton(className: string, label: string, onClick: () => void, title: string): HTMLButtonElement {
+  const el = button(
+    className,
+    label,
+    () => {
+      el.disabled = true;
+      onClick();
+    },
+    title
+  );
+  el.hidden = true;
+  return el;
+}
+
 /** What the proposal card asks of its owner. */
 export interface IProposalHandlers {
   approve(card: ProposalCard): void;
   reject(card: ProposalCard): void;
-  /** What approving does, in a few words, where that differs from `describeAction`. */
-  describe?(event: IAmbientEvent): string;
+  /** What approving does, in a few words (`describeAction`, unless the view runs it otherwise). */
+  describe(event: IAmbientEvent): string;
   /** Take back what the action did to the notebook (where this view can). */
-  undo?(card: ProposalCard): void;
+  undo(card: ProposalCard): void;
   /** Ask for the proposal again, for the cell as it is now (it was not applied). */
-  again?(card: ProposalCard): void;
+  again(card: ProposalCard): void;
 }
 
 export type OutcomeKind = 'ok' | 'error' | 'refused' | 'pending';
@@ -561,29 +572,21 @@ export class ProposalCard {
     this.action = str(event, 'action');
     this.code = str(event, 'code');
     this.sha256 = str(event, 'sha256');
-    const what = handlers.describe?.(event) ?? describeAction(event);
+    const what = handlers.describe(event);
     const plugin = this.action === 'call_plugin';
     this._approve = button('jp-Ambient-approve jp-mod-accept', 'Approve', () => handlers.approve(this), `Approve: ${what}`);
-    this._undo = button(
+    this._undo = laterButton(
       'jp-Ambient-undo',
       'Undo',
-      () => {
-        this._undo.disabled = true;
-        handlers.undo?.(this);
-      },
+      () => handlers.undo(this),
       this.action === 'edit_cell' ? 'Put the cell back as it was' : 'Remove the inserted cell'
     );
-    this._undo.hidden = true;
-    this._again = button(
+    this._again = laterButton(
       'jp-Ambient-again',
       'Propose again',
-      () => {
-        this._again.disabled = true;
-        handlers.again?.(this);
-      },
+      () => handlers.again(this),
       'Ask for this change again, made against the cell as it is now'
     );
-    this._again.hidden = true;
     this._reject = button('jp-Ambient-reject', 'Reject', () => handlers.reject(this), 'Reject: nothing runs');
     this._approve.disabled = true;
     this._state = h('div', { className: 'jp-Ambient-actionState', text: 'waiting for you' });
@@ -630,10 +633,8 @@ export class ProposalCard {
       this._state,
       this._outcome
     ]);
-    this.node.setAttribute('data-action-id', this.actionId);
-    this.node.setAttribute('data-action', this.action);
-    this.node.setAttribute('data-origin', this.origin);
-    this.node.dataset.state = 'proposed';
+    const { actionId, action, origin } = this;
+    Object.assign(this.node.dataset, { actionId, action, origin, state: 'proposed' });
     void hashCheck.then(actual => {
       if (actual !== null && actual !== this.sha256) {
         this._hashOk = false;

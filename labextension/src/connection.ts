@@ -18,12 +18,7 @@ const FIRST_DELAY_MS = 500;
 const MAX_DELAY_MS = 15_000;
 
 export class AmbientConnection {
-  constructor(
-    private readonly _onOpen: () => void,
-    settings: ServerConnection.ISettings = ServerConnection.makeSettings()
-  ) {
-    this._settings = settings;
-  }
+  constructor(private readonly _onOpen: () => void) {}
 
   /** Parsed frames from the server, in arrival order. */
   get frameReceived(): ISignal<this, ServerFrame> {
@@ -86,15 +81,13 @@ export class AmbientConnection {
         console.warn('ambient-jupyter: ignored a malformed frame');
       }
     };
+    // A close always follows an error: reconnecting is handled here alone.
     socket.onclose = () => {
       if (socket === this._socket) {
         this._socket = null;
         this._setState('closed');
         this._scheduleReconnect();
       }
-    };
-    socket.onerror = () => {
-      // A close always follows an error; reconnecting is handled there.
     };
   }
 
@@ -108,7 +101,7 @@ export class AmbientConnection {
     return true;
   }
 
-  /** Drop the socket now and reconnect at once (used by tests and "retry"). */
+  /** Drop the socket now and reconnect at once (the connection button). */
   reconnect(): void {
     const socket = this._socket;
     this._socket = null;
@@ -149,7 +142,7 @@ export class AmbientConnection {
     }
   }
 
-  private readonly _settings: ServerConnection.ISettings;
+  private readonly _settings = ServerConnection.makeSettings();
   private _socket: WebSocket | null = null;
   private _state: ConnectionState = 'closed';
   private _attempts = 0;

@@ -40,6 +40,8 @@ const AGAIN = new Set(['edit_cell', 'run_cell']);
 /** Starts the client id of "Propose again" for one proposal (the server stores a client id once). */
 const AGAIN_PREFIX = 'again-';
 
+type CardUpdate = (card: ProposalCard) => void;
+
 export interface IPendingChat {
   clientId: string;
   text: string;
@@ -156,7 +158,9 @@ export class Conversation implements IProposalHandlers {
 
   /** Ask a question: shown as pending until its stored message arrives. */
   send(text: string, cells?: Record<string, string>, clientId = newClientId()): void {
-    this.addPending(clientId, text, cells);
+    const chat = { clientId, text, node: pendingMessageNode(text), cells };
+    this.pending.set(clientId, chat);
+    this._pendingArea.append(chat.node);
     // If it cannot go now it waits, shown as pending, and `resend` sends it later.
     this.transport.chat(text, clientId, cells);
   }
@@ -166,10 +170,6 @@ export class Conversation implements IProposalHandlers {
     for (const chat of this.pending.values()) {
       this.transport.chat(chat.text, chat.clientId, chat.cells);
     }
-  }
-
-  stop(): boolean {
-    return this.transport.stop();
   }
 
   approve(card: ProposalCard): void {
@@ -196,26 +196,15 @@ export class Conversation implements IProposalHandlers {
    * after all, the action still runs and its card says so.)
    */
   refused(about: { actionId?: string; clientId?: string } = {}, message = ''): void {
-    if (about.actionId) {
-      const card = this.proposals.get(about.actionId);
-      if (card && !card.decided) {
+    for (const card of this.proposals.values()) {
+      if (!card.decided && (!about.actionId || card.actionId === about.actionId)) {
         card.setWaiting(false);
       }
-      if (card && message) {
-        card.setOutcome(message, 'refused');
-      }
-    } else {
-      for (const card of this.proposals.values()) {
-        if (!card.decided) {
-          card.setWaiting(false);
-        }
-      }
     }
-    const pending = about.clientId ? this.pending.get(about.clientId) : undefined;
-    if (pending) {
-      pending.node.remove();
-      this.pending.delete(pending.clientId);
+    if (about.actionId && message) {
+      this.proposals.get(about.actionId)?.setOutcome(message, 'refused');
     }
+    this._dropPending(about.clientId);
     const again = about.clientId?.startsWith(AGAIN_PREFIX) ? about.clientId.slice(AGAIN_PREFIX.length) : null;
     if (again) {
       this.proposals.get(again)?.askedAgain(false); // nothing was asked: the button works again
@@ -255,12 +244,11 @@ export class Conversation implements IProposalHandlers {
     }
     let live = this._replies.get(replyId);
     if (!live) {
-      live = { ...liveReplyNode(replyId), content: '' };
+      live = liveReplyNode(replyId);
       this._replies.set(replyId, live);
       this._live.append(live.node);
     }
-    live.content += text;
-    live.text.textContent = live.content;
+    live.text.textContent += text;
   }
 
   setStatus(state: AssistantState, model: string, agent: AgentMode | null, expert: string | null): void {
@@ -285,13 +273,6 @@ export class Conversation implements IProposalHandlers {
     }
   }
 
-  addPending(clientId: string, text: string, cells?: Record<string, string>): IPendingChat {
-    const chat = { clientId, text, node: pendingMessageNode(text), cells };
-    this.pending.set(clientId, chat);
-    this._pendingArea.append(chat.node);
-    return chat;
-  }
-
   /** A transient notice from the server (a refused frame). */
   showError(message: string): void {
     const node = h('div', { className: 'jp-Ambient-error', text: message, attrs: { role: 'alert' } });
@@ -308,14 +289,10 @@ export class Conversation implements IProposalHandlers {
     this._replies.clear();
     this._finished.clear();
     this.proposals.clear();
+    this._cardUpdates.clear();
     this._counts.clear();
-    this._decisions.clear();
-    this._outcomes.clear();
     this._questions.clear();
-    this._undone.clear();
     this._events.clear();
-    this._notApplied.clear();
-    this._askedFor.clear();
     this._unanswered.length = 0;
     this._earlierButton.remove();
     this._hiddenUpTo = 0;
@@ -328,16 +305,10 @@ export class Conversation implements IProposalHandlers {
     switch (event.kind) {
       case 'user_message': {
         const clientId = str(event, 'client_id');
-        const pending = clientId ? this.pending.get(clientId) : undefined;
-        if (pending) {
-          pending.node.remove();
-          this.pending.delete(clientId);
-        }
+        this._dropPending(clientId);
         if (clientId.startsWith(AGAIN_PREFIX)) {
           // Asked again (here, in another tab, or before a reload): once is enough.
-          const asked = clientId.slice(AGAIN_PREFIX.length);
-          this._askedFor.add(asked);
-          this.proposals.get(asked)?.askedAgain(true);
+          this._onCard(event, card => card.askedAgain(true), clientId.slice(AGAIN_PREFIX.length));
         }
         const question = { text: str(event, 'text'), to: str(event, 'to', 'watcher') };
         this._questions.set(event.seq, question);
@@ -377,61 +348,36 @@ export class Conversation implements IProposalHandlers {
       case 'action_proposed': {
         const proposal = new ProposalCard(event, this, sha256Hex(str(event, 'code')));
         this.proposals.set(proposal.actionId, proposal);
-        // Shown after its decision (an older page loaded later): it must not look undecided.
-        const decided = this._decisions.get(proposal.actionId);
-        if (decided) {
-          proposal.setDecided(...decided);
-        }
-        const outcome = this._outcomes.get(proposal.actionId);
-        if (outcome) {
-          proposal.setOutcome(...outcome);
-          this._offerUndo(proposal, outcome[1] === 'ok');
-        }
-        if (this._notApplied.has(proposal.actionId)) {
-          this._offerAgain(proposal);
-        }
-        if (this._askedFor.has(proposal.actionId)) {
-          proposal.askedAgain(true);
-        }
-        if (this._undone.has(proposal.actionId)) {
-          proposal.setUndone();
+        // Shown after its decision or outcome (an older page loaded later): it must not look undecided.
+        const updates = this._cardUpdates.get(proposal.actionId) ?? [];
+        for (const { update } of updates.sort((a, b) => a.seq - b.seq)) {
+          update(proposal);
         }
         return proposal.node;
       }
       case 'action_decided': {
-        const decided: [string, string, string] = [
-          str(event, 'decision'),
-          str(event, 'by', 'user'),
-          str(event, 'reason')
-        ];
-        this._decisions.set(str(event, 'action_id'), decided);
-        this.proposals.get(str(event, 'action_id'))?.setDecided(...decided);
+        const decision = str(event, 'decision');
+        const by = str(event, 'by', 'user');
+        this._onCard(event, card => card.setDecided(decision, by, str(event, 'reason')));
         return decidedCard(event);
       }
       case 'action_executed': {
         const count = this._counts.get(num(event, 'cell_event_seq') ?? -1) ?? null;
-        const outcome: [string, 'ok' | 'error'] = [executedText(event, count), event.ok === false ? 'error' : 'ok'];
-        this._outcomes.set(str(event, 'action_id'), outcome);
-        const proposal = this.proposals.get(str(event, 'action_id'));
-        if (proposal) {
-          proposal.setOutcome(...outcome);
+        const text = executedText(event, count);
+        this._onCard(event, card => {
+          card.setOutcome(text, event.ok === false ? 'error' : 'ok');
           // (A cell that ran and raised still changed the notebook: it can be taken back too.)
-          this._offerUndo(proposal, event.ok !== false || num(event, 'cell_event_seq') !== null);
-        }
+          this._offerUndo(card, event.ok !== false || num(event, 'cell_event_seq') !== null);
+        });
         if (event.ok === false && str(event, 'reason') === 'cell_changed') {
           // Approved, but not applied: the person had changed the cell since.
-          this._notApplied.add(str(event, 'action_id'));
-          if (proposal) {
-            this._offerAgain(proposal);
-          }
+          this._onCard(event, card => this._offerAgain(card));
         }
         return executedCard(event, count);
       }
-      case 'action_undone': {
-        this._undone.add(str(event, 'action_id'));
-        this.proposals.get(str(event, 'action_id'))?.setUndone();
+      case 'action_undone':
+        this._onCard(event, card => card.setUndone());
         return undoneCard(event);
-      }
       case 'settings_changed':
         return settingsCard(event);
       case 'plugin_registered':
@@ -520,6 +466,26 @@ export class Conversation implements IProposalHandlers {
     card.askedAgain(true);
   }
 
+  /**
+   * Apply what `event` says of an action to its card now if it is shown, and to one made
+   * later from an older page (in seq order then, whatever order the pages came in).
+   */
+  private _onCard(event: IAmbientEvent, update: CardUpdate, actionId = str(event, 'action_id')): void {
+    const updates = this._cardUpdates.get(actionId) ?? [];
+    updates.push({ seq: event.seq, update });
+    this._cardUpdates.set(actionId, updates);
+    const card = this.proposals.get(actionId);
+    if (card) {
+      update(card);
+    }
+  }
+
+  /** A question is no longer pending: stored, or refused. */
+  private _dropPending(clientId = ''): void {
+    this.pending.get(clientId)?.node.remove();
+    this.pending.delete(clientId);
+  }
+
   private _offerUndo(card: ProposalCard, changed: boolean): void {
     if (changed && this._owner.undo && UNDOABLE.has(card.action)) {
       card.allowUndo();
@@ -530,25 +496,18 @@ export class Conversation implements IProposalHandlers {
   private readonly _live: HTMLElement;
   private readonly _pendingArea: HTMLElement;
   private readonly _thinking = h('div', { className: 'jp-Ambient-thinking', text: 'thinking…' });
-  private readonly _replies = new Map<string, { node: HTMLElement; text: HTMLElement; content: string }>();
+  private readonly _replies = new Map<string, { node: HTMLElement; text: HTMLElement }>();
   private readonly _finished = new Set<string>();
   /** seq of a cell_executed event -> its execution count, to say where an action ran. */
   private readonly _counts = new Map<number, number>();
-  /** Decisions and outcomes by action: a proposal card made later (an older page) shows them. */
-  private readonly _decisions = new Map<string, [string, string, string]>();
-  private readonly _outcomes = new Map<string, [string, 'ok' | 'error']>();
+  /** What happened to each action, by action id: a proposal card made later (an older page) shows it too. */
+  private readonly _cardUpdates = new Map<string, { seq: number; update: CardUpdate }[]>();
   /** Each question shown, by seq: what "Ask again" sends. */
   private readonly _questions = new Map<number, { text: string; to: string }>();
   /** Replies that never came, with their "Ask again" buttons. */
   private readonly _unanswered: { replySeq: number; questionSeq: number; button: HTMLButtonElement }[] = [];
   private _earlierFailed = false;
-  /** Actions taken back: a proposal card made later (an older page) shows it. */
-  private readonly _undone = new Set<string>();
   private readonly _events = new Map<number, IAmbientEvent>();
-  /** Approved actions that were not applied: their cards offer "Propose again". */
-  private readonly _notApplied = new Set<string>();
-  /** Proposals already asked for again (their "Propose again" question is stored). */
-  private readonly _askedFor = new Set<string>();
   /** Events 1..this exist but are not shown (0: none). */
   private _hiddenUpTo = 0;
   private readonly _earlierButton = button('jp-Ambient-earlier', '', () => void this.showEarlier());

@@ -27,12 +27,8 @@ export function h(
   for (const [name, value] of Object.entries(props.attrs ?? {})) {
     el.setAttribute(name, value);
   }
-  for (const child of children) {
-    if (child === null || child === undefined) {
-      continue;
-    }
-    el.append(typeof child === 'string' ? document.createTextNode(child) : child);
-  }
+  // `append` takes a string as a text node, never as markup.
+  el.append(...children.filter((child): child is Node | string => child !== null && child !== undefined));
   return el;
 }
 

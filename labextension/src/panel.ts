@@ -21,7 +21,7 @@ import { MarkdownRenderer, ProposalCard } from './cards';
 import { AmbientConnection, ConnectionState, NotebookSocket } from './connection';
 import { Conversation, IConversationOwner } from './conversation';
 import { button, h } from './dom';
-import { AGENT_MODES, AgentMode, IAmbientEvent, IRunFrame, ServerFrame } from './protocol';
+import { AGENT_MODES, AgentMode, IRunFrame, ServerFrame } from './protocol';
 import { AmbientSanitizer } from './sanitize';
 import { Composer, FollowEnd, modelText } from './shell';
 import { NotebookWatch, WatchState } from './watch';
@@ -46,6 +46,9 @@ const WATCH_TEXT: Record<WatchState, string> = {
   unavailable: 'Not available',
   nokernel: 'No kernel'
 };
+
+/** What the watch button can switch from. */
+const TOGGLABLE: readonly WatchState[] = ['watching', 'off', 'unavailable'];
 
 const PLACEHOLDER = 'Ask about this notebook… (start with /expert to ask the expert model)';
 
@@ -92,7 +95,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     this._composer = new Composer({
       placeholder: PLACEHOLDER,
       onSend: text => this._sendChat(text),
-      onStop: () => void this._current?.stop()
+      onStop: () => void this._current?.transport.stop()
     });
 
     this.node.append(
@@ -131,19 +134,17 @@ export class AmbientPanel extends Widget implements IConversationOwner {
    * Watch `panel`'s kernel (see watch.ts) for as long as the notebook is open.
    * `automatic`: the "Watch notebooks automatically" setting, read when it is needed.
    */
-  watch(panel: NotebookPanel, automatic: () => boolean): NotebookWatch {
-    let watch = this._watches.get(panel);
-    if (!watch) {
-      const created = new NotebookWatch(panel, automatic);
-      created.changed.connect(() => this._refresh());
-      panel.disposed.connect(() => {
-        created.dispose();
-        this._watches.delete(panel);
-      });
-      this._watches.set(panel, created);
-      watch = created;
+  watch(panel: NotebookPanel, automatic: () => boolean): void {
+    if (this._watches.has(panel)) {
+      return;
     }
-    return watch;
+    const watch = new NotebookWatch(panel, automatic);
+    watch.changed.connect(() => this._refresh());
+    panel.disposed.connect(() => {
+      watch.dispose();
+      this._watches.delete(panel);
+    });
+    this._watches.set(panel, watch);
   }
 
   /** The global setting changed: every open notebook follows it (a choice made for one stays). */
@@ -163,7 +164,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
 
   private async _toggleWatch(): Promise<void> {
     const watch = this._currentWatch();
-    if (watch && (watch.state === 'watching' || watch.state === 'off' || watch.state === 'unavailable')) {
+    if (watch && TOGGLABLE.includes(watch.state)) {
       await watch.set(watch.state !== 'watching');
     }
   }
@@ -178,16 +179,13 @@ export class AmbientPanel extends Widget implements IConversationOwner {
   }
 
   dispose(): void {
-    if (this.isDisposed) {
-      return;
-    }
     this._connection.dispose();
     super.dispose();
   }
 
   // -- IConversationOwner ----------------------------------------------------
 
-  eventAdded(conversation: Conversation, event: IAmbientEvent): void {
+  eventAdded(conversation: Conversation): void {
     if (conversation === this._current) {
       this._follow.soon();
     }
@@ -199,7 +197,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     if (this._current) {
       // Resent once the replay (which acknowledges what did get through) is in.
       this._resendPending = true;
-      this._current?.hello();
+      this._current.hello();
     } else {
       this._resendAll();
     }
@@ -254,16 +252,10 @@ export class AmbientPanel extends Widget implements IConversationOwner {
       case 'error':
         this._current?.showError(frame.message);
         this._pendingMode = null; // a refused mode change shows the mode as it is
-        if (frame.actionId || frame.clientId) {
-          // A refused question or decision: only that one settles (a "busy" question leaves the queue).
-          for (const conv of this._conversations.values()) {
-            conv.refused({ actionId: frame.actionId, clientId: frame.clientId }, frame.message);
-          }
-        } else {
-          // The frame does not say what it refuses: every waiting card is usable again.
-          for (const conv of this._conversations.values()) {
-            conv.refused();
-          }
+        // A refused question or decision: only that one settles (a "busy" question leaves the queue);
+        // when the frame does not say what it refuses, every waiting card is usable again.
+        for (const conv of this._conversations.values()) {
+          conv.refused(frame, frame.message);
         }
         break;
     }
@@ -333,12 +325,11 @@ export class AmbientPanel extends Widget implements IConversationOwner {
         return;
       }
     }
-    const sent = this._connection.send({ type: 'mode', notebook: conversation.notebook, agent });
-    if (!sent) {
-      conversation.showError('Not connected: the agent mode was not changed.');
-    } else {
+    if (this._connection.send({ type: 'mode', notebook: conversation.notebook, agent })) {
       // Shown until the server's status confirms it (or an error refuses it).
       this._pendingMode = agent;
+    } else {
+      conversation.showError('Not connected: the agent mode was not changed.');
     }
     this._refresh();
   }
@@ -395,8 +386,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
     this._notebookName.textContent = conversation?.notebook ?? '';
     this._notebookName.title = conversation?.notebook ?? '';
     this._model.textContent = modelText(conversation?.model ?? '', conversation?.expert ?? null);
-    const mode = this._pendingMode ?? conversation?.agent ?? null;
-    this._mode.value = mode ?? '';
+    this._mode.value = this._pendingMode ?? conversation?.agent ?? '';
     this._mode.disabled = !conversation || !conversation.agent;
     this._mode.dataset.agent = conversation?.agent ?? '';
     const watch = this._currentWatch();
@@ -407,7 +397,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
       ? `${watch.reason}${watchState === 'watching' ? ' Click to stop watching this notebook.' : ''}`
       : '';
     this._watchButton.hidden = !watch;
-    this._watchButton.disabled = !['watching', 'off', 'unavailable'].includes(watchState);
+    this._watchButton.disabled = !TOGGLABLE.includes(watchState);
     // A notebook whose runs are not recorded says why, and offers to watch it.
     const unwatched = watch !== null && watchState !== 'watching' && watchState !== 'pending';
     this._watchNotice.hidden = !unwatched;
@@ -427,8 +417,7 @@ export class AmbientPanel extends Widget implements IConversationOwner {
       conversation.showError(`Could not undo: ${why}.`);
       return;
     }
-    const sent = this._connection.send({ type: 'undone', notebook: conversation.notebook, action_id: card.actionId });
-    if (!sent) {
+    if (!this._connection.send({ type: 'undone', notebook: conversation.notebook, action_id: card.actionId })) {
       card.undoFailed();
       conversation.showError('Undone in this notebook, but not connected: the history does not know it yet.');
     }

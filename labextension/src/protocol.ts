@@ -162,17 +162,17 @@ export function parseErrorFrame(raw: Record<string, unknown>): IErrorFrame {
   };
 }
 
-/**
- * A stored event as a view gets it; `null` if malformed. `notebook` is the
- * notebook it belongs to when the event does not say (the chat widget's feed
- * leaves it out: a widget shows one notebook).
- */
 /** The events of a list (a frame's, a page's) that parse; the rest are dropped. */
 export function parseEvents(list: unknown, notebook?: string): IAmbientEvent[] {
   return (Array.isArray(list) ? list : []).map(e => parseEvent(e, notebook)).filter((e): e is IAmbientEvent => e !== null);
 }
 
-export function parseEvent(value: unknown, notebook?: string): IAmbientEvent | null {
+/**
+ * A stored event as a view gets it; `null` if malformed. `notebook` is the
+ * notebook it belongs to when the event does not say (the chat widget's feed
+ * leaves it out: a widget shows one notebook).
+ */
+function parseEvent(value: unknown, notebook?: string): IAmbientEvent | null {
   if (!isObject(value) || !isSeq(value.seq) || typeof value.kind !== 'string') {
     return null;
   }
@@ -209,7 +209,7 @@ function parseRun(raw: Json): IRunFrame | null {
     args: isObject(args) ? args : {},
     model: typeof raw.model === 'string' ? raw.model : null,
     role: raw.role === 'expert' ? 'expert' : 'watcher',
-    replyTo: typeof raw.reply_to === 'number' && Number.isInteger(raw.reply_to) ? raw.reply_to : null,
+    replyTo: int(raw, 'reply_to'),
     decidedBy: raw.decided_by === 'policy' ? 'policy' : 'user',
     approvedAt: typeof raw.approved_at === 'string' ? raw.approved_at : new Date().toISOString(),
     oldCode: typeof raw.old_code === 'string' ? raw.old_code : null

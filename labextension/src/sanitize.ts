@@ -147,11 +147,8 @@ export function scrub(html: string): string {
 function scrubAttributes(el: Element): void {
   for (const attr of Array.from(el.attributes)) {
     const name = attr.name.toLowerCase();
-    if (!ATTRIBUTES.has(name)) {
-      el.removeAttribute(attr.name);
-    } else if (name === 'src' && el.localName !== 'img') {
-      el.removeAttribute(attr.name);
-    } else if (name === 'href' && el.localName !== 'a') {
+    const misplaced = (name === 'src' && el.localName !== 'img') || (name === 'href' && el.localName !== 'a');
+    if (!ATTRIBUTES.has(name) || misplaced) {
       el.removeAttribute(attr.name);
     }
   }
@@ -182,18 +179,18 @@ function scrubInput(el: Element): void {
   }
 }
 
-function scrubLink(a: HTMLAnchorElement): void {
-  const href = (a.getAttribute('href') ?? '').trim();
-  let keep = false;
-  if (href) {
-    try {
-      // Relative URLs would resolve against JupyterLab itself: not kept.
-      keep = LINK_SCHEMES.has(new URL(href).protocol);
-    } catch {
-      keep = false;
-    }
+/** `text` as an absolute URL; null for anything else (a relative URL would resolve against JupyterLab itself). */
+function absoluteUrl(text: string): URL | null {
+  try {
+    return new URL(text);
+  } catch {
+    return null;
   }
-  if (keep) {
+}
+
+function scrubLink(a: HTMLAnchorElement): void {
+  const url = absoluteUrl((a.getAttribute('href') ?? '').trim());
+  if (url && LINK_SCHEMES.has(url.protocol)) {
     a.setAttribute('target', '_blank');
     a.setAttribute('rel', 'noopener noreferrer nofollow');
   } else {
@@ -206,17 +203,11 @@ function scrubImage(img: HTMLImageElement, doc: Document): void {
   if (DATA_IMAGE.test(src)) {
     return;
   }
-  const alt = img.getAttribute('alt') ?? '';
-  let where = '';
-  try {
-    where = new URL(src).host;
-  } catch {
-    where = '';
-  }
+  const where = absoluteUrl(src)?.host ?? '';
   const placeholder = doc.createElement('span');
   placeholder.className = 'jp-Ambient-blockedImage';
   placeholder.setAttribute('title', 'A remote image in the reply was not loaded.');
-  const label = alt || 'image';
+  const label = img.getAttribute('alt') || 'image';
   placeholder.textContent = where ? `[${label}: not loaded from ${where}]` : `[${label}: not loaded]`;
   img.replaceWith(placeholder);
 }

@@ -69,10 +69,7 @@ export function sha256Sync(data: Uint8Array): string {
     h[6] += g;
     h[7] += k;
   }
-  const out = new Uint8Array(32);
-  const outView = new DataView(out.buffer);
-  h.forEach((word, i) => outView.setUint32(i * 4, word));
-  return hex(out);
+  return Array.from(h, word => word.toString(16).padStart(8, '0')).join('');
 }
 
 /** The hex sha256 of `text` (UTF-8). */

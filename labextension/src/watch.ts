@@ -177,6 +177,5 @@ async function execute(kernel: Kernel.IKernelConnection, code: string): Promise<
     stop_on_error: false,
     user_expressions: { loaded: LOADED }
   });
-  const reply = await future.done;
-  return reply.content;
+  return (await future.done).content;
 }

@@ -147,7 +147,7 @@ class ChatView implements IConversationOwner {
         this._follow.soon(true);
         return true;
       },
-      onStop: () => void this._conversation.stop()
+      onStop: () => void this._transport.stop()
     });
     this.node = h('div', { className: 'jp-Ambient jp-Ambient-chat' }, [
       h('div', { className: 'jp-Ambient-header' }, [
@@ -228,7 +228,7 @@ class ChatView implements IConversationOwner {
         break;
       case 'error':
         if (message.actionId || message.clientId) {
-          conversation.refused({ actionId: message.actionId, clientId: message.clientId }, message.message);
+          conversation.refused(message, message.message);
         }
         conversation.showError(message.message);
         this._follow.soon();
