@@ -1,16 +1,26 @@
 """Bounded text: keep a head and a tail, and say how much was cut.
 
 Used twice with different budgets: at capture (what the history stores) and when
-the prompt is built (what the model reads).
+the prompt is built (what the model reads). Also text made safe for a terminal, and
+code, diffs and hints as the terminal shows them.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import textwrap
 from typing import Any
 
-__all__ = ["clean_text", "printable", "strip_ansi", "trim_marker", "trim_text"]
+__all__ = [
+    "clean_text",
+    "code_for_terminal",
+    "hints_for_terminal",
+    "printable",
+    "strip_ansi",
+    "trim_marker",
+    "trim_text",
+]
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
 
@@ -44,6 +54,24 @@ def printable(text: str) -> str:
             code = ord(char)
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
     return "".join(out)
+
+
+def code_for_terminal(code: str, diff: list[list[str]] | None = None) -> str:
+    """Code as a person reviews it in a terminal: ``diff`` (old against new) if given,
+    else every line of ``code``, each behind a gutter."""
+    if diff:
+        return "\n".join(f"    {op if op != ' ' else '|'} {line}" for op, line in diff)
+    return textwrap.indent(code.rstrip("\n"), "    | ", lambda _line: True)
+
+
+def hints_for_terminal(hints: Any, indent: str) -> list[str]:
+    """The kernel's findings on a failed cell (``cell_executed.hints``), a line each, with their fixes."""
+    lines = []
+    for found in hints or []:
+        if isinstance(found, dict) and found.get("text"):
+            change = found.get("change")
+            lines.append(f"{indent}hint: {found['text']}" + (f"\n{indent}fix:  {change}" if change else ""))
+    return lines
 
 
 def trim_marker(total_chars: int) -> str:

@@ -8,11 +8,10 @@ import json
 import logging
 import os
 import sys
-import textwrap
 from typing import Any
 
 from . import __version__
-from ._trim import printable
+from ._trim import code_for_terminal, hints_for_terminal, printable
 
 __all__ = ["main"]
 
@@ -181,21 +180,15 @@ def _format(event: dict[str, Any]) -> str:
             f"{head} cell [{event.get('execution_count')}] {event.get('status')} "
             f"{event.get('duration_ms', 0):.0f} ms"
         )
-        body = textwrap.indent(str(event.get("code", "")), "    | ")
+        body = code_for_terminal(str(event.get("code", "")))
         if event.get("error"):
             err = event["error"]
             body += f"\n    ! {err.get('ename')}: {err.get('evalue')}"
-        for found in event.get("hints") or []:
-            body += f"\n    hint: {found.get('text')}"
-            if found.get("change"):
-                body += f"\n    fix:  {found['change']}"
-        return f"{line}\n{body}"
+        return "\n".join([line, body, *hints_for_terminal(event.get("hints"), "    ")])
     if kind == "action_proposed":
         who = "the kernel's analysis" if event.get("origin") == "hint" else event.get("model")
         line = f"{head} proposed by {who}: {event.get('action')} {json.dumps(event.get('args') or {})}"
-        diff = event.get("diff") or []
-        shown = "\n".join(f"    {op if op != ' ' else '|'} {text}" for op, text in diff)
-        return f"{line}\n{shown or textwrap.indent(str(event.get('code', '')), '    | ')}"
+        return f"{line}\n{code_for_terminal(str(event.get('code', '')), event.get('diff'))}"
     if kind == "kernel_state":
         names = ", ".join(str(e.get("name")) for e in event.get("entries") or [])
         return f"{head} kernel state: {names or event.get('note') or 'nothing'}"

@@ -17,7 +17,7 @@ Two halves, used by the act engine (:mod:`ambient_jupyter.act`) in every host:
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from .actions import code_sha256
 from .events import ActionDecided, ActionProposed
@@ -87,6 +87,21 @@ class Approval:
     @property
     def code(self) -> str:
         return self.proposal.code
+
+    def provenance(self) -> dict[str, Any]:
+        """Where the approved code came from, as a run frame and an agent-written cell's
+        metadata say it. Informational only: approvals are read from the history, never from these."""
+        proposal, decision = self.proposal, self.decision
+        return {
+            "action_id": proposal.action_id,
+            "action": proposal.action,
+            "model": proposal.model,
+            "role": proposal.role,
+            "reply_to": proposal.reply_to,
+            "sha256": proposal.sha256,
+            "approved_at": decision.at,
+            "decided_by": decision.by,
+        }
 
     @property
     def rule(self) -> Rule:

@@ -217,7 +217,7 @@ class HeadlessAgent:
             self.console.say(f"approved by policy ({approved.decision.reason})")
             self.console.show(self._header(proposal, label), approved.code, proposal.diff)
         # Only the approved proposal's code runs: the engine checked its sha256 just now.
-        cell = nbformat.v4.new_code_cell(approved.code, metadata={"ambient": _provenance(approved)})
+        cell = nbformat.v4.new_code_cell(approved.code, metadata={"ambient": approved.provenance()})
         self.driver.insert(position, cell)
         self.console.cell_added()
         before = await asyncio.to_thread(self.history.last_seq, self.notebook)
@@ -258,21 +258,3 @@ class HeadlessAgent:
             "the kernel did not stop after an interrupt; nothing was re-run",
             f"the agent's cell (action {short}) did not stop when interrupted; the run stops here",
         )
-
-
-def _provenance(approved: Approval) -> dict[str, Any]:
-    """Where an agent-written cell came from, for anyone reading the notebook later.
-
-    Informational only: approvals are read from the history, never from here.
-    """
-    proposal, decision = approved.proposal, approved.decision
-    return {
-        "action_id": proposal.action_id,
-        "action": proposal.action,
-        "model": proposal.model,
-        "role": proposal.role,
-        "reply_to": proposal.reply_to,
-        "sha256": proposal.sha256,
-        "approved_at": decision.at,
-        "decided_by": decision.by,
-    }

@@ -15,7 +15,6 @@ import dataclasses
 import os
 import signal
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any, TextIO
 import nbformat
 from tqdm import tqdm
 
-from ._trim import printable
+from ._trim import code_for_terminal, hints_for_terminal, printable
 from .act import ActEngine
 from .assistant import Assistant
 from .cell_driver import CellDriver, CellOutcome, wait_for_cell_event
@@ -108,11 +107,7 @@ class _Terminal:
         """Show ``code`` (as ``diff`` against what it fixes, if given), then ``question`` on the same line."""
         self.end()
         self.bar.clear()
-        if diff:
-            # Old against new: what the fix changes, as a person reviews it.
-            shown = "\n".join(f"    {op if op != ' ' else '|'} {line}" for op, line in diff)
-        else:
-            shown = textwrap.indent(code.rstrip("\n"), "    | ", lambda _line: True)
+        shown = code_for_terminal(code, diff)
         self.out.write(f"\nambient-jupyter: {printable(header)}\n{printable(shown)}\n{question}")
         self.out.flush()
         if not question:
@@ -120,14 +115,10 @@ class _Terminal:
 
     def hints(self, event: dict[str, Any]) -> None:
         """The kernel's findings on a failed cell, shown whatever the model says."""
-        hints = [h for h in event.get("hints") or [] if isinstance(h, dict) and h.get("text")]
-        if not hints:
-            return
-        self.end()
-        for found in hints:
-            line = f"  hint: {found['text']}"
-            if found.get("change"):
-                line += f"\n  fix:  {found['change']}"
+        lines = hints_for_terminal(event.get("hints"), "  ")
+        if lines:
+            self.end()
+        for line in lines:
             self.bar.write(printable(line), file=sys.stderr)
 
     async def confirm(self, header: str, code: str, diff: list[list[str]] | None = None) -> bool | None:

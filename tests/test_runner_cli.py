@@ -165,6 +165,34 @@ def test_history_of_a_notebook_with_no_events_says_so(tmp_path: Path, history: H
     assert missing.stdout == ""
 
 
+def test_history_shows_a_failures_hints_and_a_proposals_diff_as_the_run_does(tmp_path: Path, history: History) -> None:
+    """``history`` and ``run`` print code, diffs and hints one way; text from the notebook cannot drive the terminal."""
+    nb = str(tmp_path / "nb.ipynb")
+    hint = {"kind": "name", "text": "`dat` is not defined. Did you mean `data`?\x1b[2K", "change": "'dat' → 'data'"}
+    error = {"ename": "NameError", "evalue": "name 'dat' is not defined"}
+    code = "a = 1\n\nprint(dat)\n"
+    history.append(nb, {"kind": "cell_executed", "execution_count": 1, "status": "error", "code": code,
+                        "error": error, "hints": [hint]})
+    diff = [["-", "print(dat)"], ["+", "print(data)"]]
+    history.append(nb, {"kind": "action_proposed", "action": "edit_cell", "action_id": "a1", "code": "print(data)",
+                        "sha256": "0" * 64, "args": {}, "model": "m", "diff": diff})
+    shown = cli("history", "--notebook", nb)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("#1 ") and lines[0].endswith(" cell [1] error 0 ms"), shown.stdout
+    # Every line of the code keeps its gutter, the blank one too; the hint and its fix follow the error.
+    assert lines[1:7] == [
+        "    | a = 1",
+        "    | ",
+        "    | print(dat)",
+        "    ! NameError: name 'dat' is not defined",
+        "    hint: `dat` is not defined. Did you mean `data`?\\x1b[2K",
+        "    fix:  'dat' → 'data'",
+    ], shown.stdout
+    assert lines[7].startswith("#2 ") and lines[7].endswith(" proposed by m: edit_cell {}"), shown.stdout
+    assert lines[8:] == ["    - print(dat)", "    + print(data)"], shown.stdout
+
+
 def test_a_kernel_death_is_recorded_and_written(tmp_path: Path, history: History) -> None:
     """The kernel cannot record its own death: the runner does, and the model is told."""
     killer = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"

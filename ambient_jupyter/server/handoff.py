@@ -153,22 +153,14 @@ class Handoff:
             tabs.broadcast({"type": "error", "message": f"action {action_id}: {error}"})
             return Ran(ok=False, error=error)
         self._waiting[action_id] = proposal.sha256
-        decision = granted.decision
         tab.send(
             {
                 "type": "run",
                 "notebook": tabs.api_path,
-                "action_id": action_id,
-                "action": action,
+                **granted.provenance(),
                 "code": proposal.code,
-                "sha256": proposal.sha256,
                 "args": proposal.args,
-                "model": proposal.model,
-                "role": proposal.role,
-                "reply_to": proposal.reply_to,
-                "decided_by": decision.by,
                 "rule": granted.rule,
-                "approved_at": decision.at,
                 **({"old_code": proposal.old_code} if proposal.old_code is not None else {}),
             }
         )
