@@ -155,36 +155,23 @@ def _settle(future: asyncio.Future[str | None], value: str | None) -> None:
         future.set_result(value)
 
 
+@dataclasses.dataclass(eq=False)
 class _Run:
     """One run of one notebook: the cell loop, failures, Ctrl-C."""
 
-    def __init__(
-        self,
-        nb: nbformat.NotebookNode,
-        driver: CellDriver,
-        assistant: Assistant,
-        terminal: _Terminal,
-        *,
-        allow_errors: bool,
-        timeout: float | None,
-        quiet: bool,
-        agent: HeadlessAgent | None,
-    ) -> None:
-        self.nb = nb
-        self.driver = driver
-        self.assistant = assistant
-        self.history = assistant.history
-        self.notebook = assistant.notebook
-        self.terminal = terminal
-        self.allow_errors = allow_errors
-        self.timeout = timeout
-        self.quiet = quiet
-        self.agent = agent
-        self.ran = 0
-        self.errors: list[int] = []
-        self.fixed: list[int] = []
-        self.stop_requested = False
-        self._main: asyncio.Task[Any] | None = None
+    nb: nbformat.NotebookNode
+    driver: CellDriver
+    assistant: Assistant
+    terminal: _Terminal
+    allow_errors: bool
+    timeout: float | None
+    quiet: bool
+    agent: HeadlessAgent | None
+    ran: int = 0
+    errors: list[int] = dataclasses.field(default_factory=list)
+    fixed: list[int] = dataclasses.field(default_factory=list)
+    stop_requested: bool = False
+    _main: asyncio.Task[Any] | None = dataclasses.field(default=None, init=False)
 
     # -- Ctrl-C -------------------------------------------------------------------
 
@@ -224,7 +211,7 @@ class _Run:
             if cell.cell_type != "code":
                 index += 1
                 continue
-            before = await asyncio.to_thread(self.history.last_seq, self.notebook)
+            before = await asyncio.to_thread(self.assistant.history.last_seq, self.assistant.notebook)
             outcome = await self.driver.execute(index, timeout=self.timeout)
             self.terminal.cell_done()
             if outcome.status != "skipped":
@@ -268,7 +255,9 @@ class _Run:
         expected = EXPECTED_ERROR_TAG in cell.get("metadata", {}).get("tags", [])
         event = None
         if not self.stop_requested:
-            event = await wait_for_cell_event(self.history, self.notebook, outcome.execution_count, before)
+            event = await wait_for_cell_event(
+                self.assistant.history, self.assistant.notebook, outcome.execution_count, before
+            )
         if event is not None and not expected:
             # The kernel's findings reach the person even if the model adds nothing.
             say(f"{label} failed: {outcome.ename}: {outcome.evalue}")
