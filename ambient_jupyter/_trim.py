@@ -17,6 +17,7 @@ __all__ = [
     "code_for_terminal",
     "hints_for_terminal",
     "printable",
+    "readable",
     "strip_ansi",
     "trim_marker",
     "trim_text",
@@ -89,6 +90,11 @@ def trim_text(text: str, limit: int, *, total_chars: int | None = None) -> str:
     return text[:half] + trim_marker(max(len(text), total_chars or 0)) + text[-half:]
 
 
+def readable(text: str, limit: int) -> str:
+    """``text`` as a reader of the record should get it: no colour codes, safe, trimmed."""
+    return trim_text(clean_text(strip_ansi(text)), limit)
+
+
 VALUE_LIMIT = 2000
 """Characters kept of a value (a widget trait, a plugin action's result); binary buffers are only measured."""
 
@@ -102,7 +108,7 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, str):
         # Undecodable bytes (lone surrogates) would break every UTF-8 consumer: the
         # history's readers, the WebSocket, the model's prompt. Colour codes are noise.
-        return trim_text(_clean_strings(value), VALUE_LIMIT)
+        return readable(value, VALUE_LIMIT)
     try:
         text = json.dumps(value, default=_json_default)
     except (TypeError, ValueError):

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from .._trim import clean_text, strip_ansi, trim_marker, trim_text
+from .._trim import clean_text, readable, strip_ansi, trim_marker, trim_text
 
 __all__ = [
     "OUTPUT_TYPES",
@@ -221,7 +221,7 @@ class CellCapture:
                 err = self.error or {}
                 error = {
                     "ename": clean_text(str(err.get("ename", "Error"))),
-                    "evalue": _readable(str(err.get("evalue", "")), self.limit),
+                    "evalue": readable(str(err.get("evalue", "")), self.limit),
                     "traceback": _trim_traceback(err.get("traceback") or [], self.limit),
                 }
         end = self.finished if self.finished is not None else self.started
@@ -258,15 +258,10 @@ class DisplayIds:
             self._ids.pop(next(iter(self._ids)))
 
 
-def _readable(text: str, limit: int) -> str:
-    """``text`` as a reader of the record should get it: no colour codes, safe, trimmed."""
-    return trim_text(clean_text(strip_ansi(text)), limit)
-
-
 def _handled_error(content: dict[str, Any], limit: int) -> dict[str, Any]:
     """An error shown (and handled) rather than the cell's failure: one display line."""
     shown = f"{content.get('ename', 'Error')}: {content.get('evalue', '')}"
-    return {"type": "display", "text": _readable(shown, limit)}
+    return {"type": "display", "text": readable(shown, limit)}
 
 
 def _trim_traceback(frames: list[Any], limit: int) -> list[str]:
@@ -325,7 +320,7 @@ def _summarize_data(kind: str, content: dict[str, Any], limit: int) -> list[dict
         text = f"<{rich[0]}>"
     if isinstance(text, list):
         text = "".join(text)
-    result.append({"type": kind, "text": _readable(str(text), limit), **ident})
+    result.append({"type": kind, "text": readable(str(text), limit), **ident})
     return result
 
 
@@ -367,7 +362,7 @@ def _summarize_nbformat_one(out: dict[str, Any], limit: int) -> list[dict[str, A
     if output_type == "stream":
         text = out.get("text", "")
         text = "".join(text) if isinstance(text, list) else str(text)
-        shown = _readable(text, limit)
+        shown = readable(text, limit)
         return [{"type": "stream", "name": str(out.get("name", "stdout")), "text": shown, "chars": len(text)}]
     if output_type == "error":
         return [_handled_error(out, limit)]
