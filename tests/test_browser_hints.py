@@ -350,7 +350,10 @@ def test_a_failure_card_shows_its_hints_when_the_model_has_nothing_to_add(
     for index in range(3):
         run_cell(page, index)
     failed_card_with_hint(sidebar)
-    assert_candidate_diff(sidebar.locator(CANDIDATE))
+    # The candidate is stored after the failure it fixes: its card may come a moment later.
+    card = sidebar.locator(CANDIDATE)
+    card.wait_for(timeout=60_000)
+    assert_candidate_diff(card)
     sidebar.send("Why did it fail?")
     error = sidebar.locator('.jp-Ambient-card[data-kind="model_error"]')
     error.wait_for(timeout=60_000)
